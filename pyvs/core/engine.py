@@ -1,0 +1,764 @@
+"""The director: a sans-I/O IPVS engine (``ip_vs_core.c`` + ``ip_vs_conn.c`` + ``ip_vs_ctl.c``).
+
+Drivers hand it packet bytes and the current time; it returns a :class:`Verdict`.  There are
+no sockets, threads, sleeps or clocks in here: every call takes ``now`` (seconds, any epoch,
+never decreasing).  Timers (connection expiry, the 2-second rate estimator) are exposed as
+:meth:`Director.next_timer` / :meth:`Director.handle_timers`; :meth:`receive` also runs any
+timer already due, so a driver that forgets cannot see a connection the kernel would have
+dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import states as S
+from .conn import Conn, TimerHeap
+from .packet import (
+    IP_ADDRS,
+    PORTS,
+    TCP_HEAD,
+    U16,
+    addr_bytes,
+    csum_apply,
+    csum_delta,
+    int_to_ip,
+    ipip_encapsulate,
+    port_bytes,
+)
+from .schedulers import SCHEDULERS, make_scheduler
+from .service import (
+    DROUTE,
+    FTPDATA,
+    FTPPORT,
+    IPPROTO_IP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    MASQ,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    TUNNEL,
+    Dest,
+    Service,
+)
+from .stats import ESTIMATOR_PERIOD, Counters, Estimator
+from .verdict import (
+    ACCEPT,
+    R_DEST_UNAVAILABLE,
+    R_FORWARD,
+    R_FRAGMENT,
+    R_MALFORMED,
+    R_NO_CONNECTION,
+    R_NO_DESTINATION,
+    R_NO_SERVICE,
+    R_NOT_IPV4,
+    R_NOT_SCHEDULED,
+    R_NOT_TCP_UDP,
+    Verdict,
+    accept,
+    drop,
+)
+
+IN = 0     # client -> virtual service (ip_vs_in_hook)
+OUT = 1    # realserver -> client (ip_vs_out_hook)
+
+EXPIRE_LATER = 60.0          # a template that still controls connections waits 60 s more
+TRASH_PERIOD = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
+INVALID_PORT = 0xFFFF        # ports of an invalidated template
+MAX_TIMEOUT = 86400 * 31     # ipvsadm's MAX_TIMEOUT for --set
+UNPRIVILEGED_PORT_START = 1024
+
+_ACCEPT_FORWARD = accept(R_FORWARD)
+_ACCEPT = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
+                                  R_NO_CONNECTION, R_NOT_SCHEDULED)}
+_DROP = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_NO_DESTINATION)}
+
+
+class ConfigError(ValueError):
+    """A control-plane request the kernel (or ipvsadm) would refuse; the text says why."""
+
+
+@dataclass
+class Sysctls:
+    """The /proc/sys/net/ipv4/vs knobs that change table behaviour, kernel defaults."""
+
+    conn_reuse_mode: int = 1
+    expire_nodest_conn: int = 0
+    expire_quiescent_template: int = 0
+    sloppy_tcp: int = 0
+    secure_tcp: int = 0
+
+
+@dataclass
+class Timeouts:
+    """`ipvsadm --set tcp tcpfin udp`."""
+
+    tcp: int = S.TCP_TIMEOUTS[S.ESTABLISHED]
+    tcpfin: int = S.TCP_TIMEOUTS[S.FIN_WAIT]
+    udp: int = S.UDP_TIMEOUT
+
+
+@dataclass
+class DropCounters:
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Director:
+    """One network namespace's IPVS: services, connection table, timers, counters."""
+
+    def __init__(self, kernel: str = "modern", sysctls: Sysctls | None = None,
+                 timeouts: Timeouts | None = None, tunnel_source: int | None = None,
+                 route_mark_base: int = 1000, start: float = 0.0) -> None:
+        if kernel not in S.PROFILES:
+            raise ConfigError(f"unknown kernel profile {kernel!r}")
+        self.profile = S.PROFILES[kernel]
+        self.sysctls = sysctls or Sysctls()
+        self.tunnel_source = tunnel_source
+        self.route_mark_base = route_mark_base
+        self.services: list[Service] = []
+        self._svc_by_addr: dict[tuple[int, int, int], Service] = {}
+        self._svc_by_mark: dict[int, Service] = {}
+        self._ftp_services = 0
+        self._null_services = 0
+        self._in: dict[tuple, Conn] = {}
+        self._out: dict[tuple, Conn] = {}
+        self._templates: dict[tuple, Conn] = {}
+        self._template_list: dict[Conn, None] = {}     # every live template, in creation order
+        self._timers = TimerHeap()
+        self._trash: dict[tuple, Dest] = {}
+        self._route_marks: dict[int, int] = {}
+        self._tunnel_id = 0
+        self.total_base = Counters()
+        self.total_est = Estimator()
+        self.drops: dict[str, int] = {}
+        self.start = start
+        self._next_est = start + ESTIMATOR_PERIOD
+        self._due = self._next_est
+        self.timeouts = Timeouts()
+        self._tcp_timeouts = [float(t) for t in S.TCP_TIMEOUTS]
+        self._udp_timeout = float(S.UDP_TIMEOUT)
+        if timeouts is not None:
+            self.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp)
+        self._select_tables()
+
+    # ------------------------------------------------------------------ configuration
+    def _select_tables(self) -> None:
+        """secure_tcp 3 uses tcp_states_dos always; 1 and 2 only under memory pressure,
+        which pyvs never has (2 falls back to 1 at the next defense-level update)."""
+        table = self.profile.dos if self.sysctls.secure_tcp >= 3 else self.profile.normal
+        self._trans = [table[section][row] for section in range(3) for row in range(4)]
+
+    def set_sysctl(self, name: str, value: int) -> None:
+        if not hasattr(self.sysctls, name):
+            raise ConfigError(f"unknown sysctl {name!r}")
+        setattr(self.sysctls, name, int(value))
+        self._select_tables()
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only."""
+        for value in (tcp, tcpfin, udp):
+            if value < 0 or value > MAX_TIMEOUT:
+                raise ConfigError(f"timeout {value} out of range 0..{MAX_TIMEOUT}")
+        if tcp:
+            self.timeouts.tcp = tcp
+            self._tcp_timeouts[S.ESTABLISHED] = float(tcp)
+        if tcpfin:
+            self.timeouts.tcpfin = tcpfin
+            self._tcp_timeouts[S.FIN_WAIT] = float(tcpfin)
+        if udp:
+            self.timeouts.udp = udp
+            self._udp_timeout = float(udp)
+
+    def find_service(self, protocol: int, addr: int, port: int, fwmark: int = 0
+                     ) -> Service | None:
+        if fwmark:
+            return self._svc_by_mark.get(fwmark)
+        return self._svc_by_addr.get((protocol, addr, port))
+
+    def add_service(self, protocol: int, addr: int = 0, port: int = 0, fwmark: int = 0,
+                    scheduler: str = "wlc", flags: int = 0, timeout: int = 0,
+                    netmask: int = 0xFFFFFFFF, now: float = 0.0) -> Service:
+        if self.find_service(protocol, addr, port, fwmark) is not None:
+            raise ConfigError("Service already exists")
+        if scheduler not in SCHEDULERS:
+            raise ConfigError("Scheduler not found")
+        if fwmark:
+            protocol = IPPROTO_TCP if protocol == IPPROTO_IP else protocol
+        svc = Service(protocol, 0 if fwmark else addr, 0 if fwmark else port, fwmark,
+                      scheduler, make_scheduler(scheduler), flags, timeout, netmask)
+        svc.scheduler.init_service(svc, now)
+        self.services.append(svc)
+        if fwmark:
+            self._svc_by_mark[fwmark] = svc
+        else:
+            self._svc_by_addr[(protocol, addr, port)] = svc
+            if port == FTPPORT:
+                self._ftp_services += 1
+            if port == 0:
+                self._null_services += 1
+        return svc
+
+    def edit_service(self, svc: Service, scheduler: str | None = None, flags: int | None = None,
+                     timeout: int | None = None, netmask: int | None = None,
+                     now: float = 0.0) -> None:
+        if scheduler is not None and scheduler != svc.sched_name:
+            if scheduler not in SCHEDULERS:
+                raise ConfigError("Scheduler not found")
+            svc.sched_name = scheduler
+            svc.scheduler = make_scheduler(scheduler)
+            svc.scheduler.init_service(svc, now)
+        if flags is not None:
+            svc.flags = flags
+        if timeout is not None:
+            svc.timeout = timeout
+        if netmask is not None:
+            svc.netmask = netmask
+
+    def del_service(self, svc: Service, now: float = 0.0) -> None:
+        """Realservers go to the trash; their connections live out their timers."""
+        self.total_base.add(svc.live_counters())
+        for dest in list(svc.dests):
+            self._unlink_dest(svc, dest, now, notify_scheduler=False)
+        self.services.remove(svc)
+        if svc.fwmark:
+            del self._svc_by_mark[svc.fwmark]
+        else:
+            del self._svc_by_addr[(svc.protocol, svc.addr, svc.port)]
+            if svc.port == FTPPORT:
+                self._ftp_services -= 1
+            if svc.port == 0:
+                self._null_services -= 1
+
+    def clear(self, now: float = 0.0) -> None:
+        """ipvsadm -C."""
+        for svc in list(self.services):
+            self.del_service(svc, now)
+
+    def _trash_key(self, svc: Service, addr: int, port: int) -> tuple:
+        return (svc.fwmark, svc.protocol, svc.addr, svc.port, addr, port)
+
+    def add_dest(self, svc: Service, addr: int, port: int, fwd: int = DROUTE, weight: int = 1,
+                 u_threshold: int = 0, l_threshold: int = 0, now: float = 0.0) -> Dest:
+        if svc.find_dest(addr, port) is not None:
+            raise ConfigError("Destination already exists")
+        self._purge_trash(now)
+        dest = self._trash.pop(self._trash_key(svc, addr, port), None)
+        if dest is None:
+            dest = Dest(svc, addr, port, fwd, weight, u_threshold, l_threshold)
+        dest.svc = svc
+        dest.available = True
+        dest.idle_since = None
+        self._update_dest(dest, fwd, weight, u_threshold, l_threshold)
+        dest.svc_offset = dest.counters()
+        svc.dests.insert(0, dest)          # list_add_rcu(): newest first
+        svc.scheduler.add_dest(svc, dest)
+        return dest
+
+    def _update_dest(self, dest: Dest, fwd: int, weight: int, u_threshold: int,
+                     l_threshold: int) -> None:
+        """__ip_vs_update_dest()."""
+        dest.fwd = fwd
+        dest.noout = fwd != MASQ
+        dest.weight = weight
+        if weight > 0:
+            dest.last_weight = weight
+        if u_threshold == 0 or u_threshold > dest.u_threshold:
+            dest.overload = False
+        dest.u_threshold = u_threshold
+        dest.l_threshold = l_threshold
+        if fwd == DROUTE:
+            mark = self._route_marks.get(dest.addr)
+            if mark is None:
+                mark = self.route_mark_base + len(self._route_marks) + 1
+                self._route_marks[dest.addr] = mark
+            dest.mark = mark
+            dest.route_verdict = Verdict(ACCEPT, R_FORWARD, mark=mark)
+        else:
+            dest.mark = 0
+            dest.route_verdict = _ACCEPT_FORWARD
+
+    def edit_dest(self, dest: Dest, fwd: int | None = None, weight: int | None = None,
+                  u_threshold: int | None = None, l_threshold: int | None = None) -> None:
+        self._update_dest(dest, dest.fwd if fwd is None else fwd,
+                          dest.weight if weight is None else weight,
+                          dest.u_threshold if u_threshold is None else u_threshold,
+                          dest.l_threshold if l_threshold is None else l_threshold)
+        dest.svc.scheduler.upd_dest(dest.svc, dest)
+
+    def del_dest(self, dest: Dest, now: float = 0.0) -> None:
+        self._unlink_dest(dest.svc, dest, now, notify_scheduler=True)
+
+    def _unlink_dest(self, svc: Service, dest: Dest, now: float,
+                     notify_scheduler: bool) -> None:
+        index = svc.dests.index(dest)
+        del svc.dests[index]
+        live = dest.counters()
+        off = dest.svc_offset
+        svc.base.add(Counters(live.conns - off.conns, live.inpkts - off.inpkts,
+                              live.outpkts - off.outpkts, live.inbytes - off.inbytes,
+                              live.outbytes - off.outbytes))
+        if notify_scheduler:
+            svc.scheduler.del_dest(svc, dest, index)
+        dest.available = False
+        self._trash[self._trash_key(svc, dest.addr, dest.port)] = dest
+        if not self._dest_refs(dest):
+            dest.idle_since = now
+        if self.sysctls.expire_nodest_conn:
+            self._expire_nodest_conns(now)
+
+    @staticmethod
+    def _dest_refs(dest: Dest) -> int:
+        return dest.activeconns + dest.inactconns + dest.persistconns
+
+    def _purge_trash(self, now: float) -> None:
+        """Free removed realservers idle for a trash period (their counters go with them)."""
+        for key, dest in list(self._trash.items()):
+            if dest.idle_since is not None and now - dest.idle_since >= TRASH_PERIOD:
+                del self._trash[key]
+
+    def _expire_nodest_conns(self, now: float) -> None:
+        """ip_vs_expire_nodest_conn_flush(): drop every connection of a removed server."""
+        for cp in list(self._in.values()):
+            dest = cp.dest
+            if dest is None or dest.available or cp.n_control:
+                continue
+            ct = cp.control
+            self._expire(cp, now)
+            if ct is not None and ct.alive and not ct.n_control:
+                self._expire(ct, now)
+
+    def zero(self, svc: Service | None = None) -> None:
+        """ipvsadm -Z: zero a service (and its realservers) or everything."""
+        targets = [svc] if svc is not None else list(self.services)
+        for s in targets:
+            s.est.zero()
+            for d in s.dests:
+                d.est.zero()
+        if svc is None:
+            self.total_est.zero()
+
+    # ------------------------------------------------------------------ timers
+    def next_timer(self) -> float | None:
+        """When handle_timers() next has work (connection expiry or estimator tick)."""
+        t = self._timers.next_time()
+        return self._next_est if t is None or self._next_est < t else t
+
+    def handle_timers(self, now: float) -> None:
+        """Fire every timer due at or before `now`, each at its own exact time.
+
+        Estimation reads traffic counters and expiry changes only connection counters,
+        so running all estimator ticks first gives the same result as interleaving them."""
+        while self._next_est <= now:
+            self._estimate()
+        timers = self._timers
+        cp = timers.pop_due(now)
+        while cp is not None:
+            self._expire(cp, cp.expires)
+            cp = timers.pop_due(now)
+        t = timers.next_time()
+        self._due = self._next_est if t is None or self._next_est < t else t
+
+    def _estimate(self) -> None:
+        """estimation_timer(): every 2 s, copy counters to kstats and update the rates."""
+        total = Counters(*self.total_base.as_tuple())
+        for svc in self.services:
+            live = svc.live_counters()
+            svc.est.tick(live.as_tuple())
+            total.add(live)
+            for d in svc.dests:
+                d.est.tick((d.conns, d.inpkts, d.outpkts, d.inbytes, d.outbytes))
+        self.total_est.tick(total.as_tuple())
+        self._next_est += ESTIMATOR_PERIOD
+
+    def _arm(self, cp: Conn, now: float) -> None:
+        self._timers.arm(cp, now + cp.timeout)
+        if cp.expires < self._due:
+            self._due = cp.expires
+
+    # ------------------------------------------------------------------ connection life
+    def _new_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
+                  dest: Dest, dport: int, template: bool = False) -> Conn:
+        """ip_vs_conn_new() + ip_vs_bind_dest() + hashing."""
+        cp = Conn(protocol, caddr, cport, vaddr, vport, dest.addr, dport, dest, template)
+        if template:
+            dest.persistconns += 1
+        else:
+            dest.inactconns += 1
+            cp.in_key = (protocol, caddr, cport, vaddr, vport)
+            self._in[cp.in_key] = cp
+            if dest.fwd == MASQ:
+                cp.out_key = (protocol, dest.addr, dport, caddr, cport)
+                vb, db = addr_bytes(vaddr), addr_bytes(dest.addr)
+                vpb, dpb = port_bytes(vport), port_bytes(dport)
+                cp.v_bytes, cp.d_bytes, cp.vport_bytes, cp.dport_bytes = vb, db, vpb, dpb
+                cp.in_ip_delta = csum_delta(vb, db)
+                cp.in_l4_delta = csum_delta(vb + vpb, db + dpb)
+                cp.out_ip_delta = csum_delta(db, vb)
+                cp.out_l4_delta = csum_delta(db + dpb, vb + vpb)
+            elif self.profile.route_replies:
+                cp.out_key = (protocol, vaddr, vport, caddr, cport)
+            if cp.out_key is not None:
+                self._out[cp.out_key] = cp
+        dest.check_overload_on_bind()
+        return cp
+
+    def _expire(self, cp: Conn, at: float) -> None:
+        """ip_vs_conn_expire(): a controlling entry waits; anything else is unlinked."""
+        if cp.n_control:
+            cp.timeout = EXPIRE_LATER
+            self._timers.arm(cp, at + EXPIRE_LATER)
+            return
+        cp.alive = False
+        if cp.template:
+            self._template_list.pop(cp, None)
+            key = (cp.protocol, cp.caddr, cp.vaddr, cp.vport)
+            if self._templates.get(key) is cp:
+                del self._templates[key]
+        else:
+            if self._in.get(cp.in_key) is cp:
+                del self._in[cp.in_key]
+            if cp.out_key is not None and self._out.get(cp.out_key) is cp:
+                del self._out[cp.out_key]
+        ct = cp.control
+        if ct is not None:
+            ct.n_control -= 1
+            cp.control = None
+        dest = cp.dest
+        if dest is not None:
+            if cp.template:
+                dest.persistconns -= 1
+            elif cp.inactive:
+                dest.inactconns -= 1
+            else:
+                dest.activeconns -= 1
+            dest.check_overload_on_unbind()
+            if not dest.available and not self._dest_refs(dest):
+                dest.idle_since = at
+
+    def _expire_now(self, cp: Conn, now: float) -> None:
+        """ip_vs_conn_expire_now(): the timer fires at once."""
+        self._expire(cp, now)
+
+    # ------------------------------------------------------------------ scheduling
+    def _lookup_service(self, mark: int, protocol: int, vaddr: int, vport: int
+                        ) -> Service | None:
+        """ip_vs_service_find(): fwmark, exact, FTP data, then port-zero services."""
+        if mark:
+            svc = self._svc_by_mark.get(mark)
+            if svc is not None:
+                return svc
+        svc = self._svc_by_addr.get((protocol, vaddr, vport))
+        if svc is None and protocol == IPPROTO_TCP and self._ftp_services and (
+                vport == FTPDATA or vport >= UNPRIVILEGED_PORT_START):
+            svc = self._svc_by_addr.get((protocol, vaddr, FTPPORT))
+        if svc is None and self._null_services:
+            svc = self._svc_by_addr.get((protocol, vaddr, 0))
+        return svc
+
+    def _check_template(self, ct: Conn) -> bool:
+        """ip_vs_check_template(): an unusable template is invalidated, not re-armed."""
+        dest = ct.dest
+        if (dest is None or not dest.available
+                or (self.sysctls.expire_quiescent_template and dest.weight == 0)):
+            if ct.vport != INVALID_PORT:
+                key = (ct.protocol, ct.caddr, ct.vaddr, ct.vport)
+                if self._templates.get(key) is ct:
+                    del self._templates[key]
+                ct.dport = ct.vport = INVALID_PORT
+                ct.cport = 0
+            return False
+        return True
+
+    def _schedule(self, svc: Service, protocol: int, caddr: int, cport: int, vaddr: int,
+                  vport: int, now: float) -> tuple[Conn | None, int]:
+        """ip_vs_schedule(): (connection, ignored) with the kernel's `ignored` codes."""
+        if cport == FTPDATA:
+            return None, 1
+        if svc.flags & SVC_F_PERSISTENT:
+            return self._schedule_persist(svc, protocol, caddr, cport, vaddr, vport, now)
+        if not svc.fwmark and vport != svc.port:
+            return None, 0
+        dest = svc.scheduler.schedule(svc, caddr, cport, vaddr, now)
+        if dest is None:
+            return None, 0
+        cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest,
+                            dest.port or vport)
+        cp.fwmark = svc.fwmark
+        self._conn_stats(dest)
+        return cp, 1
+
+    def _schedule_persist(self, svc: Service, protocol: int, caddr: int, cport: int,
+                          vaddr: int, vport: int, now: float) -> tuple[Conn | None, int]:
+        """ip_vs_sched_persist(): find or make the template, then the connection."""
+        snet = caddr & svc.netmask
+        t_proto, t_vaddr, t_vport = protocol, vaddr, 0
+        if vport == svc.port:
+            if svc.port != FTPPORT:
+                t_vport = vport
+        elif svc.fwmark:
+            t_proto, t_vaddr = IPPROTO_IP, svc.fwmark
+        key = (t_proto, snet, t_vaddr, t_vport)
+        ct = self._templates.get(key)
+        if ct is None or not self._check_template(ct):
+            dest = svc.scheduler.schedule(svc, caddr, cport, vaddr, now)
+            if dest is None:
+                return None, 0
+            t_dport = dest.port if (vport == svc.port and svc.port != FTPPORT) else 0
+            ct = self._new_conn(t_proto, snet, 0, t_vaddr, t_vport, dest, t_dport,
+                                template=True)
+            ct.fwmark = svc.fwmark
+            ct.timeout = float(svc.timeout)
+            self._templates[key] = ct
+            self._template_list[ct] = None
+        else:
+            dest = ct.dest
+        dport = vport
+        if dport == svc.port and dest.port:
+            dport = dest.port
+        cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest, dport)
+        cp.fwmark = svc.fwmark
+        cp.control = ct
+        ct.n_control += 1
+        self._arm(ct, now)                 # ip_vs_conn_put(ct): re-arm with ct->timeout
+        self._conn_stats(dest)
+        return cp, 1
+
+    @staticmethod
+    def _conn_stats(dest: Dest) -> None:
+        if dest.available:
+            dest.conns += 1
+
+    # ------------------------------------------------------------------ state
+    def _set_tcp_state(self, cp: Conn, section: int, flags: int) -> None:
+        """set_tcp_state(): table lookup, INACTIVE bookkeeping, timeout from the table."""
+        if cp.noout:
+            if section == S.OUTPUT:
+                cp.noout = False
+            else:
+                section = S.INPUT_ONLY
+        row = S.FLAG_ROW[flags]
+        new = S.CLOSE if row < 0 else self._trans[section * 4 + row][cp.state]
+        if new != cp.state:
+            dest = cp.dest
+            if dest is not None:
+                active = self.profile.active[new]
+                if not cp.inactive and not active:
+                    dest.activeconns -= 1
+                    dest.inactconns += 1
+                    cp.inactive = True
+                elif cp.inactive and active:
+                    dest.activeconns += 1
+                    dest.inactconns -= 1
+                    cp.inactive = False
+            if new == S.ESTABLISHED and self.profile.assure_templates:
+                ct = cp.control
+                if ct is not None and ct.template:
+                    ct.state |= S.TEMPLATE_ASSURED
+            cp.state = new
+        cp.timeout = self._tcp_timeouts[new]
+
+    # ------------------------------------------------------------------ the packet path
+    def receive(self, data: bytes | bytearray, now: float, direction: int | None = None,
+                mark: int = 0) -> Verdict:
+        """Process one IPv4 packet seen by the director at time `now`.
+
+        `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
+        the engine decide from its tables, as the kernel's two hooks do.  `mark` is the
+        packet's netfilter mark, used to find fwmark services.
+        """
+        if now >= self._due:
+            self.handle_timers(now)
+        n = len(data)
+        if n < 20:
+            return self._dropped(R_MALFORMED)
+        b0 = data[0]
+        if b0 >> 4 != 4:
+            return _ACCEPT[R_NOT_IPV4]
+        ihl = (b0 & 15) << 2
+        tot_len, frag, protocol, saddr, daddr = IP_ADDRS.unpack_from(data)
+        if ihl < 20 or tot_len < ihl or tot_len > n:
+            return self._dropped(R_MALFORMED)
+        if protocol == IPPROTO_TCP:
+            if tot_len - ihl < 20:
+                return self._dropped(R_MALFORMED)
+            sport, dport, flags = TCP_HEAD.unpack_from(data, ihl)
+        elif protocol == IPPROTO_UDP:
+            if tot_len - ihl < 8:
+                return self._dropped(R_MALFORMED)
+            sport, dport = PORTS.unpack_from(data, ihl)
+            flags = -1
+        else:
+            return _ACCEPT[R_NOT_TCP_UDP]
+        if frag & 0x1FFF:
+            return _ACCEPT[R_FRAGMENT]
+        key = (protocol, saddr, sport, daddr, dport)
+        if direction != OUT:
+            cp = self._in.get(key)
+            if cp is not None:
+                return self._in_existing(cp, data, ihl, tot_len, flags, now, mark)
+        if direction != IN:
+            cp = self._out.get(key)
+            if cp is not None:
+                return self._out_existing(cp, data, ihl, tot_len, flags, now)
+            if direction == OUT:
+                return _ACCEPT[R_NO_CONNECTION]
+        return self._in_new(data, ihl, tot_len, protocol, saddr, sport, daddr, dport, flags,
+                            now, mark)
+
+    def _dropped(self, reason: str) -> Verdict:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        return _DROP[reason]
+
+    def _in_existing(self, cp: Conn, data, ihl: int, tot_len: int, flags: int, now: float,
+                     mark: int) -> Verdict:
+        dest = cp.dest
+        if flags >= 0 and flags & S.TH_SYN:
+            # is_new_conn(): a SYN for an entry that is closing (or quiesced) starts anew
+            resched = False
+            if (self.sysctls.expire_nodest_conn and self.profile.nodest_on_syn
+                    and dest is not None and dest.weight == 0):
+                resched = True
+            elif (self.sysctls.conn_reuse_mode and self.profile.conn_reuse
+                  and cp.control is None and (
+                      cp.state == S.TIME_WAIT or cp.state == S.CLOSE or (
+                          self.sysctls.conn_reuse_mode & 2 and cp.state == S.FIN_WAIT
+                          and cp.noout))):
+                resched = True
+            if resched:
+                return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+        if dest is not None and not dest.available:
+            if self.sysctls.expire_nodest_conn:
+                return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+            return self._dropped(R_DEST_UNAVAILABLE)
+        return self._in_forward(cp, data, ihl, tot_len, flags, now)
+
+    def _reschedule(self, old: Conn, data, ihl: int, tot_len: int, flags: int, now: float,
+                    mark: int) -> Verdict:
+        """The old entry is expired right after the new one is scheduled: on a real
+        director its timer fires in the next softirq, so the scheduler still counts it."""
+        if old.in_key is not None and self._in.get(old.in_key) is old:
+            del self._in[old.in_key]
+        if old.out_key is not None and self._out.get(old.out_key) is old:
+            del self._out[old.out_key]
+        protocol, caddr, cport, vaddr, vport = old.in_key
+        verdict = self._in_new(data, ihl, tot_len, protocol, caddr, cport, vaddr, vport,
+                               flags, now, mark)
+        self._expire_now(old, now)
+        return verdict
+
+    def _in_new(self, data, ihl: int, tot_len: int, protocol: int, saddr: int, sport: int,
+                daddr: int, dport: int, flags: int, now: float, mark: int) -> Verdict:
+        """tcp_conn_schedule() / udp_conn_schedule() and ip_vs_leave()."""
+        if protocol == IPPROTO_TCP and (flags & S.TH_RST or not (
+                self.sysctls.sloppy_tcp or flags & S.TH_SYN)):
+            return _ACCEPT[R_NO_CONNECTION]
+        svc = self._lookup_service(mark, protocol, daddr, dport)
+        if svc is None:
+            return _ACCEPT[R_NO_SERVICE]
+        cp, ignored = self._schedule(svc, protocol, saddr, sport, daddr, dport, now)
+        if cp is None:
+            if ignored == 1:
+                return _ACCEPT[R_NOT_SCHEDULED]
+            if svc.port == FTPPORT and dport != FTPPORT:
+                return _ACCEPT[R_NOT_SCHEDULED]
+            return self._dropped(R_NO_DESTINATION)
+        if svc.flags & SVC_F_ONEPACKET and protocol == IPPROTO_UDP:
+            verdict = self._in_forward(cp, data, ihl, tot_len, flags, now)
+            self._expire(cp, now)          # ONE_PACKET: timeout 0, never kept in the table
+            return verdict
+        return self._in_forward(cp, data, ihl, tot_len, flags, now)
+
+    def _in_forward(self, cp: Conn, data, ihl: int, tot_len: int, flags: int,
+                    now: float) -> Verdict:
+        """ip_vs_in_stats(), ip_vs_set_state(INPUT), packet_xmit, ip_vs_conn_put()."""
+        dest = cp.dest
+        if dest.available:
+            dest.inpkts += 1
+            dest.inbytes += tot_len
+        if flags >= 0:
+            self._set_tcp_state(cp, S.INPUT, flags)
+        else:
+            cp.timeout = self._udp_timeout
+        self._timers.arm(cp, now + cp.timeout)
+        if cp.expires < self._due:
+            self._due = cp.expires
+        fwd = cp.fwd
+        if fwd == DROUTE:
+            return dest.route_verdict
+        if fwd == MASQ:
+            buf = bytearray(data)
+            del buf[tot_len:]
+            buf[16:20] = cp.d_bytes
+            U16.pack_into(buf, 10, csum_apply((buf[10] << 8) | buf[11], cp.in_ip_delta))
+            buf[ihl + 2:ihl + 4] = cp.dport_bytes
+            off = ihl + (16 if cp.protocol == IPPROTO_TCP else 6)
+            check = (buf[off] << 8) | buf[off + 1]
+            if check or cp.protocol == IPPROTO_TCP:
+                check = csum_apply(check, cp.in_l4_delta)
+                U16.pack_into(buf, off, check or 0xFFFF)
+            return Verdict(ACCEPT, R_FORWARD, data=buf)
+        if fwd == TUNNEL:
+            self._tunnel_id += 1
+            src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
+            return Verdict(ACCEPT, R_FORWARD,
+                           data=ipip_encapsulate(data[:tot_len], src, cp.daddr,
+                                                 self._tunnel_id))
+        return _ACCEPT_FORWARD
+
+    def _out_existing(self, cp: Conn, data, ihl: int, tot_len: int, flags: int,
+                      now: float) -> Verdict:
+        """handle_response(): SNAT for Masq, then ip_vs_out_stats() and OUTPUT state."""
+        dest = cp.dest
+        verdict = _ACCEPT_FORWARD
+        if cp.fwd == MASQ:
+            buf = bytearray(data)
+            del buf[tot_len:]
+            buf[12:16] = cp.v_bytes
+            U16.pack_into(buf, 10, csum_apply((buf[10] << 8) | buf[11], cp.out_ip_delta))
+            buf[ihl:ihl + 2] = cp.vport_bytes
+            off = ihl + (16 if cp.protocol == IPPROTO_TCP else 6)
+            check = (buf[off] << 8) | buf[off + 1]
+            if check or cp.protocol == IPPROTO_TCP:
+                check = csum_apply(check, cp.out_l4_delta)
+                U16.pack_into(buf, off, check or 0xFFFF)
+            verdict = Verdict(ACCEPT, R_FORWARD, data=buf)
+        if dest is not None and dest.available:
+            dest.outpkts += 1
+            dest.outbytes += tot_len
+        if flags >= 0:
+            self._set_tcp_state(cp, S.OUTPUT, flags)
+        else:
+            cp.timeout = self._udp_timeout
+        self._timers.arm(cp, now + cp.timeout)
+        if cp.expires < self._due:
+            self._due = cp.expires
+        return verdict
+
+    # ------------------------------------------------------------------ views
+    def connections(self) -> list[Conn]:
+        """Every entry as /proc/net/ip_vs_conn lists it: connections, then templates."""
+        return list(self._in.values()) + list(self._template_list)
+
+    def connection_count(self) -> int:
+        return len(self._in) + len(self._template_list)
+
+    def total_live(self) -> Counters:
+        total = Counters(*self.total_base.as_tuple())
+        for svc in self.services:
+            total.add(svc.live_counters())
+        return total
+
+    def state_name(self, cp: Conn) -> str:
+        """ip_vs_state_name()."""
+        if cp.template and self.profile.assure_templates:
+            return S.TEMPLATE_STATE_NAMES[cp.state]
+        if cp.protocol == IPPROTO_TCP:
+            return S.TCP_STATE_NAMES[cp.state]
+        if cp.protocol == IPPROTO_UDP:
+            return S.UDP_STATE_NAMES[0]
+        return "NONE"
+
+    def describe(self, cp: Conn) -> str:
+        return (f"{int_to_ip(cp.caddr)}:{cp.cport} -> {int_to_ip(cp.vaddr)}:{cp.vport} -> "
+                f"{int_to_ip(cp.daddr)}:{cp.dport} {self.state_name(cp)}")
+

@@ -1,0 +1,470 @@
+"""The IPVS schedulers, with the kernel's pick order (``net/netfilter/ipvs/ip_vs_*.c``).
+
+``svc.dests`` is the kernel's destination list, newest-added first, so every "first wins a
+tie" rule favours the most recently added realserver, as on a real director.  Weighted
+comparisons cross-multiply, never divide.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+from typing import TYPE_CHECKING
+
+from .service import SVC_F_SCHED1, SVC_F_SCHED2
+
+if TYPE_CHECKING:
+    from .service import Dest, Service
+
+GOLDEN_RATIO_32 = 0x61C88647
+TAB_BITS = 8
+TAB_SIZE = 1 << TAB_BITS
+LBLC_EXPIRATION = 24 * 60 * 60          # lblc_expiration / lblcr_expiration sysctls
+LBLC_FULL_CHECK = 30 * 60               # full expiration check every 30 periodic runs
+
+
+def hash_32(val: int, bits: int = TAB_BITS) -> int:
+    """include/linux/hash.h: multiplicative hash, top `bits` bits of a u32 product."""
+    return ((val * GOLDEN_RATIO_32) & 0xFFFFFFFF) >> (32 - bits)
+
+
+class Scheduler:
+    """Base: a scheduler sees the service's list and may keep per-service state."""
+
+    name = ""
+
+    def init_service(self, svc: Service, now: float) -> None:
+        """Called when the scheduler is bound to a service."""
+
+    def add_dest(self, svc: Service, dest: Dest) -> None:
+        """Called after `dest` was linked at the head of svc.dests."""
+
+    def del_dest(self, svc: Service, dest: Dest, index: int) -> None:
+        """Called after `dest` was unlinked from position `index` of svc.dests."""
+
+    def upd_dest(self, svc: Service, dest: Dest) -> None:
+        """Called after `dest`'s weight or thresholds were edited."""
+
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
+        raise NotImplementedError
+
+
+def _usable(d: Dest) -> bool:
+    return not d.overload and d.weight > 0
+
+
+class RoundRobin(Scheduler):
+    name = "rr"
+
+    def __init__(self) -> None:
+        self.last: Dest | None = None     # None = the list head
+
+    def init_service(self, svc: Service, now: float) -> None:
+        self.last = None
+
+    def del_dest(self, svc: Service, dest: Dest, index: int) -> None:
+        # ip_vs_rr_del_dest(): a cursor on the removed entry steps back to its predecessor
+        if self.last is dest:
+            self.last = svc.dests[index - 1] if index > 0 else None
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        dests = svc.dests
+        n = len(dests)
+        if self.last is None:
+            start = 0
+            order = range(n)
+        else:
+            start = dests.index(self.last) + 1
+            order = list(range(start, n)) + list(range(0, start))
+        for i in order:
+            d = dests[i]
+            if not d.overload and d.weight > 0:
+                self.last = d
+                return d
+        return None
+
+
+class WeightedRoundRobin(Scheduler):
+    name = "wrr"
+
+    def __init__(self) -> None:
+        self.cl = -1       # index of the current dest, -1 = head
+        self.cw = 0
+        self.mw = 0
+        self.di = 1
+
+    def _recompute(self, svc: Service) -> None:
+        g = 0
+        for d in svc.dests:
+            if d.weight > 0:
+                g = gcd(d.weight, g) if g > 0 else d.weight
+        self.di = g or 1
+        self.mw = max((d.weight for d in svc.dests), default=0)
+        self.mw = max(self.mw, 0) - (self.di - 1)
+
+    def init_service(self, svc, now):
+        self.cl = -1
+        self._recompute(svc)
+        self.cw = self.mw
+
+    def _changed(self, svc: Service) -> None:
+        # ip_vs_wrr_dest_changed()
+        self.cl = -1
+        self._recompute(svc)
+        if self.cw > self.mw or not self.cw:
+            self.cw = self.mw
+        elif self.di > 1:
+            self.cw = (self.cw // self.di) * self.di + 1
+
+    def add_dest(self, svc, dest):
+        self._changed(svc)
+
+    def upd_dest(self, svc, dest):
+        self._changed(svc)
+
+    def del_dest(self, svc, dest, index):
+        self._changed(svc)
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        dests = svc.dests
+        if self.mw == 0:
+            return None
+        pos = self.cl if self.cl < len(dests) else -1
+        last = pos
+        stop = None
+        last_pass = restarted = False
+        while True:
+            for i in range(pos + 1, len(dests)):
+                d = dests[i]
+                if not d.overload and d.weight >= self.cw:
+                    self.cl = i
+                    return d
+                if i == stop:
+                    return None
+            pos = -1
+            self.cw -= self.di
+            if self.cw <= 0:
+                self.cw = self.mw
+                if last_pass or last == -1:
+                    return None
+                restarted = True
+            last_pass = self.cw <= self.di
+            if last_pass and restarted and last != -1:
+                stop = last
+
+
+class LeastConnection(Scheduler):
+    name = "lc"
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        least = None
+        loh = 0
+        for d in svc.dests:
+            if d.overload or d.weight == 0:
+                continue
+            doh = (d.activeconns << 8) + d.inactconns
+            if least is None or doh < loh:
+                least, loh = d, doh
+        return least
+
+
+def _weighted_least(dests: list[Dest], overhead) -> Dest | None:
+    """wlc/sed shape: first usable dest, then strictly better by cross-multiplication."""
+    least = None
+    loh = 0
+    it = iter(dests)
+    for d in it:
+        if _usable(d):
+            least, loh = d, overhead(d)
+            break
+    if least is None:
+        return None
+    for d in it:
+        if d.overload:
+            continue
+        doh = overhead(d)
+        if loh * d.weight > doh * least.weight:
+            least, loh = d, doh
+    return least
+
+
+def _conn_overhead(d: Dest) -> int:
+    return (d.activeconns << 8) + d.inactconns
+
+
+def _sed_overhead(d: Dest) -> int:
+    return d.activeconns + 1
+
+
+class WeightedLeastConnection(Scheduler):
+    name = "wlc"
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        return _weighted_least(svc.dests, _conn_overhead)
+
+
+class ShortestExpectedDelay(Scheduler):
+    name = "sed"
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        return _weighted_least(svc.dests, _sed_overhead)
+
+
+class NeverQueue(Scheduler):
+    name = "nq"
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        least = None
+        loh = 0
+        for d in svc.dests:
+            if d.overload or not d.weight:
+                continue
+            doh = d.activeconns + 1
+            if d.activeconns == 0:
+                return d
+            if least is None or loh * d.weight > doh * least.weight:
+                least, loh = d, doh
+        return least
+
+
+class WeightedFailover(Scheduler):
+    name = "fo"
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        best = None
+        hw = 0
+        for d in svc.dests:
+            if not d.overload and d.weight > hw:
+                best, hw = d, d.weight
+        return best
+
+
+class WeightedOverflow(Scheduler):
+    name = "ovf"
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        best = None
+        for d in svc.dests:
+            w = d.weight
+            if d.overload or d.activeconns > w or w == 0:
+                continue
+            if best is None or w > best.weight:
+                best = d
+        return best
+
+
+class SourceHashing(Scheduler):
+    name = "sh"
+
+    def __init__(self) -> None:
+        self.buckets: list[Dest | None] = [None] * TAB_SIZE
+
+    def _reassign(self, svc: Service) -> None:
+        dests = svc.dests
+        if not dests:
+            self.buckets = [None] * TAB_SIZE
+            return
+        out: list[Dest | None] = []
+        i = 0
+        count = 0
+        for _ in range(TAB_SIZE):
+            d = dests[i]
+            out.append(d)
+            count += 1
+            if count >= d.weight:
+                i = (i + 1) % len(dests)
+                count = 0
+        self.buckets = out
+
+    def init_service(self, svc, now):
+        self._reassign(svc)
+
+    def add_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def upd_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def del_dest(self, svc, dest, index):
+        self._reassign(svc)
+
+    @staticmethod
+    def _unavailable(d: Dest | None) -> bool:
+        return d is None or d.weight <= 0 or d.overload
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        port = sport if svc.flags & SVC_F_SCHED2 else 0
+        ihash = hash_32((port + saddr) & 0xFFFFFFFF)
+        d = self.buckets[ihash]
+        if not svc.flags & SVC_F_SCHED1:
+            return None if self._unavailable(d) else d
+        if d is None:
+            return None
+        if not self._unavailable(d):
+            return d
+        # ip_vs_sh_get_fallback(): the hash key adds the probe offset to the hashed value
+        for offset in range(TAB_SIZE):
+            roffset = (offset + ihash) % TAB_SIZE
+            d = self.buckets[(roffset + ihash) % TAB_SIZE]
+            if not self._unavailable(d):
+                return d
+        return None
+
+
+class DestinationHashing(Scheduler):
+    name = "dh"
+
+    def __init__(self) -> None:
+        self.buckets: list[Dest | None] = [None] * TAB_SIZE
+
+    def _reassign(self, svc: Service) -> None:
+        dests = svc.dests
+        self.buckets = [dests[i % len(dests)] if dests else None for i in range(TAB_SIZE)]
+
+    def init_service(self, svc, now):
+        self._reassign(svc)
+
+    def add_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def upd_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def del_dest(self, svc, dest, index):
+        self._reassign(svc)
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        d = self.buckets[hash_32(daddr)]
+        if d is None or not d.available or d.weight <= 0 or d.overload:
+            return None
+        return d
+
+
+def _lblc_overloaded(dest: Dest, svc: Service) -> bool:
+    """lblc/lblcr is_overloaded(): busy while some other server is under half load."""
+    if dest.activeconns > dest.weight:
+        return any(d.activeconns * 2 < d.weight for d in svc.dests)
+    return False
+
+
+class _LocalityCache(Scheduler):
+    """Shared cache ageing of lblc/lblcr: idle entries go at the 30-minute full checks."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, list] = {}     # daddr -> [lastuse, payload]
+        self.started = 0.0
+
+    def init_service(self, svc, now):
+        self.entries = {}
+        self.started = now
+
+    def _lookup(self, daddr: int, now: float):
+        en = self.entries.get(daddr)
+        if en is None:
+            return None
+        checks = int((now - self.started) // LBLC_FULL_CHECK)
+        last_check = self.started + checks * LBLC_FULL_CHECK
+        if checks and last_check >= en[0] + LBLC_EXPIRATION:
+            del self.entries[daddr]
+            return None
+        en[0] = now
+        return en
+
+
+class LocalityBasedLeastConnection(_LocalityCache):
+    name = "lblc"
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        en = self._lookup(daddr, now)
+        if en is not None:
+            d = en[1]
+            if d.available and d.weight > 0 and not _lblc_overloaded(d, svc):
+                return d
+        d = _weighted_least(svc.dests, _conn_overhead)
+        if d is None:
+            return None
+        if en is not None:
+            en[1] = d
+        else:
+            self.entries[daddr] = [now, d]
+        return d
+
+
+class LocalityBasedLeastConnectionReplication(_LocalityCache):
+    name = "lblcr"
+
+    @staticmethod
+    def _set_min(members: list[Dest]) -> Dest | None:
+        least = None
+        loh = 0
+        it = iter(members)
+        for d in it:
+            if d.overload:
+                continue
+            if d.weight > 0 and d.available:
+                least, loh = d, _conn_overhead(d)
+                break
+        if least is None:
+            return None
+        for d in it:
+            if d.overload:
+                continue
+            doh = _conn_overhead(d)
+            if loh * d.weight > doh * least.weight and d.available:
+                least, loh = d, doh
+        return least
+
+    @staticmethod
+    def _set_max(members: list[Dest]) -> Dest | None:
+        most = None
+        moh = 0
+        it = iter(members)
+        for d in it:
+            if d.weight > 0:
+                most, moh = d, _conn_overhead(d)
+                break
+        if most is None:
+            return None
+        for d in it:
+            doh = _conn_overhead(d)
+            if moh * d.weight < doh * most.weight and d.weight > 0:
+                most, moh = d, doh
+        return most
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        en = self._lookup(daddr, now)
+        if en is not None:
+            members, lastmod = en[1], en[2]
+            d = self._set_min(members)
+            if len(members) > 1 and now > lastmod + LBLC_EXPIRATION:
+                m = self._set_max(members)
+                if m is not None:
+                    members.remove(m)
+                    en[2] = now
+            if d is not None and not _lblc_overloaded(d, svc):
+                return d
+            d = _weighted_least(svc.dests, _conn_overhead)
+            if d is None:
+                return None
+            if d not in members:
+                members.insert(0, d)
+                en[2] = now
+            return d
+        d = _weighted_least(svc.dests, _conn_overhead)
+        if d is None:
+            return None
+        self.entries[daddr] = [now, [d], now]
+        return d
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    cls.name: cls
+    for cls in (RoundRobin, WeightedRoundRobin, LeastConnection, WeightedLeastConnection,
+                ShortestExpectedDelay, NeverQueue, WeightedFailover, WeightedOverflow,
+                SourceHashing, DestinationHashing, LocalityBasedLeastConnection,
+                LocalityBasedLeastConnectionReplication)
+}
+
+
+def make_scheduler(name: str) -> Scheduler:
+    return SCHEDULERS[name]()

@@ -1,0 +1,158 @@
+"""All of IPVS's TCP connection-state logic, as data.
+
+The tables are the kernel's (``net/netfilter/ipvs/ip_vs_proto_tcp.c``), cell for cell, so a
+reader can hold them against the C source.  The engine never branches on a state name: it
+indexes these tables.  Kernel-version differences (reference §0) are expressed as
+:class:`KernelProfile` values that select or patch tables, not as ``if`` trees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- TCP states (include/net/ip_vs.h), index = kernel enum value -----------------------------
+NONE = 0
+ESTABLISHED = 1
+SYN_SENT = 2
+SYN_RECV = 3
+FIN_WAIT = 4
+TIME_WAIT = 5
+CLOSE = 6
+CLOSE_WAIT = 7
+LAST_ACK = 8
+LISTEN = 9
+SYNACK = 10
+N_TCP_STATES = 11
+
+TCP_STATE_NAMES = (
+    "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK",
+)
+
+# tcp_timeouts[] in seconds.  `--set tcp tcpfin udp` patches ESTABLISHED and FIN_WAIT only.
+TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
+UDP_TIMEOUT = 300
+
+# UDP has a single state, shown as "UDP"; templates show NONE / ASSURED.
+UDP_NORMAL = 0
+UDP_STATE_NAMES = ("UDP",)
+TEMPLATE_NONE = 0
+TEMPLATE_ASSURED = 1
+TEMPLATE_STATE_NAMES = ("NONE", "ASSURED")
+
+# --- Direction sections (tcp_state_off[]) ------------------------------------------------------
+INPUT = 0          # client -> VIP, connection fully tracked
+OUTPUT = 1         # realserver -> client, seen by the director
+INPUT_ONLY = 2     # client -> VIP while the connection is NOOUTPUT (DR / TUN)
+
+# --- Flag rows, chosen by tcp_state_idx(): RST > SYN > FIN > ACK, else -1 ---------------------
+ROW_SYN, ROW_FIN, ROW_ACK, ROW_RST = 0, 1, 2, 3
+ROW_NONE = -1      # no RST/SYN/FIN/ACK: set_tcp_state() keeps its initial CLOSE
+
+TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
+
+
+def _flag_row(flags: int) -> int:
+    if flags & TH_RST:
+        return ROW_RST
+    if flags & TH_SYN:
+        return ROW_SYN
+    if flags & TH_FIN:
+        return ROW_FIN
+    if flags & TH_ACK:
+        return ROW_ACK
+    return ROW_NONE
+
+
+#: TCP flags byte -> table row, precomputed for the per-packet path.
+FLAG_ROW = tuple(_flag_row(f) for f in range(256))
+
+sNO, sES, sSS, sSR, sFW, sTW, sCL, sCW, sLA, sLI, sSA = range(N_TCP_STATES)
+
+# tcp_states[]: [section][row][state]
+TCP_STATES_NORMAL = (
+    (  # INPUT
+        #  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
+        (sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR),  # syn
+        (sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW),  # fin
+        (sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES),  # ack
+        (sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR),  # rst
+    ),
+    (  # OUTPUT
+        (sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR),
+        (sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW),
+        (sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES),
+        (sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL),
+    ),
+    (  # INPUT-ONLY
+        (sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR),
+        (sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW),
+        (sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES),
+        (sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL),
+    ),
+)
+
+# tcp_states_dos[]: used while secure_tcp is in force.
+TCP_STATES_DOS = (
+    (  # INPUT
+        (sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA),
+        (sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sSA),
+        (sES, sES, sSS, sSR, sFW, sTW, sCL, sCW, sCL, sLI, sSA),
+        (sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL),
+    ),
+    (  # OUTPUT
+        (sSS, sES, sSS, sSA, sSS, sSS, sSS, sSS, sSS, sLI, sSA),
+        (sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW),
+        (sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES),
+        (sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL),
+    ),
+    (  # INPUT-ONLY
+        (sSA, sES, sES, sSR, sSA, sSA, sSA, sSA, sSA, sSA, sSA),
+        (sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW),
+        (sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES),
+        (sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL),
+    ),
+)
+
+
+def _legacy(table: tuple) -> tuple:
+    """2.6.x-3.x: `ack` in sNO goes to sCL (not sES) in INPUT and INPUT-ONLY."""
+    out = []
+    for section_idx, section in enumerate(table):
+        rows = [list(r) for r in section]
+        if section_idx in (INPUT, INPUT_ONLY):
+            rows[ROW_ACK][sNO] = sCL
+        out.append(tuple(tuple(r) for r in rows))
+    return tuple(out)
+
+
+# Active states: tcp_state_active_table[] (4.9+) versus `== ESTABLISHED` (4.4 and older).
+ACTIVE_MODERN = tuple(s in (ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK) for s in range(N_TCP_STATES))
+ACTIVE_ESTABLISHED_ONLY = tuple(s == ESTABLISHED for s in range(N_TCP_STATES))
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """What differs between the kernels users compare against (reference §0)."""
+
+    name: str
+    normal: tuple
+    dos: tuple
+    active: tuple
+    assure_templates: bool    # 6.x: a template turns ASSURED when a child reaches ESTABLISHED
+    conn_reuse: bool          # the conn_reuse_mode sysctl exists (4.2+)
+    route_replies: bool       # 5.10+: DR/TUN replies that cross the director match (VIP source)
+    nodest_on_syn: bool       # 5.x: expire_nodest_conn also re-schedules SYNs to weight-0 dests
+
+
+PROFILES = {
+    "modern": KernelProfile("modern", TCP_STATES_NORMAL, TCP_STATES_DOS, ACTIVE_MODERN,
+                            assure_templates=True, conn_reuse=True, route_replies=True,
+                            nodest_on_syn=True),
+    "4.4": KernelProfile("4.4", TCP_STATES_NORMAL, TCP_STATES_DOS, ACTIVE_ESTABLISHED_ONLY,
+                         assure_templates=False, conn_reuse=True, route_replies=False,
+                         nodest_on_syn=False),
+    "2.6": KernelProfile("2.6", _legacy(TCP_STATES_NORMAL), _legacy(TCP_STATES_DOS),
+                         ACTIVE_ESTABLISHED_ONLY, assure_templates=False, conn_reuse=False,
+                         route_replies=False, nodest_on_syn=False),
+}

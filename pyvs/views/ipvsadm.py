@@ -1,0 +1,232 @@
+"""ipvsadm 1.31's listings, character for character (``ipvsadm.c``: list_all, print_title,
+print_service_entry, print_largenum, list_conn, print_conn; ``libipvs.c``: the sort order).
+
+Everything renders from a snapshot dict (see :mod:`pyvs.views.snapshot`).
+"""
+
+from __future__ import annotations
+
+import socket
+from enum import Flag, auto
+from functools import cmp_to_key
+from typing import Any
+
+from ..core.packet import ip_to_int
+
+VERSION_LINE = "IP Virtual Server version 1.2.1 (size=4096)"
+FWD_NAMES = {"masq": "Masq", "route": "Route", "tunnel": "Tunnel", "local": "Local"}
+FWD_SWITCHES = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}
+PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "FWM": 0}
+
+
+class Fmt(Flag):
+    """ipvsadm's FMT_* listing bits."""
+
+    NONE = 0
+    NUMERIC = auto()
+    STATS = auto()
+    RATE = auto()
+    THRESHOLDS = auto()
+    PERSISTENTCONN = auto()
+    NOSORT = auto()
+    EXACT = auto()
+    RULE = auto()
+
+
+def _s32(value: int) -> int:
+    """A u32 difference converted to int, as gcc does: the comparators wrap."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def _cmp_services(a: dict, b: dict) -> int:
+    r = _s32(a["fwmark"] - b["fwmark"])
+    if r:
+        return r
+    r = PROTO_NUMBERS[a["proto"]] - PROTO_NUMBERS[b["proto"]]
+    if r:
+        return r
+    r = _s32(ip_to_int(a["address"] or "0.0.0.0") - ip_to_int(b["address"] or "0.0.0.0"))
+    if r:
+        return r
+    return a["port"] - b["port"]
+
+
+def _cmp_dests(a: dict, b: dict) -> int:
+    r = _s32(ip_to_int(a["address"]) - ip_to_int(b["address"]))
+    if r:
+        return r
+    return a["port"] - b["port"]
+
+
+def largenum(i: int, fmt: Fmt) -> str:
+    if fmt & Fmt.EXACT:
+        text = str(i)
+        return text.rjust(9 if len(text) <= 8 else len(text) + 1)
+    if i < 100_000_000:
+        return f"{i:9d}"
+    if i < 1_000_000_000:
+        return f"{i // 1000:8d}K"
+    if i < 100_000_000_000:
+        return f"{i // 1_000_000:8d}M"
+    if i < 100_000_000_000_000:
+        return f"{i // 1_000_000_000:8d}G"
+    return f"{i // 1_000_000_000_000:8d}T"
+
+
+def _host(addr: str, fmt: Fmt) -> str:
+    if fmt & Fmt.NUMERIC:
+        return addr
+    try:
+        return socket.gethostbyaddr(addr)[0]
+    except (OSError, UnicodeError):
+        return addr
+
+
+def _service_port(port: int, proto: str, fmt: Fmt) -> str:
+    if fmt & Fmt.NUMERIC:
+        return str(port)
+    try:
+        return socket.getservbyport(port, proto.lower())
+    except (OSError, OverflowError):
+        return str(port)
+
+
+def addrport(addr: str, port: int, proto: str, fmt: Fmt) -> str:
+    """addrport_to_anyname()."""
+    return f"{_host(addr, fmt)}:{_service_port(port, proto, fmt)}"
+
+
+def title(fmt: Fmt) -> str:
+    if fmt & Fmt.STATS:
+        return ("%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n"
+                % ("Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes",
+                   "OutBytes"))
+    if fmt & Fmt.RATE:
+        return ("%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n"
+                % ("Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"))
+    if fmt & Fmt.THRESHOLDS:
+        return ("%-33s %-10s %-10s %-10s %-10s\n  -> RemoteAddress:Port\n"
+                % ("Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn",
+                   "InActConn"))
+    if fmt & Fmt.PERSISTENTCONN:
+        return ("%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n"
+                % ("Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn",
+                   "InActConn"))
+    return ("Prot LocalAddress:Port Scheduler Flags\n"
+            "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+
+
+def _stats5(values: tuple, fmt: Fmt) -> str:
+    return "".join(largenum(v, fmt) for v in values)
+
+
+def service_entry(svc: dict, fmt: Fmt) -> str:
+    """print_service_entry(): one service line and its realserver lines."""
+    proto = svc["proto"]
+    if svc["fwmark"]:
+        name = f"-f {svc['fwmark']}" if fmt & Fmt.RULE else f"FWM  {svc['fwmark']}"
+    else:
+        vname = addrport(svc["address"], svc["port"], proto, fmt)
+        if fmt & Fmt.RULE:
+            name = f"{'-t' if proto == 'TCP' else '-u'} {vname}"
+        else:
+            name = f"{proto:<4s} {vname}"[:33]
+    out = []
+    flags = svc["flags"]
+    if fmt & Fmt.RULE:
+        line = f"-A {name} -s {svc['scheduler']}"
+        if svc["persistent"] is not None:
+            line += f" -p {svc['persistent']}"
+            if svc["netmask"] != "255.255.255.255":
+                line += f" -M {svc['netmask']}"
+        if svc["ops"]:
+            line += " -o"
+        if flags:
+            line += " -b " + ",".join(flags)
+    elif fmt & Fmt.STATS:
+        st = svc["stats"]
+        line = f"{name:<33s}" + _stats5(
+            (st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]), fmt)
+    elif fmt & Fmt.RATE:
+        rt = svc["rate"]
+        line = f"{name:<33s}" + _stats5(
+            (rt["cps"], rt["inpps"], rt["outpps"], rt["inbps"], rt["outbps"]), fmt)
+    else:
+        line = f"{name} {svc['scheduler']}"
+        if flags:
+            line += " (" + ",".join(flags) + ")"
+        if svc["persistent"] is not None:
+            line += f" persistent {svc['persistent']}"
+            if svc["netmask"] != "255.255.255.255":
+                line += f" mask {svc['netmask']}"
+        if svc["ops"]:
+            line += " ops"
+    out.append(line + "\n")
+    dests = svc["dests"]
+    if not fmt & Fmt.NOSORT:
+        dests = sorted(dests, key=cmp_to_key(_cmp_dests))
+    for d in dests:
+        dname = addrport(d["address"], d["port"], proto, fmt)
+        if fmt & Fmt.RULE:
+            out.append(f"-a {name} -r {dname} {FWD_SWITCHES[d['forward']]} -w {d['weight']}\n")
+            continue
+        dname = dname[:28]
+        if fmt & Fmt.STATS:
+            st = d["stats"]
+            out.append(f"  -> {dname:<28s}" + _stats5(
+                (st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]),
+                fmt) + "\n")
+        elif fmt & Fmt.RATE:
+            rt = d["rate"]
+            out.append(f"  -> {dname:<28s} {rt['cps']:8d} {rt['inpps']:8d} {rt['outpps']:8d}"
+                       + largenum(rt["inbps"], fmt) + largenum(rt["outbps"], fmt) + "\n")
+        elif fmt & Fmt.THRESHOLDS:
+            out.append(f"  -> {dname:<28s} {d['uthreshold']:<10d} {d['lthreshold']:<10d} "
+                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
+        elif fmt & Fmt.PERSISTENTCONN:
+            out.append(f"  -> {dname:<28s} {d['weight']:<9d} {d['persistent']:<11d} "
+                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
+        else:
+            out.append(f"  -> {dname:<28s} {FWD_NAMES[d['forward']]:<7s} {d['weight']:<6d} "
+                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
+    return "".join(out)
+
+
+def list_all(snap: dict[str, Any], fmt: Fmt = Fmt.NUMERIC) -> str:
+    """`ipvsadm -L` (with the format bits), or `ipvsadm -S` with Fmt.RULE."""
+    services = snap["services"]
+    if not fmt & Fmt.NOSORT:
+        services = sorted(services, key=cmp_to_key(_cmp_services))
+    head = "" if fmt & Fmt.RULE else VERSION_LINE + "\n" + title(fmt)
+    return head + "".join(service_entry(svc, fmt) for svc in services)
+
+
+def list_conn(snap: dict[str, Any], fmt: Fmt = Fmt.NUMERIC) -> str:
+    """`ipvsadm -L -c`."""
+    out = ["IPVS connection entries\n"]
+    if fmt & Fmt.PERSISTENTCONN:
+        out.append("pro expire %-11s %-18s %-18s %-18s %-16s %s\n"
+                   % ("state", "source", "virtual", "destination", "pe name", "pe_data"))
+    else:
+        out.append("pro expire %-11s %-18s %-18s %s\n"
+                   % ("state", "source", "virtual", "destination"))
+    for c in snap["connections"]:
+        names = []
+        for field in ("client", "virtual", "dest"):
+            addr, port = c[field].rsplit(":", 1)
+            names.append(addrport(addr, int(port), c["proto"], fmt))
+        expires = c["expires"]
+        expire = f"{expires // 60:02d}:{expires % 60:02d}"
+        if fmt & Fmt.PERSISTENTCONN:
+            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} {names[0]:<18s} "
+                       f"{names[1]:<18s} {names[2]:<18s} {'':<16s} \n")
+        else:
+            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} "
+                       f"{names[0]:<18s} {names[1]:<18s} {names[2]}\n")
+    return "".join(out)
+
+
+def list_timeout(snap: dict[str, Any]) -> str:
+    t = snap["timeouts"]
+    return f"Timeout (tcp tcpfin udp): {t['tcp']} {t['tcpfin']} {t['udp']}\n"
