@@ -735,6 +735,16 @@ class Director:
         return verdict
 
     # ------------------------------------------------------------------ views
+    def find_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int
+                  ) -> Conn | None:
+        """The connection a client->VIP packet with these fields belongs to."""
+        return self._in.get((protocol, caddr, cport, vaddr, vport))
+
+    def find_reply_conn(self, protocol: int, saddr: int, sport: int, daddr: int,
+                        dport: int) -> Conn | None:
+        """The connection a realserver->client packet with these fields belongs to."""
+        return self._out.get((protocol, saddr, sport, daddr, dport))
+
     def connections(self) -> list[Conn]:
         """Every entry as /proc/net/ip_vs_conn lists it: connections, then templates."""
         return list(self._in.values()) + list(self._template_list)
