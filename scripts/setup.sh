@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv and install pyvs into it.  Idempotent.  As root on Debian it also installs the
+# packages the live NFQUEUE path needs (iptables, libnetfilter-queue-dev, iproute2).
+#   scripts/setup.sh          runtime only
+#   scripts/setup.sh test     + test tools (pytest, hypothesis, scapy, ruff)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=${1:-}
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  need=""
+  for pkg in iptables libnetfilter-queue-dev iproute2; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
+  done
+  if [ -n "$need" ]; then
+    echo "setup: installing Debian packages:$need" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+  fi
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+spec="."
+[ "$extra" = test ] && spec=".[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e "$spec"

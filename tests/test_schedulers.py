@@ -1,0 +1,174 @@
+"""Every scheduler's pick sequence, with the kernel's newest-first list order."""
+
+from pyvs.core.engine import Director
+from pyvs.core.packet import int_to_ip
+from pyvs.core.schedulers import hash_32
+from pyvs.core.service import MASQ, SVC_F_SCHED1, SVC_F_SCHED2
+from tests.helpers import ip
+
+VIP = ip("10.0.0.100")
+
+
+def build(scheduler, weights, flags=0):
+    """Dests named A, B, C... added in the given order (so the last one is the list head)."""
+    d = Director()
+    svc = d.add_service(6, VIP, 80, scheduler=scheduler, flags=flags)
+    names = {}
+    for i, w in enumerate(weights):
+        dest = d.add_dest(svc, ip(f"192.168.10.{i + 1}"), 80, MASQ, weight=w)
+        names[dest.addr] = "ABCDEFGH"[i]
+    return d, svc, names
+
+
+def picks(svc, names, n, saddr=ip("10.0.0.5"), daddr=VIP):
+    return "".join(names[svc.scheduler.schedule(svc, saddr, 1000 + i, daddr, 0.0).addr]
+                   for i in range(n))
+
+
+def test_rr_first_pick_is_last_added():
+    _, svc, names = build("rr", [1, 1, 1])
+    assert picks(svc, names, 7) == "CBACBAC"
+
+
+def test_rr_skips_weight_zero_and_overloaded():
+    d, svc, names = build("rr", [1, 1, 1])
+    d.edit_dest(svc.find_dest(ip("192.168.10.2"), 80), weight=0)
+    svc.find_dest(ip("192.168.10.3"), 80).overload = True
+    assert picks(svc, names, 3) == "AAA"
+
+
+def test_rr_del_dest_steps_cursor_back():
+    d, svc, names = build("rr", [1, 1, 1])
+    assert picks(svc, names, 2) == "CB"
+    d.del_dest(svc.find_dest(ip("192.168.10.2"), 80))
+    assert picks(svc, names, 3) == "ACA"
+
+
+def test_wrr_first_round_then_steady_cycle():
+    # added C(1) then B(2) then A(3): list order A, B, C (reference §e)
+    d = Director()
+    svc = d.add_service(6, VIP, 80, scheduler="wrr")
+    names = {}
+    for name, w, addr in (("C", 1, 3), ("B", 2, 2), ("A", 3, 1)):
+        dest = d.add_dest(svc, ip(f"192.168.10.{addr}"), 80, MASQ, weight=w)
+        names[dest.addr] = name
+    assert picks(svc, names, 12) == "ABCAABABCAAB"
+
+
+def test_wrr_weight_change_resets_cursor():
+    d, svc, names = build("wrr", [1, 1])
+    assert picks(svc, names, 3) == "BAB"
+    d.edit_dest(svc.find_dest(ip("192.168.10.1"), 80), weight=3)
+    # cw stays 1 after the change, so B and A each get one pass before the cycle restarts
+    assert picks(svc, names, 8) == "BAAABAAA"
+
+
+def test_lc_ties_go_to_newest():
+    d, svc, names = build("lc", [1, 1])
+    assert picks(svc, names, 2) == "BB"
+    svc.dests[0].inactconns = 1        # B
+    assert picks(svc, names, 1) == "A"
+    svc.dests[1].activeconns = 1       # A: 256 > 1
+    assert picks(svc, names, 1) == "B"
+
+
+def test_wlc_weights_cross_multiply():
+    _, svc, names = build("wlc", [3, 1])
+    a, b = svc.dests[1], svc.dests[0]
+    a.activeconns, b.activeconns = 2, 1           # 512*1 vs 256*3: A less loaded
+    assert picks(svc, names, 1) == "A"
+    a.activeconns = 3                             # 768*1 vs 256*3: tie -> first (B)
+    assert picks(svc, names, 1) == "B"
+
+
+def test_wlc_never_picks_weight_zero():
+    _, svc, names = build("wlc", [0, 1])
+    svc.dests[0].activeconns = 100
+    assert picks(svc, names, 2) == "BB"
+    svc.dests[0].weight = 0
+    assert svc.scheduler.schedule(svc, 1, 1, VIP, 0.0) is None
+
+
+def test_sed_ignores_inactive():
+    _, svc, names = build("sed", [1, 1])
+    svc.dests[0].inactconns = 50                  # B
+    svc.dests[1].activeconns = 1                  # A: (1+1) vs B (0+1)
+    assert picks(svc, names, 1) == "B"
+
+
+def test_nq_returns_first_idle():
+    _, svc, names = build("nq", [1, 5])
+    svc.dests[0].activeconns = 1                  # B busy
+    assert picks(svc, names, 1) == "A"
+    svc.dests[1].activeconns = 1
+    assert picks(svc, names, 1) == "B"            # (1+1)*1 vs (1+1)*5
+
+
+def test_fo_highest_weight_first_wins():
+    _, svc, names = build("fo", [2, 5, 5])
+    assert picks(svc, names, 3) == "CCC"
+    svc.dests[0].overload = True
+    assert picks(svc, names, 1) == "B"
+
+
+def test_ovf_skips_dests_over_weight():
+    _, svc, names = build("ovf", [2, 5])
+    svc.dests[0].activeconns = 6                  # B over its weight
+    assert picks(svc, names, 1) == "A"
+
+
+def test_sh_buckets_and_hash():
+    _, svc, names = build("sh", [1, 1])
+    saddr = ip("10.0.0.5")
+    bucket = hash_32(saddr)
+    assert bucket == ((saddr * 0x61C88647) & 0xFFFFFFFF) >> 24
+    # buckets alternate B, A (list order)
+    expected = "BA"[bucket % 2]
+    assert picks(svc, names, 3, saddr=saddr) == expected * 3
+
+
+def test_sh_port_and_fallback():
+    _, svc, names = build("sh", [1, 1], flags=SVC_F_SCHED2 | SVC_F_SCHED1)
+    saddr = ip("10.0.0.5")
+    seq = picks(svc, names, 4, saddr=saddr)
+    exp = "".join("BA"[hash_32((1000 + i + saddr) & 0xFFFFFFFF) % 2] for i in range(4))
+    assert seq == exp
+    for dest in svc.dests:
+        if names[dest.addr] == "B":
+            dest.weight = 0
+    assert set(picks(svc, names, 4, saddr=saddr)) == {"A"}
+
+
+def test_dh_hashes_destination():
+    _, svc, names = build("dh", [1, 1, 1])
+    for daddr in (ip("10.1.1.1"), ip("10.1.1.2"), VIP):
+        expected = "CBA"[hash_32(daddr) % 3]
+        assert picks(svc, names, 2, daddr=daddr) == expected * 2
+
+
+def test_lblc_sticks_to_cached_server():
+    _, svc, names = build("lblc", [1, 1])
+    assert picks(svc, names, 1) == "B"
+    svc.dests[0].activeconns = 1                  # B busier now; cache still says B
+    assert picks(svc, names, 1) == "B"
+    svc.dests[0].activeconns = 2                  # B over weight while A is under half load
+    assert picks(svc, names, 1) == "A"
+
+
+def test_lblcr_grows_set_when_overloaded():
+    _, svc, names = build("lblcr", [1, 1])
+    assert picks(svc, names, 1) == "B"
+    svc.dests[0].activeconns = 2
+    assert picks(svc, names, 1) == "A"
+    assert len(svc.scheduler.entries[VIP][1]) == 2
+
+
+def test_engine_uses_scheduler_for_new_connections():
+    from tests.helpers import SYN, Flow, make_director
+    d = make_director(n=3, scheduler="rr")
+    seen = []
+    for i in range(6):
+        f = Flow(d, cport=50000 + i)
+        f.inb(SYN, float(i))
+        seen.append(int_to_ip(f.conn().daddr))
+    assert seen == ["192.168.10.3", "192.168.10.2", "192.168.10.1"] * 2
