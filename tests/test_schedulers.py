@@ -7,6 +7,7 @@ from pyvs.core.service import MASQ, SVC_F_SCHED1, SVC_F_SCHED2
 from tests.helpers import ip
 
 VIP = ip("10.0.0.100")
+CLIENT = ip("10.0.0.5")
 
 
 def build(scheduler, weights, flags=0):
@@ -20,7 +21,7 @@ def build(scheduler, weights, flags=0):
     return d, svc, names
 
 
-def picks(svc, names, n, saddr=ip("10.0.0.5"), daddr=VIP):
+def picks(svc, names, n, saddr=CLIENT, daddr=VIP):
     return "".join(names[svc.scheduler.schedule(svc, saddr, 1000 + i, daddr, 0.0).addr]
                    for i in range(n))
 
