@@ -18,9 +18,7 @@ from .packet import (
     IP_ADDRS,
     PORTS,
     TCP_HEAD,
-    U16,
     addr_bytes,
-    csum_apply,
     csum_delta,
     int_to_ip,
     ipip_encapsulate,
@@ -146,7 +144,11 @@ class Director:
         """secure_tcp 3 uses tcp_states_dos always; 1 and 2 only under memory pressure,
         which pyvs never has (2 falls back to 1 at the next defense-level update)."""
         table = self.profile.dos if self.sysctls.secure_tcp >= 3 else self.profile.normal
-        self._trans = [table[section][row] for section in range(3) for row in range(4)]
+        # rows indexed by FLAG_ROW; index -1 (no RST/SYN/FIN/ACK) is an all-CLOSE row
+        close = (S.CLOSE,) * S.N_TCP_STATES
+        self._rows_input = (*table[S.INPUT], close)
+        self._rows_output = (*table[S.OUTPUT], close)
+        self._rows_input_only = (*table[S.INPUT_ONLY], close)
 
     def set_sysctl(self, name: str, value: int) -> None:
         if not hasattr(self.sysctls, name):
@@ -529,33 +531,24 @@ class Director:
             dest.conns += 1
 
     # ------------------------------------------------------------------ state
-    def _set_tcp_state(self, cp: Conn, section: int, flags: int) -> None:
-        """set_tcp_state(): table lookup, INACTIVE bookkeeping, timeout from the table."""
-        if cp.noout:
-            if section == S.OUTPUT:
-                cp.noout = False
-            else:
-                section = S.INPUT_ONLY
-        row = S.FLAG_ROW[flags]
-        new = S.CLOSE if row < 0 else self._trans[section * 4 + row][cp.state]
-        if new != cp.state:
-            dest = cp.dest
-            if dest is not None:
-                active = self.profile.active[new]
-                if not cp.inactive and not active:
-                    dest.activeconns -= 1
-                    dest.inactconns += 1
-                    cp.inactive = True
-                elif cp.inactive and active:
-                    dest.activeconns += 1
-                    dest.inactconns -= 1
-                    cp.inactive = False
-            if new == S.ESTABLISHED and self.profile.assure_templates:
-                ct = cp.control
-                if ct is not None and ct.template:
-                    ct.state |= S.TEMPLATE_ASSURED
-            cp.state = new
-        cp.timeout = self._tcp_timeouts[new]
+    def _state_change(self, cp: Conn, new: int) -> None:
+        """The rare part of set_tcp_state(): INACTIVE bookkeeping and template ASSURED."""
+        dest = cp.dest
+        if dest is not None:
+            active = self.profile.active[new]
+            if not cp.inactive and not active:
+                dest.activeconns -= 1
+                dest.inactconns += 1
+                cp.inactive = True
+            elif cp.inactive and active:
+                dest.activeconns += 1
+                dest.inactconns -= 1
+                cp.inactive = False
+        if new == S.ESTABLISHED and self.profile.assure_templates:
+            ct = cp.control
+            if ct is not None and ct.template:
+                ct.state |= S.TEMPLATE_ASSURED
+        cp.state = new
 
     # ------------------------------------------------------------------ the packet path
     def receive(self, data: bytes | bytearray, now: float, direction: int | None = None,
@@ -595,11 +588,13 @@ class Director:
         if direction != OUT:
             cp = self._in.get(key)
             if cp is not None:
-                return self._in_existing(cp, data, ihl, tot_len, flags, now, mark)
+                if flags & S.TH_SYN or not cp.dest.available:     # UDP's -1 goes here too
+                    return self._in_existing(cp, data, ihl, tot_len, flags, now, mark)
+                return self._in_forward(cp, data, ihl, tot_len, flags, now)
         if direction != IN:
             cp = self._out.get(key)
             if cp is not None:
-                return self._out_existing(cp, data, ihl, tot_len, flags, now)
+                return self._out_forward(cp, data, ihl, tot_len, flags, now)
             if direction == OUT:
                 return _ACCEPT[R_NO_CONNECTION]
         return self._in_new(data, ihl, tot_len, protocol, saddr, sport, daddr, dport, flags,
@@ -676,12 +671,20 @@ class Director:
             dest.inpkts += 1
             dest.inbytes += tot_len
         if flags >= 0:
-            self._set_tcp_state(cp, S.INPUT, flags)
+            # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
+            new = (self._rows_input_only if cp.noout else self._rows_input)[
+                S.FLAG_ROW[flags]][cp.state]
+            if new != cp.state:
+                self._state_change(cp, new)
+            timeout = self._tcp_timeouts[new]
         else:
-            cp.timeout = self._udp_timeout
-        self._timers.arm(cp, now + cp.timeout)
-        if cp.expires < self._due:
-            self._due = cp.expires
+            timeout = self._udp_timeout
+        cp.timeout = timeout
+        expires = cp.expires = now + timeout
+        if expires < cp.heap_at:
+            self._timers.file(cp, expires)
+            if expires < self._due:
+                self._due = expires
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
@@ -689,50 +692,46 @@ class Director:
             buf = bytearray(data)
             del buf[tot_len:]
             buf[16:20] = cp.d_bytes
-            U16.pack_into(buf, 10, csum_apply((buf[10] << 8) | buf[11], cp.in_ip_delta))
             buf[ihl + 2:ihl + 4] = cp.dport_bytes
-            off = ihl + (16 if cp.protocol == IPPROTO_TCP else 6)
-            check = (buf[off] << 8) | buf[off + 1]
-            if check or cp.protocol == IPPROTO_TCP:
-                check = csum_apply(check, cp.in_l4_delta)
-                U16.pack_into(buf, off, check or 0xFFFF)
-            return Verdict(ACCEPT, R_FORWARD, data=buf)
+            return Verdict(ACCEPT, R_FORWARD,
+                           _fix_checksums(buf, ihl, cp.protocol, cp.in_ip_delta,
+                                          cp.in_l4_delta))
         if fwd == TUNNEL:
             self._tunnel_id += 1
             src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
             return Verdict(ACCEPT, R_FORWARD,
-                           data=ipip_encapsulate(data[:tot_len], src, cp.daddr,
-                                                 self._tunnel_id))
+                           ipip_encapsulate(data[:tot_len], src, cp.daddr, self._tunnel_id))
         return _ACCEPT_FORWARD
 
-    def _out_existing(self, cp: Conn, data, ihl: int, tot_len: int, flags: int,
-                      now: float) -> Verdict:
+    def _out_forward(self, cp: Conn, data, ihl: int, tot_len: int, flags: int,
+                     now: float) -> Verdict:
         """handle_response(): SNAT for Masq, then ip_vs_out_stats() and OUTPUT state."""
         dest = cp.dest
-        verdict = _ACCEPT_FORWARD
-        if cp.fwd == MASQ:
-            buf = bytearray(data)
-            del buf[tot_len:]
-            buf[12:16] = cp.v_bytes
-            U16.pack_into(buf, 10, csum_apply((buf[10] << 8) | buf[11], cp.out_ip_delta))
-            buf[ihl:ihl + 2] = cp.vport_bytes
-            off = ihl + (16 if cp.protocol == IPPROTO_TCP else 6)
-            check = (buf[off] << 8) | buf[off + 1]
-            if check or cp.protocol == IPPROTO_TCP:
-                check = csum_apply(check, cp.out_l4_delta)
-                U16.pack_into(buf, off, check or 0xFFFF)
-            verdict = Verdict(ACCEPT, R_FORWARD, data=buf)
         if dest is not None and dest.available:
             dest.outpkts += 1
             dest.outbytes += tot_len
         if flags >= 0:
-            self._set_tcp_state(cp, S.OUTPUT, flags)
+            cp.noout = False                    # a reply was seen: full tracking from now on
+            new = self._rows_output[S.FLAG_ROW[flags]][cp.state]
+            if new != cp.state:
+                self._state_change(cp, new)
+            timeout = self._tcp_timeouts[new]
         else:
-            cp.timeout = self._udp_timeout
-        self._timers.arm(cp, now + cp.timeout)
-        if cp.expires < self._due:
-            self._due = cp.expires
-        return verdict
+            timeout = self._udp_timeout
+        cp.timeout = timeout
+        expires = cp.expires = now + timeout
+        if expires < cp.heap_at:
+            self._timers.file(cp, expires)
+            if expires < self._due:
+                self._due = expires
+        if cp.fwd != MASQ:
+            return _ACCEPT_FORWARD
+        buf = bytearray(data)
+        del buf[tot_len:]
+        buf[12:16] = cp.v_bytes
+        buf[ihl:ihl + 2] = cp.vport_bytes
+        return Verdict(ACCEPT, R_FORWARD,
+                       _fix_checksums(buf, ihl, cp.protocol, cp.out_ip_delta, cp.out_l4_delta))
 
     # ------------------------------------------------------------------ views
     def find_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int
@@ -772,3 +771,25 @@ class Director:
         return (f"{int_to_ip(cp.caddr)}:{cp.cport} -> {int_to_ip(cp.vaddr)}:{cp.vport} -> "
                 f"{int_to_ip(cp.daddr)}:{cp.dport} {self.state_name(cp)}")
 
+
+
+def _fix_checksums(buf: bytearray, ihl: int, protocol: int, ip_delta: int,
+                   l4_delta: int) -> bytearray:
+    """RFC 1624 incremental update of the IP and TCP/UDP checksums, in place.
+    A UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xFFFF."""
+    c = ((~((buf[10] << 8) | buf[11])) & 0xFFFF) + ip_delta
+    c = (c & 0xFFFF) + (c >> 16)
+    c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
+    buf[10] = c >> 8
+    buf[11] = c & 0xFF
+    off = ihl + 16 if protocol == IPPROTO_TCP else ihl + 6
+    check = (buf[off] << 8) | buf[off + 1]
+    if check or protocol == IPPROTO_TCP:
+        c = ((~check) & 0xFFFF) + l4_delta
+        c = (c & 0xFFFF) + (c >> 16)
+        c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
+        if not c and protocol != IPPROTO_TCP:
+            c = 0xFFFF
+        buf[off] = c >> 8
+        buf[off + 1] = c & 0xFF
+    return buf

@@ -18,7 +18,8 @@ IPPROTO_IPIP = 4
 
 
 def csum_delta(old: bytes, new: bytes) -> int:
-    """One's-complement sum of ~old + new over 16-bit words (RFC 1624 eqn. 3 material)."""
+    """One's-complement sum of ~old + new over 16-bit words (RFC 1624 eqn. 3): a
+    connection's fixed address/port change, computed once and added to each packet's checksum."""
     total = 0
     for i in range(0, len(old), 2):
         total += (~((old[i] << 8) | old[i + 1])) & 0xFFFF
@@ -26,14 +27,6 @@ def csum_delta(old: bytes, new: bytes) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total
-
-
-def csum_apply(check: int, delta: int) -> int:
-    """HC' = ~(~HC + delta), folded.  Never returns 0 for a non-zero input checksum."""
-    total = ((~check) & 0xFFFF) + delta
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    return (~total) & 0xFFFF
 
 
 def ip_checksum(header: bytes | bytearray) -> int:
