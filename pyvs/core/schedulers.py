@@ -253,11 +253,30 @@ class WeightedOverflow(Scheduler):
         return best
 
 
-class SourceHashing(Scheduler):
-    name = "sh"
+class _BucketTable(Scheduler):
+    """sh/dh: a 256-bucket table rebuilt whenever the destination list changes."""
 
     def __init__(self) -> None:
         self.buckets: list[Dest | None] = [None] * TAB_SIZE
+
+    def _reassign(self, svc: Service) -> None:
+        raise NotImplementedError
+
+    def init_service(self, svc, now):
+        self._reassign(svc)
+
+    def add_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def upd_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def del_dest(self, svc, dest, index):
+        self._reassign(svc)
+
+
+class SourceHashing(_BucketTable):
+    name = "sh"
 
     def _reassign(self, svc: Service) -> None:
         dests = svc.dests
@@ -276,17 +295,6 @@ class SourceHashing(Scheduler):
                 count = 0
         self.buckets = out
 
-    def init_service(self, svc, now):
-        self._reassign(svc)
-
-    def add_dest(self, svc, dest):
-        self._reassign(svc)
-
-    def upd_dest(self, svc, dest):
-        self._reassign(svc)
-
-    def del_dest(self, svc, dest, index):
-        self._reassign(svc)
 
     @staticmethod
     def _unavailable(d: Dest | None) -> bool:
@@ -311,27 +319,13 @@ class SourceHashing(Scheduler):
         return None
 
 
-class DestinationHashing(Scheduler):
+class DestinationHashing(_BucketTable):
     name = "dh"
-
-    def __init__(self) -> None:
-        self.buckets: list[Dest | None] = [None] * TAB_SIZE
 
     def _reassign(self, svc: Service) -> None:
         dests = svc.dests
         self.buckets = [dests[i % len(dests)] if dests else None for i in range(TAB_SIZE)]
 
-    def init_service(self, svc, now):
-        self._reassign(svc)
-
-    def add_dest(self, svc, dest):
-        self._reassign(svc)
-
-    def upd_dest(self, svc, dest):
-        self._reassign(svc)
-
-    def del_dest(self, svc, dest, index):
-        self._reassign(svc)
 
     def schedule(self, svc, saddr, sport, daddr, now):
         d = self.buckets[hash_32(daddr)]
