@@ -8,7 +8,7 @@ field path and the reason in one line, e.g.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,7 @@ KERNELS = ("modern", "4.4", "2.6")
 SCHED_FLAGS = {"flag-1": SVC_F_SCHED1, "flag-2": SVC_F_SCHED2, "flag-3": SVC_F_SCHED3,
                "sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2,
                "mh-fallback": SVC_F_SCHED1, "mh-port": SVC_F_SCHED2}
-SYSCTLS = ("conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template", "sloppy_tcp",
-           "secure_tcp")
+SYSCTLS = tuple(f.name for f in fields(Sysctls))
 
 
 class ConfigFileError(Exception):

@@ -91,6 +91,3 @@ class TimerHeap:
             conn.heap_at = float("inf")
             return conn
         return None
-
-    def __len__(self) -> int:
-        return len(self.heap)

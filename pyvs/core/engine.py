@@ -10,7 +10,7 @@ dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import states as S
 from .conn import Conn, TimerHeap
@@ -20,7 +20,6 @@ from .packet import (
     TCP_HEAD,
     addr_bytes,
     csum_delta,
-    int_to_ip,
     ipip_encapsulate,
     port_bytes,
 )
@@ -94,11 +93,6 @@ class Timeouts:
     tcp: int = S.TCP_TIMEOUTS[S.ESTABLISHED]
     tcpfin: int = S.TCP_TIMEOUTS[S.FIN_WAIT]
     udp: int = S.UDP_TIMEOUT
-
-
-@dataclass
-class DropCounters:
-    by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Director:
@@ -437,10 +431,6 @@ class Director:
             if not dest.available and not self._dest_refs(dest):
                 dest.idle_since = at
 
-    def _expire_now(self, cp: Conn, now: float) -> None:
-        """ip_vs_conn_expire_now(): the timer fires at once."""
-        self._expire(cp, now)
-
     # ------------------------------------------------------------------ scheduling
     def _lookup_service(self, mark: int, protocol: int, vaddr: int, vport: int
                         ) -> Service | None:
@@ -638,7 +628,7 @@ class Director:
         protocol, caddr, cport, vaddr, vport = old.in_key
         verdict = self._in_new(data, ihl, tot_len, protocol, caddr, cport, vaddr, vport,
                                flags, now, mark)
-        self._expire_now(old, now)
+        self._expire(old, now)             # ip_vs_conn_expire_now()
         return verdict
 
     def _in_new(self, data, ihl: int, tot_len: int, protocol: int, saddr: int, sport: int,
@@ -751,12 +741,6 @@ class Director:
     def connection_count(self) -> int:
         return len(self._in) + len(self._template_list)
 
-    def total_live(self) -> Counters:
-        total = Counters(*self.total_base.as_tuple())
-        for svc in self.services:
-            total.add(svc.live_counters())
-        return total
-
     def state_name(self, cp: Conn) -> str:
         """ip_vs_state_name()."""
         if cp.template and self.profile.assure_templates:
@@ -766,11 +750,6 @@ class Director:
         if cp.protocol == IPPROTO_UDP:
             return S.UDP_STATE_NAMES[0]
         return "NONE"
-
-    def describe(self, cp: Conn) -> str:
-        return (f"{int_to_ip(cp.caddr)}:{cp.cport} -> {int_to_ip(cp.vaddr)}:{cp.vport} -> "
-                f"{int_to_ip(cp.daddr)}:{cp.dport} {self.state_name(cp)}")
-
 
 
 def _fix_checksums(buf: bytearray, ihl: int, protocol: int, ip_delta: int,

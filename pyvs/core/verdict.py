@@ -16,7 +16,6 @@ R_NOT_SCHEDULED = "not-scheduled"     # the kernel declines to schedule (FTP dat
 R_MALFORMED = "malformed"             # header shorter than it claims, bad IHL, bad lengths
 R_DEST_UNAVAILABLE = "dest-unavailable"   # connection's realserver removed, expire_nodest_conn=0
 R_NO_DESTINATION = "no-destination"   # scheduler found no realserver: ICMP port unreachable
-R_NO_TUNNEL_SOURCE = "no-tunnel-source"   # Tunnel realserver but no outer source address set
 
 
 class Verdict:
