@@ -8,7 +8,7 @@ field path and the reason in one line, e.g.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,16 @@ class Config:
     tunnel_source: int | None = None
     services: list[VirtualService] = field(default_factory=list)
 
+    def with_forward(self, fwd: int) -> Config:
+        """The same services with every realserver forwarded by `fwd` (the simulator's
+        --mode); DR and TUN keep the service's port, as ipvsadm insists."""
+        services = [
+            replace(vs, realservers=[
+                replace(rs, forward=fwd, port=rs.port if fwd == MASQ or vs.fwmark else vs.port)
+                for rs in vs.realservers])
+            for vs in self.services]
+        return replace(self, services=services)
+
     def build(self, now: float = 0.0) -> Director:
         """A fresh director with these services, realservers added in file order."""
         director = Director(kernel=self.kernel, sysctls=Sysctls(**vars(self.sysctls)),
@@ -88,7 +98,7 @@ class Config:
         return director
 
 
-class _Reader:
+class Reader:
     def __init__(self, path: str) -> None:
         self.path = path
 
@@ -111,6 +121,13 @@ class _Reader:
         if not low <= value <= high:
             raise self.fail(where, f"{value} is out of range {low}..{high}")
         return value
+
+    def number(self, value: Any, where: str, low: float, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(where, f"{value!r} is not a number")
+        if not low <= value <= high:
+            raise self.fail(where, f"{value} is out of range {low:g}..{high:g}")
+        return float(value)
 
     def ip(self, value: Any, where: str) -> int:
         try:
@@ -136,7 +153,7 @@ class _Reader:
 
 
 def parse(data: Any, path: str) -> Config:
-    r = _Reader(path)
+    r = Reader(path)
     if data is None:
         data = {}
     top = r.mapping(data, "", ("kernel", "timeouts", "sysctls", "services", "tunnel_source"))
@@ -168,7 +185,7 @@ def parse(data: Any, path: str) -> Config:
     return cfg
 
 
-def _service(r: _Reader, raw: Any, where: str) -> VirtualService:
+def _service(r: Reader, raw: Any, where: str) -> VirtualService:
     s = r.mapping(raw, where, ("protocol", "address", "fwmark", "scheduler", "flags",
                                "persistent", "netmask", "ops", "realservers"))
     proto = r.choice(s.get("protocol", "tcp"), f"{where}.protocol", ("tcp", "udp", "fwmark"))
@@ -228,7 +245,7 @@ def _service(r: _Reader, raw: Any, where: str) -> VirtualService:
     return vs
 
 
-def _realserver(r: _Reader, raw: Any, where: str, vs: VirtualService) -> RealServer:
+def _realserver(r: Reader, raw: Any, where: str, vs: VirtualService) -> RealServer:
     d = r.mapping(raw, where, ("address", "forward", "weight", "uthreshold", "lthreshold"))
     if "address" not in d:
         raise r.fail(f"{where}.address", "required (address[:port])")

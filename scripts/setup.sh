@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install pyvs into it.  Idempotent.  As root on Debian it also installs the
 # packages the live NFQUEUE path needs (iptables, libnetfilter-queue-dev, iproute2).
-#   scripts/setup.sh          runtime only
+#   scripts/setup.sh          runtime + plotting (matplotlib, for pyvs compare --plot)
 #   scripts/setup.sh test     + test tools (pytest, hypothesis, scapy, ruff)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,6 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-spec="."
-[ "$extra" = test ] && spec=".[test]"
+spec=".[plot]"
+[ "$extra" = test ] && spec=".[test,plot]"
 .venv/bin/pip install -q --disable-pip-version-check -e "$spec"

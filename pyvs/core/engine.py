@@ -10,6 +10,7 @@ dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import states as S
@@ -123,6 +124,10 @@ class Director:
         self.total_base = Counters()
         self.total_est = Estimator()
         self.drops: dict[str, int] = {}
+        # Observer for drivers that track entries one by one (the simulator's truth
+        # comparison): called with (conn, now) after a connection (not a template) is
+        # created, changes state, or leaves the table (conn.alive is then False).
+        self.watch: Callable[[Conn, float], None] | None = None
         self.start = start
         self._next_est = start + ESTIMATOR_PERIOD
         self._due = self._next_est
@@ -373,7 +378,7 @@ class Director:
 
     # ------------------------------------------------------------------ connection life
     def _new_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
-                  dest: Dest, dport: int, template: bool = False) -> Conn:
+                  dest: Dest, dport: int, now: float, template: bool = False) -> Conn:
         """ip_vs_conn_new() + ip_vs_bind_dest() + hashing."""
         cp = Conn(protocol, caddr, cport, vaddr, vport, dest.addr, dport, dest, template)
         if template:
@@ -396,6 +401,8 @@ class Director:
             if cp.out_key is not None:
                 self._out[cp.out_key] = cp
         dest.check_overload_on_bind()
+        if self.watch is not None and not template:
+            self.watch(cp, now)
         return cp
 
     def _expire(self, cp: Conn, at: float) -> None:
@@ -430,6 +437,8 @@ class Director:
             dest.check_overload_on_unbind()
             if not dest.available and not self._dest_refs(dest):
                 dest.idle_since = at
+        if self.watch is not None and not cp.template:
+            self.watch(cp, at)
 
     # ------------------------------------------------------------------ scheduling
     def _lookup_service(self, mark: int, protocol: int, vaddr: int, vport: int
@@ -474,7 +483,7 @@ class Director:
         if dest is None:
             return None, 0
         cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest,
-                            dest.port or vport)
+                            dest.port or vport, now)
         cp.fwmark = svc.fwmark
         self._conn_stats(dest)
         return cp, 1
@@ -496,7 +505,7 @@ class Director:
             if dest is None:
                 return None, 0
             t_dport = dest.port if (vport == svc.port and svc.port != FTPPORT) else 0
-            ct = self._new_conn(t_proto, snet, 0, t_vaddr, t_vport, dest, t_dport,
+            ct = self._new_conn(t_proto, snet, 0, t_vaddr, t_vport, dest, t_dport, now,
                                 template=True)
             ct.fwmark = svc.fwmark
             ct.timeout = float(svc.timeout)
@@ -507,7 +516,7 @@ class Director:
         dport = vport
         if dport == svc.port and dest.port:
             dport = dest.port
-        cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest, dport)
+        cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest, dport, now)
         cp.fwmark = svc.fwmark
         cp.control = ct
         ct.n_control += 1
@@ -521,7 +530,7 @@ class Director:
             dest.conns += 1
 
     # ------------------------------------------------------------------ state
-    def _state_change(self, cp: Conn, new: int) -> None:
+    def _state_change(self, cp: Conn, new: int, now: float) -> None:
         """The rare part of set_tcp_state(): INACTIVE bookkeeping and template ASSURED."""
         dest = cp.dest
         if dest is not None:
@@ -539,6 +548,8 @@ class Director:
             if ct is not None and ct.template:
                 ct.state |= S.TEMPLATE_ASSURED
         cp.state = new
+        if self.watch is not None:
+            self.watch(cp, now)
 
     # ------------------------------------------------------------------ the packet path
     def receive(self, data: bytes | bytearray, now: float, direction: int | None = None,
@@ -665,7 +676,7 @@ class Director:
             new = (self._rows_input_only if cp.noout else self._rows_input)[
                 S.FLAG_ROW[flags]][cp.state]
             if new != cp.state:
-                self._state_change(cp, new)
+                self._state_change(cp, new, now)
             timeout = self._tcp_timeouts[new]
         else:
             timeout = self._udp_timeout
@@ -704,7 +715,7 @@ class Director:
             cp.noout = False                    # a reply was seen: full tracking from now on
             new = self._rows_output[S.FLAG_ROW[flags]][cp.state]
             if new != cp.state:
-                self._state_change(cp, new)
+                self._state_change(cp, new, now)
             timeout = self._tcp_timeouts[new]
         else:
             timeout = self._udp_timeout
@@ -733,6 +744,10 @@ class Director:
                         dport: int) -> Conn | None:
         """The connection a realserver->client packet with these fields belongs to."""
         return self._out.get((protocol, saddr, sport, daddr, dport))
+
+    def route_marks(self) -> dict[int, int]:
+        """Routing mark -> realserver address, as a driver installs its policy routes."""
+        return {mark: addr for addr, mark in self._route_marks.items()}
 
     def connections(self) -> list[Conn]:
         """Every entry as /proc/net/ip_vs_conn lists it: connections, then templates."""

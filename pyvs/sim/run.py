@@ -1,0 +1,160 @@
+"""Run one scenario in one forwarding mode: the simulator driver around the engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..config import Config, ConfigFileError
+from ..core.engine import ConfigError
+from ..core.packet import int_to_ip
+from ..core.service import FWD_BY_CONFIG
+from ..views.snapshot import snapshot
+from . import tcp
+from .events import Simulation
+from .network import Lab
+from .scenarios import Scenario, lab_config
+from .truth import Agreement, RealserverTruth, explain
+
+MODES = {"nat": FWD_BY_CONFIG["masq"], "dr": FWD_BY_CONFIG["route"],
+         "tun": FWD_BY_CONFIG["tunnel"]}
+
+
+@dataclass
+class Sample:
+    t: float
+    dest: str
+    active: int
+    inactive: int
+    truth_active: int
+    truth_inactive: int
+
+
+@dataclass
+class Result:
+    scenario: str
+    mode: str
+    kernel: str
+    duration: float
+    samples: list[Sample] = field(default_factory=list)
+    summary: dict[str, float] = field(default_factory=dict)
+    cause: str = ""
+    snapshots: list[tuple[dict[str, Any], dict[str, dict[str, int]]]] = field(
+        default_factory=list)
+    packets: int = 0
+    events: int = 0
+    wall: float = 0.0
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "mode": self.mode, "kernel": self.kernel,
+                "samples": [vars(s) for s in self.samples], "summary": self.summary,
+                "cause": self.cause}
+
+
+def _summary(samples: list[Sample], agreement: Agreement) -> dict[str, float]:
+    n = len(samples) or 1
+    da = [abs(s.active - s.truth_active) for s in samples] or [0]
+    di = [abs(s.inactive - s.truth_inactive) for s in samples] or [0]
+    seconds = agreement.totals()
+    return {
+        "active_mae": round(sum(da) / n, 3), "active_max": max(da),
+        "inactive_mae": round(sum(di) / n, 3), "inactive_max": max(di),
+        "ghost_seconds": round(seconds["ghost"], 1),
+        "forgotten_seconds": round(seconds["forgotten"], 1),
+        "stale_seconds": round(seconds["stale"], 1),
+        "hidden_seconds": round(seconds["hidden"], 1),
+    }
+
+
+def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
+        seed: int = 1, config: Config | None = None, at: tuple[float, ...] = (),
+        sample: float | None = None) -> Result:
+    """Simulate `scenario`; sample every `sample` s (default: the scenario's) and keep a
+    full table snapshot (plus the realservers' socket states) at each time in `at`."""
+    wall = time.perf_counter()
+    cfg = config if config is not None else lab_config()
+    if mode is not None:
+        cfg = cfg.with_forward(MODES[mode])
+    if kernel is not None:
+        cfg = replace(cfg, kernel=kernel)
+    director = cfg.build(0.0)
+    if scenario.timeouts:
+        try:
+            director.set_timeouts(scenario.timeouts.get("tcp", 0),
+                                  scenario.timeouts.get("tcpfin", 0),
+                                  scenario.timeouts.get("udp", 0))
+        except ConfigError as exc:
+            raise ConfigFileError(f"{scenario.name}: timeouts: {exc}") from None
+    if not director.services or not any(svc.dests for svc in director.services):
+        raise ConfigFileError(f"{cfg.path}: services: the simulator needs at least one "
+                              "service with a realserver")
+    sim = Simulation(seed)
+    lab = Lab(sim, director, scenario.lab, scenario.tcp, scenario.client_count())
+    agreement = Agreement(director)
+    director.watch = agreement.conn_changed
+    truths = {addr: RealserverTruth(addr) for addr in lab.realservers}
+    for addr, stack in lab.realservers.items():
+        stack.on_state = _truth_hook(sim, truths[addr], agreement)
+    for s in scenario.all_sessions(sim.random):
+        if s.start <= scenario.duration:
+            sim.at(s.start, lab.start_session, s, s.client)
+
+    step = sample or scenario.sample
+    grid = [k * step for k in range(int(scenario.duration / step + 1e-9) + 1)]
+    marks = sorted({*grid, *(t for t in at if 0 <= t)})
+    wanted = set(at)
+    on_grid = set(grid)
+    mode_name = mode or _mode_of(cfg)
+    result = Result(scenario.name, mode_name, director.profile.name, scenario.duration)
+    dests_by_addr: dict[int, list] = {}
+    for svc in director.services:
+        for d in svc.dests:
+            dests_by_addr.setdefault(d.addr, []).append(d)
+    for t in marks:
+        sim.run_until(t)
+        director.handle_timers(t)
+        if t in on_grid:
+            for addr, truth in truths.items():
+                dests = dests_by_addr[addr]
+                result.samples.append(Sample(
+                    round(t, 6), int_to_ip(addr),
+                    sum(d.activeconns for d in dests), sum(d.inactconns for d in dests),
+                    truth.active, truth.inactive))
+        if t in wanted:
+            states = {int_to_ip(a): {tcp.STATE_NAMES[i]: n for i, n in enumerate(tr.by_state)
+                                     if n}
+                      for a, tr in sorted(truths.items())}
+            result.snapshots.append((snapshot(director, t), states))
+    agreement.finish(marks[-1] if marks else 0.0)
+    result.summary = _summary(result.samples, agreement)
+    result.cause = explain(agreement, director)
+    result.packets = lab.packets
+    result.events = sim.events
+    result.drops = dict(lab.drops)
+    result.wall = time.perf_counter() - wall
+    director.watch = None
+    return result
+
+
+def _mode_of(cfg: Config) -> str:
+    names = {v: k for k, v in MODES.items()}
+    kinds = {names[rs.forward] for vs in cfg.services for rs in vs.realservers}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _truth_hook(sim: Simulation, truth: RealserverTruth, agreement: Agreement):
+    by_state = truth.by_state
+    addr = truth.addr
+    uncounted = (tcp.CLOSED, tcp.LISTEN)
+
+    def changed(sock: tcp.Socket, old: int, new: int) -> None:
+        if not sock.passive:
+            return
+        if old not in uncounted:
+            by_state[old] -= 1
+        if new not in uncounted:
+            by_state[new] += 1
+        agreement.socket_changed(addr, sock, sim.now)
+    return changed

@@ -1,0 +1,187 @@
+"""Ground truth and how far the director's table is from it.
+
+The truth is each realserver's own sockets for connections it accepted (what `ss -tan` on
+the realserver shows, LISTEN left out): ESTABLISHED is the true ActiveConn, every other
+state (SYN_RECV, FIN_WAIT1/2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT) the true InActConn.
+
+Both sides are kept as they change, not by scanning: realserver sockets report every state
+change, the engine reports every entry's creation, state change and expiry (`watch`).  So
+per-connection disagreements are integrated exactly, to the packet, not per sample:
+
+  ghost      the director counts the connection in ActiveConn; the realserver has no
+             ESTABLISHED socket for it (it has closed, or never opened)
+  forgotten  the realserver holds a socket for it; the director has no entry
+  stale      the director counts it in InActConn; the realserver has no socket for it
+  hidden     the director counts it in InActConn; the realserver's socket is ESTABLISHED
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.conn import Conn
+from ..core.engine import Director
+from . import tcp
+
+NONE, ACTIVE, INACTIVE = 0, 1, 2
+KINDS = ("ghost", "forgotten", "stale", "hidden")
+
+
+def socket_class(state: int) -> int:
+    if state == tcp.ESTABLISHED:
+        return ACTIVE
+    if state == tcp.CLOSED or state == tcp.LISTEN:
+        return NONE
+    return INACTIVE
+
+
+def kind(dclass: int, rclass: int) -> str | None:
+    if dclass == rclass:
+        return None
+    if dclass == ACTIVE:
+        return "ghost"
+    if dclass == NONE:
+        return "forgotten"
+    return "stale" if rclass == NONE else "hidden"
+
+
+@dataclass
+class RealserverTruth:
+    """One realserver's accepted sockets: counts by state, kept as sockets change."""
+
+    addr: int
+    by_state: list[int] = field(default_factory=lambda: [0] * len(tcp.STATE_NAMES))
+
+    @property
+    def active(self) -> int:
+        return self.by_state[tcp.ESTABLISHED]
+
+    @property
+    def inactive(self) -> int:
+        return sum(self.by_state) - self.by_state[tcp.ESTABLISHED]
+
+
+class Agreement:
+    """Per-connection director-versus-realserver classes, integrated over time."""
+
+    def __init__(self, director: Director) -> None:
+        self.director = director
+        # key (realserver, client addr, client port) -> [conn, dclass, dstate, rclass, rstate,
+        # since]
+        self.entries: dict[tuple[int, int, int], list] = {}
+        self.seconds: dict[tuple[str, str, str], float] = {}
+        self.worst: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.current: dict[str, int] = dict.fromkeys(KINDS, 0)
+
+    def conn_changed(self, cp: Conn, now: float) -> None:
+        key = (cp.daddr, cp.caddr, cp.cport)
+        entry = self.entries.get(key)
+        if cp.alive:
+            dclass = INACTIVE if cp.inactive else ACTIVE
+            self._update(key, entry, now, cp, dclass, self.director.state_name(cp), None)
+        elif entry is not None and entry[0] is cp:
+            self._update(key, entry, now, None, NONE, "-", None)
+
+    def socket_changed(self, rs: int, sock: tcp.Socket, now: float) -> None:
+        key = (rs, sock.raddr, sock.rport)
+        rclass = socket_class(sock.state)
+        rstate = tcp.STATE_NAMES[sock.state] if rclass else "-"
+        self._update(key, self.entries.get(key), now, None, None, None, (rclass, rstate))
+
+    def _update(self, key: tuple, entry: list | None, now: float, cp: Conn | None,
+                dclass: int | None, dstate: str | None, rs: tuple[int, str] | None) -> None:
+        if entry is None:
+            entry = [None, NONE, "-", NONE, "-", now]
+            self.entries[key] = entry
+        else:
+            self._account(entry, now)
+        old = kind(entry[1], entry[3])
+        if dclass is not None:
+            entry[0], entry[1], entry[2] = cp, dclass, dstate
+        if rs is not None:
+            entry[3], entry[4] = rs
+        entry[5] = now
+        new = kind(entry[1], entry[3])
+        if old != new:
+            if old is not None:
+                self.current[old] -= 1
+            if new is not None:
+                self.current[new] += 1
+                if self.current[new] > self.worst[new]:
+                    self.worst[new] = self.current[new]
+        if entry[1] == NONE and entry[3] == NONE:
+            del self.entries[key]
+
+    def _account(self, entry: list, now: float) -> None:
+        k = kind(entry[1], entry[3])
+        if k is not None and now > entry[5]:
+            cell = (k, entry[2], entry[4])
+            self.seconds[cell] = self.seconds.get(cell, 0.0) + (now - entry[5])
+
+    def finish(self, now: float) -> None:
+        for entry in self.entries.values():
+            self._account(entry, now)
+            entry[5] = now
+
+    def totals(self) -> dict[str, float]:
+        out = dict.fromkeys(KINDS, 0.0)
+        for (k, _, _), sec in self.seconds.items():
+            out[k] += sec
+        return out
+
+    def dominant(self) -> tuple[str, str, str, float] | None:
+        """The (kind, director state, realserver state) that disagreed longest, ActiveConn
+        errors first when they are a tenth of the total or more: schedulers weigh ActiveConn
+        256 times InActConn, and InActConn outliving the realserver's socket is by design."""
+        if not self.seconds:
+            return None
+        total = sum(self.seconds.values())
+        active = sum(sec for cell, sec in self.seconds.items() if _affects_active(cell))
+        first = active >= 0.1 * total
+        (k, d, r), sec = max(self.seconds.items(),
+                             key=lambda kv: (first and _affects_active(kv[0]), kv[1]))
+        return k, d, r, sec
+
+
+def _affects_active(cell: tuple[str, str, str]) -> bool:
+    k, _, rstate = cell
+    return k in ("ghost", "hidden") or (k == "forgotten" and rstate == "ESTABLISHED")
+
+
+_CLOSE_NOT_SEEN = "server-initiated close not seen; entry stays ESTABLISHED until the client's FIN"
+EXPLAIN: dict[tuple[str, str], str] = {
+    ("ESTABLISHED", "FIN_WAIT1"): _CLOSE_NOT_SEEN,
+    ("ESTABLISHED", "FIN_WAIT2"): _CLOSE_NOT_SEEN,
+    ("ESTABLISHED", "TIME_WAIT"): _CLOSE_NOT_SEEN,
+    ("ESTABLISHED", "-"): "entry stays ESTABLISHED after the realserver's socket is gone "
+                          "(its close or reset never crossed the director)",
+    ("-", "ESTABLISHED"): "idle entry expired after the director's tcp timeout ({tcp} s) while "
+                          "the realserver still holds the connection",
+    ("FIN_WAIT", "-"): "only the client's FIN is seen: FIN_WAIT kept {tcpfin} s after the "
+                       "realserver's socket is gone",
+    ("TIME_WAIT", "-"): "TIME_WAIT kept 120 s after the realserver's socket is gone (it closed "
+                        "passively, or its own TIME_WAIT is only 60 s)",
+    ("SYN_RECV", "SYN_RECV"): "handshake incomplete: SYN_RECV counts as ActiveConn on this "
+                              "kernel while the realserver's socket is half-open",
+    ("SYN_RECV", "-"): "SYN_RECV entry kept (each SYN retry re-arms 60 s) after the "
+                       "realserver gave up the half-open connection",
+    ("CLOSE", "-"): "RST seen: CLOSE entry kept 10 s",
+    ("CLOSE_WAIT", "-"): "CLOSE_WAIT kept 60 s after the realserver's socket is gone",
+    ("LAST_ACK", "-"): "LAST_ACK kept 30 s after the realserver's socket is gone",
+}
+
+
+def explain(agreement: Agreement, director: Director) -> str:
+    """One line naming the dominant cause of disagreement."""
+    top = agreement.dominant()
+    if top is None:
+        return "exact: director and realservers agree on every connection"
+    k, d, r, sec = top
+    text = EXPLAIN.get((d, r))
+    if text is None and d == "-":
+        text = "director has no entry while the realserver's socket is {rstate}"
+    if text is None:
+        text = "director shows {dstate} while the realserver's socket is {rstate}"
+    text = text.format(tcp=director.timeouts.tcp, tcpfin=director.timeouts.tcpfin,
+                       dstate=d, rstate=r if r != "-" else "gone")
+    return f"{k} {sec:.0f} s: {text}"
