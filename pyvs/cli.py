@@ -217,6 +217,94 @@ class Progress:
                 sys.stderr.write("\n")
 
 
+def _table_snapshot(args: argparse.Namespace, connections: bool) -> dict:
+    """The table from a saved snapshot (--from) or the running director's socket."""
+    from .control import NoDirector, default_socket, request
+    if args.from_file:
+        try:
+            data = json.loads(Path(args.from_file).read_text())
+        except OSError as exc:
+            raise UsageError(f"{args.from_file}: cannot read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"{args.from_file}: not a JSON snapshot ({exc})") from None
+        if isinstance(data, dict) and "snapshot" in data:
+            data = data["snapshot"]
+        if not isinstance(data, dict) or "services" not in data:
+            raise UsageError(f"{args.from_file}: not a pyvs snapshot (no 'services')")
+        if connections and "connections" not in data:
+            raise UsageError(f"{args.from_file}: snapshot has no connection list")
+        return data
+    try:
+        return request(args.socket or default_socket(),
+                       {"op": "snapshot", "connections": connections})["snapshot"]
+    except NoDirector as exc:
+        raise UsageError(f"pyvs: {exc}; start one with pyvs serve or pyvs run, "
+                         "or list a saved table with --from FILE.json") from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _check_listing(args)
+    snap = _table_snapshot(args, args.connection or args.json)
+    sys.stdout.write(_render(snap, args))
+    return 0
+
+
+def cmd_states(args: argparse.Namespace) -> int:
+    """The seeds' netstat | awk view of the director's table."""
+    snap = _table_snapshot(args, True)
+    groups: dict[str, dict[str, int]] = {}
+    for c in snap["connections"]:
+        if c["template"]:
+            continue
+        key = c["dest"].rsplit(":", 1)[0] if args.per_realserver else ""
+        counts = groups.setdefault(key, {})
+        counts[c["state"]] = counts.get(c["state"], 0) + 1
+    for key in sorted(groups):
+        if args.per_realserver:
+            print(f"realserver {key}:")
+        for state, n in sorted(groups[key].items()):
+            print(state, n)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .views import procfs
+    procfs.export(_table_snapshot(args, True), args.dir)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """A director with no packet source: a control plane to drive with pyvsadm."""
+    import signal
+    import threading
+
+    from .control import default_socket
+    from .core.engine import Director
+    from .drivers.daemon import Runtime
+    director = load(args.config).build(0.0) if args.config else Director()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        runtime = Runtime(director, args.socket or default_socket(), args.procfs,
+                          args.metrics).start()
+    except OSError as exc:
+        raise UsageError(f"pyvs serve: {exc}") from None
+    print(f"pyvs: serving {runtime.control.path}", file=sys.stderr)
+    try:
+        while not stop.wait(0.5):
+            runtime.tick()
+    finally:
+        runtime.close()
+    return 0
+
+
+def _table_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="from_file", metavar="FILE.json",
+                   help="a saved snapshot (pyvs list --json, replay/simulate --json)")
+    p.add_argument("--socket", help="the director's control socket")
+
+
 def _sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="director services (YAML); default: the seed's director")
     p.add_argument("--kernel", choices=("modern", "4.4", "2.6"),
@@ -240,6 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a configuration, print it as ipvsadm -S")
     c.add_argument("config")
     c.set_defaults(func=cmd_check)
+    li = sub.add_parser("list", help="list the running director's table (ipvsadm -L)")
+    _table_source(li)
+    _listing_flags(li)
+    li.set_defaults(func=cmd_list)
+    st = sub.add_parser("states", help="state counts of the director's table (netstat|awk)")
+    st.add_argument("--per-realserver", action="store_true")
+    _table_source(st)
+    st.set_defaults(func=cmd_states)
+    ex = sub.add_parser("export", help="write the table as /proc/net/ip_vs* files")
+    ex.add_argument("what", choices=("procfs",))
+    ex.add_argument("dir", help="DIR: writes DIR/net/ip_vs, ip_vs_conn, ip_vs_stats")
+    _table_source(ex)
+    ex.set_defaults(func=cmd_export)
+    sv = sub.add_parser("serve", help="run a director with no packet source (control plane)")
+    sv.add_argument("--config", help="services to start with (YAML); default: none")
+    sv.add_argument("--socket", help="control socket path")
+    sv.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
+    sv.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
+    sv.set_defaults(func=cmd_serve)
     sub.add_parser("scenarios", help="list the built-in scenarios").set_defaults(
         func=cmd_scenarios)
     s = sub.add_parser("simulate", help="run a scenario; list the table and the truth")
