@@ -299,6 +299,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from .control import default_socket
+    from .drivers import live, netfilter
+    logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
+    director = load(args.config).build(0.0)
+    try:
+        return live.run(director, args.socket or default_socket(), args.queue,
+                        args.fail_closed, args.procfs, args.metrics)
+    except (netfilter.SetupError, OSError) as exc:
+        raise UsageError(f"pyvs run: {exc}") from None
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .drivers import netfilter
+    done = netfilter.undo()
+    for step in done:
+        print(f"removed: {step}")
+    if not done:
+        print("pyvs cleanup: nothing of pyvs's in this network namespace")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from .lab import netns
+    try:
+        if args.action == "up":
+            netns.up(args.mode, args.realservers, args.clients)
+        elif args.action == "down":
+            netns.down()
+        elif args.action == "status":
+            return netns.status()
+        elif args.action == "check":
+            return netns.check()
+        elif args.action == "config":
+            sys.stdout.write(netns.config_yaml(args.mode, args.realservers))
+        else:
+            return netns.lab_exec(args.host, [a for a in args.cmd if a != "--"][:] if
+                                  args.cmd[:1] == ["--"] else args.cmd)
+    except netns.LabError as exc:
+        raise UsageError(f"pyvs lab {args.action}: {exc}") from None
+    return 0
+
+
 def _table_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="from_file", metavar="FILE.json",
                    help="a saved snapshot (pyvs list --json, replay/simulate --json)")
@@ -347,6 +392,32 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
     sv.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
     sv.set_defaults(func=cmd_serve)
+    rn = sub.add_parser("run", help="the live director: NFQUEUE, iptables, policy routes")
+    rn.add_argument("--config", required=True, help="director configuration (YAML)")
+    rn.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
+    rn.add_argument("--fail-closed", action="store_true",
+                    help="drop queued traffic while no director runs (default: bypass)")
+    rn.add_argument("--socket", help="control socket path")
+    rn.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
+    rn.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
+    rn.set_defaults(func=cmd_run)
+    sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
+                   "left in this network namespace").set_defaults(func=cmd_cleanup)
+    lab = sub.add_parser("lab", help="a cluster of network namespaces running pyvs (root)")
+    lsub = lab.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    lu = lsub.add_parser("up", help="build the cluster and start the director")
+    lc = lsub.add_parser("config", help="print the lab director's config")
+    for q in (lu, lc):
+        q.add_argument("--mode", choices=("nat", "dr", "tun"), default="nat")
+        q.add_argument("--realservers", type=int, default=2)
+    lu.add_argument("--clients", type=int, default=1)
+    lsub.add_parser("down", help="stop everything, delete the namespaces")
+    lsub.add_parser("status", help="processes and addresses")
+    lsub.add_parser("check", help="diagnose the classic LVS set-up mistakes")
+    le = lsub.add_parser("exec", help="run a command on a lab host: exec HOST -- CMD")
+    le.add_argument("host", help="client, c1.., director, rs1..")
+    le.add_argument("cmd", nargs=argparse.REMAINDER)
+    lab.set_defaults(func=cmd_lab)
     sub.add_parser("scenarios", help="list the built-in scenarios").set_defaults(
         func=cmd_scenarios)
     s = sub.add_parser("simulate", help="run a scenario; list the table and the truth")

@@ -1,0 +1,150 @@
+"""The live director in the namespace lab: real iptables/NFQUEUE rules, real Linux TCP peers
+(curl, python servers), `ss` on the realservers as the truth.  Every test's traffic is a few
+bounded requests inside namespaces the lab creates; `lab down` runs even when a test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyvs.control import request
+from pyvs.lab import netns
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables, NFQUEUE)"
+    for tool in ("ip", "iptables", "curl", "ss"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    try:
+        import netfilterqueue  # noqa: F401
+    except ImportError:
+        return "netfilterqueue is not installed (pip install 'pyvs[live]')"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+@pytest.fixture
+def lab(request_mode):
+    netns.down(out=open(os.devnull, "w"))
+    state = netns.up(request_mode, 2, 1, out=open(os.devnull, "w"))
+    try:
+        yield state
+    finally:
+        netns.down(out=open(os.devnull, "w"))
+
+
+@pytest.fixture
+def request_mode(request):
+    return request.param
+
+
+def curl(state: dict, path: str = "/") -> str:
+    return subprocess.run(["ip", "netns", "exec", "pyvs-c1", "curl", "-s", "--max-time", "5",
+                           f"http://{state['vip']}{path}"], capture_output=True, text=True,
+                          timeout=10).stdout
+
+
+def table(connections: bool = True) -> dict:
+    return request(netns.SOCKET, {"op": "snapshot", "connections": connections})["snapshot"]
+
+
+def dests(snap: dict, port: int) -> dict[str, tuple[int, int]]:
+    svc = next(s for s in snap["services"] if s["port"] == port)
+    return {d["address"]: (d["active"], d["inactive"]) for d in svc["dests"]}
+
+
+def ss_states(ns: str, port: int) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Htan", f"sport = :{port}"],
+                         capture_output=True, text=True).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.split()[0] != "LISTEN")
+
+
+@pytest.mark.parametrize("request_mode", ["nat", "dr"], indirect=True)
+def test_round_robin_and_http10_counts(lab) -> None:
+    assert [curl(lab) for _ in range(4)] == ["rs2\n", "rs1\n", "rs2\n", "rs1\n"]
+    snap = table()
+    rs1, rs2 = lab["realservers"]
+    assert dests(snap, 80) == {rs1: (0, 2), rs2: (0, 2)}
+    # the client closed after each fetch: NAT saw both sides (TIME_WAIT), DR only the
+    # client's FIN (FIN_WAIT), both for 120 s
+    want = "TIME_WAIT" if lab["mode"] == "nat" else "FIN_WAIT"
+    assert [c["state"] for c in snap["connections"]] == [want] * 4
+    assert all(118 <= c["expires"] <= 120 for c in snap["connections"])
+
+
+@pytest.mark.parametrize("request_mode", ["nat", "dr"], indirect=True)
+def test_held_connection_is_active_and_matches_ss(lab) -> None:
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", "pyvs-c1", sys.executable, "-c",
+         "import socket,sys,time; s=socket.create_connection((sys.argv[1],23),5); "
+         "s.recv(100); print('up', flush=True); time.sleep(8)", lab["vip"]],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        snap = table()
+        rs1, rs2 = lab["realservers"]
+        assert dests(snap, 23) == {rs1: (0, 0), rs2: (1, 0)}
+        assert ss_states("pyvs-r2", 23) == ["ESTAB"]
+        assert ss_states("pyvs-r1", 23) == []
+        assert [c["state"] for c in snap["connections"]] == ["ESTABLISHED"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("request_mode", ["dr"], indirect=True)
+def test_sigkill_then_cleanup_leaves_nothing(lab) -> None:
+    def director(*cmd: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", "pyvs-d", *cmd], capture_output=True,
+                              text=True).stdout
+    assert curl(lab) == "rs2\n"
+    assert "PYVS-PRE" in director("iptables", "-t", "mangle", "-S")
+    assert "lookup 1001" in director("ip", "rule")
+    os.killpg(lab["pids"]["director"], signal.SIGKILL)
+    time.sleep(0.3)
+    assert "PYVS-PRE" in director("iptables", "-t", "mangle", "-S")      # left behind
+    out = director(sys.executable, "-m", "pyvs.cli", "cleanup")
+    assert "removed: ip rule del pref 1001" in out
+    for table_name in ("mangle", "raw"):
+        assert "PYVS" not in director("iptables", "-t", table_name, "-S")
+    assert "fwmark" not in director("ip", "rule")
+    assert director("ip", "route", "show", "table", "1001") == ""
+    assert "nothing of pyvs's" in director(sys.executable, "-m", "pyvs.cli", "cleanup")
+
+
+def test_lab_down_removes_every_namespace() -> None:
+    netns.down(out=open(os.devnull, "w"))
+    netns.up("nat", 1, 1, out=open(os.devnull, "w"))
+    state = json.loads(netns.STATE.read_text())
+    netns.down(out=open(os.devnull, "w"))
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [n for n in listed.splitlines() if n.startswith("pyvs-")]
+    assert not netns.STATE.exists()
+    for pid in state["pids"].values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_lab_check_finds_a_missing_vip() -> None:
+    netns.down(out=open(os.devnull, "w"))
+    netns.up("dr", 1, 1, out=open(os.devnull, "w"))
+    try:
+        subprocess.run(["ip", "netns", "exec", "pyvs-r1", "ip", "addr", "del",
+                        "203.0.113.100/32", "dev", "lo"], check=True)
+        import io
+        out = io.StringIO()
+        assert netns.check(out=out) == 1
+        assert "PROBLEM rs1 203.0.113.11: VIP 203.0.113.100 on lo" in out.getvalue()
+    finally:
+        netns.down(out=open(os.devnull, "w"))
