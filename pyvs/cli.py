@@ -162,17 +162,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .sim import scenarios
     from .sim.run import run
     from .views import compare
-    names = args.scenario or list(scenarios.BUILTIN)
-    chosen = [scenarios.get(n) for n in names]
     modes = _modes(args.modes)
-    config = _sim_config(args)
-    progress = Progress(len(chosen) * len(modes))
-    results = []
-    for sc in chosen:
-        for mode in modes:
-            progress.step(f"{sc.name} {mode}")
-            results.append(run(sc, mode, args.kernel, args.seed, config))
-    progress.done()
+    if args.live:
+        results = _compare_live(args, modes)
+    else:
+        chosen = [scenarios.get(n) for n in args.scenario or list(scenarios.BUILTIN)]
+        config = _sim_config(args)
+        progress = Progress(len(chosen) * len(modes))
+        results = []
+        for sc in chosen:
+            for mode in modes:
+                progress.step(f"{sc.name} {mode}")
+                results.append(run(sc, mode, args.kernel, args.seed, config))
+        progress.done()
     sys.stdout.write(compare.table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(compare.as_json(results), indent=1) + "\n")
@@ -180,6 +182,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         compare.plot(results, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _compare_live(args: argparse.Namespace, modes: list[str]) -> list:
+    from .lab import live_compare, netns
+    names = args.scenario or list(live_compare.SCENARIOS)
+    for n in names:
+        if n not in live_compare.SCENARIOS:
+            raise UsageError(f"pyvs compare --live: {n!r} is not a live scenario "
+                             f"({', '.join(live_compare.SCENARIOS)})")
+    if "tun" in modes:
+        raise UsageError("pyvs compare --live: tun needs an IPIP driver on the realservers; "
+                         "use --modes nat,dr")
+    progress = Progress(len(names) * len(modes))
+    try:
+        results = live_compare.compare(names, modes, progress)
+    except netns.LabError as exc:
+        raise UsageError(f"pyvs compare --live: {exc}") from None
+    progress.done()
+    return results
 
 
 class Progress:
@@ -434,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--modes", default="nat,dr", help="comma-separated: nat,dr,tun")
     m.add_argument("--plot", metavar="FILE.png", help="write a plot of the runs")
     m.add_argument("--json", metavar="FILE", help="write samples and summaries as JSON")
+    m.add_argument("--live", action="store_true",
+                   help="run the live scenarios on the namespace lab (root)")
     _sim_flags(m)
     m.set_defaults(func=cmd_compare)
     return p

@@ -148,3 +148,17 @@ def test_lab_check_finds_a_missing_vip() -> None:
         assert "PROBLEM rs1 203.0.113.11: VIP 203.0.113.100 on lo" in out.getvalue()
     finally:
         netns.down(out=open(os.devnull, "w"))
+
+
+def test_live_compare_nat_active_conn_matches_ss() -> None:
+    """The live comparison on real stacks: NAT ActiveConn equals the realservers' ESTAB
+    sockets at every sample of a held connection and of client resets."""
+    from pyvs.lab import live_compare
+    results = live_compare.compare(["held", "client-rst"], ["nat"])
+    assert [(r.scenario, r.mode) for r in results] == [("held", "nat"), ("client-rst", "nat")]
+    for r in results:
+        assert len(r.samples) >= 8
+        assert all(s.active == s.truth_active for s in r.samples)
+    held = results[0]
+    assert any(s.active == 1 and s.truth_active == 1 for s in held.samples)
+    assert results[1].cause.startswith("stale") and "CLOSE entry kept 10 s" in results[1].cause

@@ -4,6 +4,8 @@
   23  a telnet-like line echo that holds the connection (SO_KEEPALIVE on, as telnetd)
   21  an ftp-like control channel: PASV opens a data port (30000-30999), RETR sends
       100 KB on it and the server closes the data connection, QUIT closes
+   9  discard (RFC 863), for bulk transfers (bench/live.py)
+8080  answers its name and closes at once, for connection-rate runs (bench/live.py)
 
     python -m pyvs.lab.backends --name rs1
 """
@@ -84,6 +86,30 @@ class _Ftp(socketserver.StreamRequestHandler):
                 self.wfile.write(b"200 ok\r\n")
 
 
+def _discard(port: int = 9) -> None:
+    class Discard(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while self.request.recv(1 << 16):
+                pass
+    _Server(("", port), Discard).serve_forever()
+
+
+def _hello(name: str, port: int = 8080) -> None:
+    """One thread, accept/send/close: fast enough not to be what a rate run measures."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("", port))
+    s.listen(1024)
+    body = f"{name}\n".encode()
+    while True:
+        conn, _ = s.accept()
+        try:
+            conn.sendall(body)
+        except OSError:
+            pass
+        conn.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="the pyvs lab's realserver services")
     ap.add_argument("--name", required=True)
@@ -95,6 +121,8 @@ def main() -> None:
         servers.append(s)
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, daemon=True).start()
+    threading.Thread(target=_discard, daemon=True).start()
+    threading.Thread(target=_hello, args=(args.name,), daemon=True).start()
     servers[0].serve_forever()
 
 

@@ -97,7 +97,8 @@ def _provision(ns: str, role: str, lay: dict, **extra: str) -> None:
     _x(ns, "bash", str(PROVISION / f"{role}.sh"), env=env)
 
 
-def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout) -> dict:
+def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
+       director: bool = True) -> dict:
     if mode not in MODES:
         raise LabError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
     if STATE.exists():
@@ -111,7 +112,7 @@ def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout) -> dic
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     STATE.write_text(json.dumps(state))
     try:
-        _build(state, out)
+        _build(state, out, director)
     except BaseException:
         down(out=open(os.devnull, "w"))
         raise
@@ -122,7 +123,7 @@ def _save(state: dict) -> None:
     STATE.write_text(json.dumps(state, indent=1))
 
 
-def _build(state: dict, out) -> None:
+def _build(state: dict, out, start_director: bool = True) -> None:
     mode = state["mode"]
     nss = ["pyvs-sw", "pyvs-d", *[f"pyvs-c{i + 1}" for i in range(len(state["clients"]))],
            *[f"pyvs-r{i + 1}" for i in range(len(state["realservers"]))]]
@@ -164,6 +165,9 @@ def _build(state: dict, out) -> None:
         state["pids"][f"rs{i + 1}"] = proc.pid
         _save(state)
     _provision("pyvs-d", "director", state, PYVS_VIP_IFACE="eth0")
+    if not start_director:                      # bench/live.py runs its own
+        _wait_listening(state)
+        return
     config = STATE_DIR / f"lab-{mode}.yaml"
     config.write_text(config_yaml(mode, len(state["realservers"])))
     state["config"] = str(config)

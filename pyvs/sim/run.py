@@ -129,7 +129,8 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
             result.snapshots.append((snapshot(director, t), states))
     agreement.finish(marks[-1] if marks else 0.0)
     result.summary = _summary(result.samples, agreement)
-    result.cause = explain(agreement, director)
+    result.cause = explain(agreement.seconds, director.timeouts.tcp,
+                           director.timeouts.tcpfin)
     result.packets = lab.packets
     result.events = sim.events
     result.drops = dict(lab.drops)

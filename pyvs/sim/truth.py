@@ -129,23 +129,25 @@ class Agreement:
             out[k] += sec
         return out
 
-    def dominant(self) -> tuple[str, str, str, float] | None:
-        """The (kind, director state, realserver state) that disagreed longest, ActiveConn
-        errors first when they are a tenth of the total or more: schedulers weigh ActiveConn
-        256 times InActConn, and InActConn outliving the realserver's socket is by design."""
-        if not self.seconds:
-            return None
-        total = sum(self.seconds.values())
-        active = sum(sec for cell, sec in self.seconds.items() if _affects_active(cell))
-        first = active >= 0.1 * total
-        (k, d, r), sec = max(self.seconds.items(),
-                             key=lambda kv: (first and _affects_active(kv[0]), kv[1]))
-        return k, d, r, sec
 
 
 def _affects_active(cell: tuple[str, str, str]) -> bool:
     k, _, rstate = cell
     return k in ("ghost", "hidden") or (k == "forgotten" and rstate == "ESTABLISHED")
+
+
+def dominant(seconds: dict[tuple[str, str, str], float]) -> tuple[str, str, str, float] | None:
+    """The (kind, director state, realserver state) that disagreed longest, ActiveConn
+    errors first when they are a tenth of the total or more: schedulers weigh ActiveConn
+    256 times InActConn, and InActConn outliving the realserver's socket is by design."""
+    if not seconds:
+        return None
+    total = sum(seconds.values())
+    active = sum(sec for cell, sec in seconds.items() if _affects_active(cell))
+    first = active >= 0.1 * total
+    (k, d, r), sec = max(seconds.items(), key=lambda kv: (first and _affects_active(kv[0]),
+                                                          kv[1]))
+    return k, d, r, sec
 
 
 _CLOSE_NOT_SEEN = "server-initiated close not seen; entry stays ESTABLISHED until the client's FIN"
@@ -171,9 +173,9 @@ EXPLAIN: dict[tuple[str, str], str] = {
 }
 
 
-def explain(agreement: Agreement, director: Director) -> str:
+def explain(seconds: dict[tuple[str, str, str], float], tcp: int, tcpfin: int) -> str:
     """One line naming the dominant cause of disagreement."""
-    top = agreement.dominant()
+    top = dominant(seconds)
     if top is None:
         return "exact: director and realservers agree on every connection"
     k, d, r, sec = top
@@ -182,6 +184,5 @@ def explain(agreement: Agreement, director: Director) -> str:
         text = "director has no entry while the realserver's socket is {rstate}"
     if text is None:
         text = "director shows {dstate} while the realserver's socket is {rstate}"
-    text = text.format(tcp=director.timeouts.tcp, tcpfin=director.timeouts.tcpfin,
-                       dstate=d, rstate=r if r != "-" else "gone")
+    text = text.format(tcp=tcp, tcpfin=tcpfin, dstate=d, rstate=r if r != "-" else "gone")
     return f"{k} {sec:.0f} s: {text}"
