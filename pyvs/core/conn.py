@@ -1,39 +1,50 @@
-"""Connection entries (struct ip_vs_conn) and the expiry heap.
+"""Connection entries (struct ip_vs_conn) and the expiry wheel.
 
-Expiry costs O(expired): each entry has at most one live heap slot.  A packet that pushes
-the expiry later only writes ``expires``; the slot, when it comes due, re-files itself at the
-new time.  A packet that brings expiry *earlier* (a shorter state timeout) files a new slot
-and the old one goes stale (its generation no longer matches).
+An entry is small because a director holds millions: its addresses live once, in the
+lookup key tuple (``key``), and Masq rewrite material is shared by every connection with
+the same virtual and real address:port (:class:`MasqRewrite`).
+
+Expiry costs O(expired): entries are filed in one-second buckets.  A packet that pushes
+expiry later only writes ``expires``; when the bucket comes due the entry re-files itself at
+its new time.  A packet that brings expiry earlier files the entry again in an earlier
+bucket, and the old filing goes stale (``heap_at`` no longer matches).  A bucket is sorted
+once, when its second comes, so entries expire in time order, each at its own time.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .service import Dest
 
+INF = float("inf")
+
+
+class MasqRewrite:
+    """Bytes and RFC 1624 checksum deltas for vaddr:vport <-> daddr:dport, computed once."""
+
+    __slots__ = ("d_bytes", "dport_bytes", "v_bytes", "vport_bytes", "in_ip_delta",
+                 "in_l4_delta", "out_ip_delta", "out_l4_delta")
+
 
 class Conn:
-    """One IPVS connection or persistence template."""
+    """One IPVS connection or persistence template.
+
+    ``key`` is (protocol, caddr, cport, vaddr, vport), the client-side lookup key; for a
+    template, (protocol, client net, 0, vaddr or fwmark, vport)."""
 
     __slots__ = (
-        "protocol", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "dest", "fwd",
-        "state", "timeout", "expires", "heap_at", "gen", "inactive", "noout", "template",
-        "control", "n_control", "in_key", "out_key", "alive", "fwmark",
-        # Masq rewrite material, precomputed once per connection
-        "d_bytes", "dport_bytes", "v_bytes", "vport_bytes",
-        "in_ip_delta", "in_l4_delta", "out_ip_delta", "out_l4_delta",
+        "key", "daddr", "dport", "dest", "fwd", "state", "timeout", "expires", "heap_at",
+        "inactive", "noout", "template", "control", "n_control", "out_key", "alive",
+        "fwmark", "masq",
     )
 
-    def __init__(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
-                 daddr: int, dport: int, dest: Dest | None, template: bool = False) -> None:
-        self.protocol = protocol
-        self.caddr = caddr
-        self.cport = cport
-        self.vaddr = vaddr
-        self.vport = vport
+    def __init__(self, key: tuple[int, int, int, int, int], daddr: int, dport: int,
+                 dest: Dest | None, template: bool = False) -> None:
+        self.key = key
         self.daddr = daddr
         self.dport = dport
         self.dest = dest
@@ -41,53 +52,122 @@ class Conn:
         self.state = 0
         self.timeout = 3.0          # ip_vs_conn_new(): 3*HZ until the first transition
         self.expires = 0.0
-        self.heap_at = float("inf")
-        self.gen = 0
+        self.heap_at = INF
         self.inactive = True        # the dest's conn_flags always carry INACTIVE
         self.noout = dest.noout if dest is not None else False
         self.template = template
         self.control: Conn | None = None
         self.n_control = 0
-        self.in_key: tuple | None = None
         self.out_key: tuple | None = None
         self.alive = True
         self.fwmark = 0
+        self.masq: MasqRewrite | None = None
+
+    @property
+    def protocol(self) -> int:
+        return self.key[0]
+
+    @property
+    def caddr(self) -> int:
+        return self.key[1]
+
+    @property
+    def cport(self) -> int:
+        return self.key[2]
+
+    @property
+    def vaddr(self) -> int:
+        return self.key[3]
+
+    @property
+    def vport(self) -> int:
+        return self.key[4]
 
 
-class TimerHeap:
-    """Min-heap of (time, generation, conn); stale slots are skipped when popped."""
+class TimerWheel:
+    """One-second buckets of entries; the due second is sorted once and consumed in order."""
 
-    __slots__ = ("heap", "counter")
+    __slots__ = ("buckets", "seconds", "current", "pos", "current_second", "counter")
 
     def __init__(self) -> None:
-        self.heap: list[tuple[float, int, Conn]] = []
-        self.counter = 0
+        self.buckets: dict[int, list[Conn]] = {}
+        self.seconds: list[int] = []                 # heap of bucket seconds
+        self.current: list[tuple[float, int, Conn]] = []
+        self.pos = 0
+        self.current_second = -1
+        self.counter = 1 << 62        # above any bucket index: tuples never compare entries
 
     def file(self, conn: Conn, at: float) -> None:
-        self.counter += 1
-        conn.gen = self.counter
         conn.heap_at = at
-        heapq.heappush(self.heap, (at, self.counter, conn))
+        second = int(at)
+        if second <= self.current_second and self.pos < len(self.current):
+            self.counter += 1                         # lands in the second being consumed
+            bisect.insort(self.current, (at, self.counter, conn), lo=self.pos)
+            return
+        bucket = self.buckets.get(second)
+        if bucket is None:
+            bucket = self.buckets[second] = []
+            heapq.heappush(self.seconds, second)
+        bucket.append(conn)
 
     def arm(self, conn: Conn, expires: float) -> None:
-        """Set the entry's expiry; file a slot only if it moves earlier than its slot."""
+        """Set the entry's expiry; file it again only if that is earlier than its filing."""
         conn.expires = expires
         if expires < conn.heap_at:
             self.file(conn, expires)
 
+    def _open_next(self) -> bool:
+        """Sort the earliest bucket into ``current``; False when the wheel is empty."""
+        while self.seconds:
+            second = heapq.heappop(self.seconds)
+            bucket = self.buckets.pop(second)
+            live = [(c.heap_at, i, c) for i, c in enumerate(bucket)
+                    if c.alive and c.heap_at != INF and int(c.heap_at) == second]
+            if live:
+                live.sort(key=lambda e: (e[0], e[1]))    # filing order breaks ties
+                self.current, self.pos, self.current_second = live, 0, second
+                return True
+        self.current, self.pos = [], 0
+        return False
+
+    def _front(self, open_buckets: bool) -> tuple[float, int, Conn] | None:
+        """The earliest valid filing of the open second, skipping stale ones; when that is
+        consumed, open the next second only if `open_buckets` (a bucket is sorted when its
+        second is due, never earlier)."""
+        while True:
+            current = self.current
+            while self.pos < len(current):
+                entry = current[self.pos]
+                conn = entry[2]
+                if conn.alive and conn.heap_at == entry[0]:
+                    return entry
+                self.pos += 1
+            if not open_buckets or not self._open_next():
+                return None
+
     def next_time(self) -> float | None:
-        return self.heap[0][0] if self.heap else None
+        """The next expiry, or the start of the next filed second (a lower bound)."""
+        entry = self._front(False)
+        if entry is not None:
+            return entry[0]
+        return float(self.seconds[0]) if self.seconds else None
 
     def pop_due(self, now: float) -> Conn | None:
         """Next entry whose expiry has truly come by ``now``, or None."""
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            at, gen, conn = heapq.heappop(heap)
-            if gen != conn.gen or not conn.alive:
-                continue
+        while True:
+            entry = self._front(False)
+            if entry is None:
+                if not self.seconds or self.seconds[0] > now:
+                    return None
+                entry = self._front(True)
+                if entry is None:
+                    return None
+            if entry[0] > now:
+                return None
+            self.pos += 1
+            at, _, conn = entry
             if conn.expires > at:          # re-armed by later packets: re-file
                 self.file(conn, conn.expires)
                 continue
-            conn.heap_at = float("inf")
+            conn.heap_at = INF
             return conn
-        return None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import states as S
-from .conn import Conn, TimerHeap
+from .conn import Conn, MasqRewrite, TimerWheel
 from .packet import (
     IP_ADDRS,
     PORTS,
@@ -117,7 +117,8 @@ class Director:
         self._out: dict[tuple, Conn] = {}
         self._templates: dict[tuple, Conn] = {}
         self._template_list: dict[Conn, None] = {}     # every live template, in creation order
-        self._timers = TimerHeap()
+        self._timers = TimerWheel()
+        self._masq: dict[tuple[int, int, int, int], MasqRewrite] = {}
         self._trash: dict[tuple, Dest] = {}
         self._route_marks: dict[int, int] = {}
         self._tunnel_id = 0
@@ -380,30 +381,35 @@ class Director:
     def _new_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
                   dest: Dest, dport: int, now: float, template: bool = False) -> Conn:
         """ip_vs_conn_new() + ip_vs_bind_dest() + hashing."""
-        cp = Conn(protocol, caddr, cport, vaddr, vport, dest.addr, dport, dest, template)
+        key = (protocol, caddr, cport, vaddr, vport)
+        cp = Conn(key, dest.addr, dport, dest, template)
         if template:
             dest.persistconns += 1
         else:
             dest.inactconns += 1
-            cp.in_key = (protocol, caddr, cport, vaddr, vport)
-            self._in[cp.in_key] = cp
+            self._in[key] = cp
             if dest.fwd == MASQ:
                 cp.out_key = (protocol, dest.addr, dport, caddr, cport)
-                vb, db = addr_bytes(vaddr), addr_bytes(dest.addr)
-                vpb, dpb = port_bytes(vport), port_bytes(dport)
-                cp.v_bytes, cp.d_bytes, cp.vport_bytes, cp.dport_bytes = vb, db, vpb, dpb
-                cp.in_ip_delta = csum_delta(vb, db)
-                cp.in_l4_delta = csum_delta(vb + vpb, db + dpb)
-                cp.out_ip_delta = csum_delta(db, vb)
-                cp.out_l4_delta = csum_delta(db + dpb, vb + vpb)
-            elif self.profile.route_replies:
-                cp.out_key = (protocol, vaddr, vport, caddr, cport)
-            if cp.out_key is not None:
                 self._out[cp.out_key] = cp
+                cp.masq = self._masq_rewrite(vaddr, vport, dest.addr, dport)
         dest.check_overload_on_bind()
         if self.watch is not None and not template:
             self.watch(cp, now)
         return cp
+
+    def _masq_rewrite(self, vaddr: int, vport: int, daddr: int, dport: int) -> MasqRewrite:
+        """The rewrite material for vaddr:vport <-> daddr:dport, shared by its connections."""
+        m = self._masq.get((vaddr, vport, daddr, dport))
+        if m is None:
+            m = self._masq[(vaddr, vport, daddr, dport)] = MasqRewrite()
+            vb, db = addr_bytes(vaddr), addr_bytes(daddr)
+            vpb, dpb = port_bytes(vport), port_bytes(dport)
+            m.v_bytes, m.d_bytes, m.vport_bytes, m.dport_bytes = vb, db, vpb, dpb
+            m.in_ip_delta = csum_delta(vb, db)
+            m.in_l4_delta = csum_delta(vb + vpb, db + dpb)
+            m.out_ip_delta = csum_delta(db, vb)
+            m.out_l4_delta = csum_delta(db + dpb, vb + vpb)
+        return m
 
     def _expire(self, cp: Conn, at: float) -> None:
         """ip_vs_conn_expire(): a controlling entry waits; anything else is unlinked."""
@@ -418,8 +424,8 @@ class Director:
             if self._templates.get(key) is cp:
                 del self._templates[key]
         else:
-            if self._in.get(cp.in_key) is cp:
-                del self._in[cp.in_key]
+            if self._in.get(cp.key) is cp:
+                del self._in[cp.key]
             if cp.out_key is not None and self._out.get(cp.out_key) is cp:
                 del self._out[cp.out_key]
         ct = cp.control
@@ -462,17 +468,19 @@ class Director:
         if (dest is None or not dest.available
                 or (self.sysctls.expire_quiescent_template and dest.weight == 0)):
             if ct.vport != INVALID_PORT:
-                key = (ct.protocol, ct.caddr, ct.vaddr, ct.vport)
-                if self._templates.get(key) is ct:
-                    del self._templates[key]
-                ct.dport = ct.vport = INVALID_PORT
-                ct.cport = 0
+                protocol, caddr, _, vaddr, vport = ct.key
+                if self._templates.get((protocol, caddr, vaddr, vport)) is ct:
+                    del self._templates[(protocol, caddr, vaddr, vport)]
+                ct.key = (protocol, caddr, 0, vaddr, INVALID_PORT)
+                ct.dport = INVALID_PORT
             return False
         return True
 
     def _schedule(self, svc: Service, protocol: int, caddr: int, cport: int, vaddr: int,
                   vport: int, now: float) -> tuple[Conn | None, int]:
         """ip_vs_schedule(): (connection, ignored) with the kernel's `ignored` codes."""
+        if vaddr == svc.addr:
+            vaddr = svc.addr               # one int object per VIP, not one per connection
         if cport == FTPDATA:
             return None, 1
         if svc.flags & SVC_F_PERSISTENT:
@@ -594,6 +602,11 @@ class Director:
                 return self._in_forward(cp, data, ihl, tot_len, flags, now)
         if direction != IN:
             cp = self._out.get(key)
+            if cp is None and self.profile.route_replies:
+                # a DR/TUN reply that crosses the director: the client-side key, reversed
+                cp = self._in.get((protocol, daddr, dport, saddr, sport))
+                if cp is not None and cp.fwd == MASQ:
+                    cp = None
             if cp is not None:
                 return self._out_forward(cp, data, ihl, tot_len, flags, now)
             if direction == OUT:
@@ -632,11 +645,11 @@ class Director:
                     mark: int) -> Verdict:
         """The old entry is expired right after the new one is scheduled: on a real
         director its timer fires in the next softirq, so the scheduler still counts it."""
-        if old.in_key is not None and self._in.get(old.in_key) is old:
-            del self._in[old.in_key]
+        if self._in.get(old.key) is old:
+            del self._in[old.key]
         if old.out_key is not None and self._out.get(old.out_key) is old:
             del self._out[old.out_key]
-        protocol, caddr, cport, vaddr, vport = old.in_key
+        protocol, caddr, cport, vaddr, vport = old.key
         verdict = self._in_new(data, ihl, tot_len, protocol, caddr, cport, vaddr, vport,
                                flags, now, mark)
         self._expire(old, now)             # ip_vs_conn_expire_now()
@@ -692,11 +705,11 @@ class Director:
         if fwd == MASQ:
             buf = bytearray(data)
             del buf[tot_len:]
-            buf[16:20] = cp.d_bytes
-            buf[ihl + 2:ihl + 4] = cp.dport_bytes
+            m = cp.masq
+            buf[16:20] = m.d_bytes
+            buf[ihl + 2:ihl + 4] = m.dport_bytes
             return Verdict(ACCEPT, R_FORWARD,
-                           _fix_checksums(buf, ihl, cp.protocol, cp.in_ip_delta,
-                                          cp.in_l4_delta))
+                           _fix_checksums(buf, ihl, data[9], m.in_ip_delta, m.in_l4_delta))
         if fwd == TUNNEL:
             self._tunnel_id += 1
             src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
@@ -729,10 +742,11 @@ class Director:
             return _ACCEPT_FORWARD
         buf = bytearray(data)
         del buf[tot_len:]
-        buf[12:16] = cp.v_bytes
-        buf[ihl:ihl + 2] = cp.vport_bytes
+        m = cp.masq
+        buf[12:16] = m.v_bytes
+        buf[ihl:ihl + 2] = m.vport_bytes
         return Verdict(ACCEPT, R_FORWARD,
-                       _fix_checksums(buf, ihl, cp.protocol, cp.out_ip_delta, cp.out_l4_delta))
+                       _fix_checksums(buf, ihl, data[9], m.out_ip_delta, m.out_l4_delta))
 
     # ------------------------------------------------------------------ views
     def find_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int
