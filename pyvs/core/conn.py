@@ -1,8 +1,9 @@
 """Connection entries (struct ip_vs_conn) and the expiry wheel.
 
 An entry is small because a director holds millions: its addresses live once, in the
-lookup key tuple (``key``), and Masq rewrite material is shared by every connection with
-the same virtual and real address:port (:class:`MasqRewrite`).
+lookup key (``key``: the packet's own address and port bytes, see :func:`conn_key`), and
+Masq rewrite material is shared by every connection with the same virtual and real
+address:port (:class:`MasqRewrite`).
 
 Expiry costs O(expired): entries are filed in one-second buckets.  A packet that pushes
 expiry later only writes ``expires``; when the bucket comes due the entry re-files itself at
@@ -15,12 +16,23 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import struct
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .service import Dest
 
 INF = float("inf")
+_KEY = struct.Struct("!IIHH")
+IPPROTO_TCP = 6
+
+
+def conn_key(protocol: int, saddr: int, daddr: int, sport: int, dport: int) -> bytes:
+    """Bytes 12-19 of the IPv4 header and 0-3 of the TCP/UDP header, as a packet carries
+    them, so a lookup key is a slice of the packet; other protocols get a one-byte prefix
+    (TCP, the common case, none)."""
+    key = _KEY.pack(saddr, daddr, sport, dport)
+    return key if protocol == IPPROTO_TCP else bytes((protocol,)) + key
 
 
 class MasqRewrite:
@@ -33,18 +45,20 @@ class MasqRewrite:
 class Conn:
     """One IPVS connection or persistence template.
 
-    ``key`` is (protocol, caddr, cport, vaddr, vport), the client-side lookup key; for a
-    template, (protocol, client net, 0, vaddr or fwmark, vport)."""
+    ``key`` is conn_key(protocol, caddr, vaddr, cport, vport), the client-side lookup key;
+    for a template, conn_key(protocol, client net, vaddr or fwmark, 0, vport)."""
 
     __slots__ = (
-        "key", "daddr", "dport", "dest", "fwd", "state", "timeout", "expires", "heap_at",
-        "inactive", "noout", "template", "control", "n_control", "out_key", "alive",
-        "fwmark", "masq",
+        "key", "protocol", "daddr", "dport", "dest", "fwd", "state", "timeout", "expires",
+        "heap_at", "inactive", "noout", "control", "out_key", "alive", "masq",
     )
+    template = False
+    n_control = 0                   # only a Template controls other entries
 
-    def __init__(self, key: tuple[int, int, int, int, int], daddr: int, dport: int,
-                 dest: Dest | None, template: bool = False) -> None:
+    def __init__(self, key: bytes, protocol: int, daddr: int, dport: int,
+                 dest: Dest | None) -> None:
         self.key = key
+        self.protocol = protocol
         self.daddr = daddr
         self.dport = dport
         self.dest = dest
@@ -55,33 +69,38 @@ class Conn:
         self.heap_at = INF
         self.inactive = True        # the dest's conn_flags always carry INACTIVE
         self.noout = dest.noout if dest is not None else False
-        self.template = template
         self.control: Conn | None = None
-        self.n_control = 0
-        self.out_key: tuple | None = None
+        self.out_key: bytes | None = None
         self.alive = True
-        self.fwmark = 0
         self.masq: MasqRewrite | None = None
 
     @property
-    def protocol(self) -> int:
-        return self.key[0]
-
-    @property
     def caddr(self) -> int:
-        return self.key[1]
-
-    @property
-    def cport(self) -> int:
-        return self.key[2]
+        return int.from_bytes(self.key[-12:-8], "big")
 
     @property
     def vaddr(self) -> int:
-        return self.key[3]
+        return int.from_bytes(self.key[-8:-4], "big")
+
+    @property
+    def cport(self) -> int:
+        return int.from_bytes(self.key[-4:-2], "big")
 
     @property
     def vport(self) -> int:
-        return self.key[4]
+        return int.from_bytes(self.key[-2:], "big")
+
+
+class Template(Conn):
+    """A persistence template: counts the connections it controls (expire_later)."""
+
+    __slots__ = ("n_control",)
+    template = True
+
+    def __init__(self, key: bytes, protocol: int, daddr: int, dport: int,
+                 dest: Dest | None) -> None:
+        super().__init__(key, protocol, daddr, dport, dest)
+        self.n_control = 0
 
 
 class TimerWheel:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import states as S
-from .conn import Conn, MasqRewrite, TimerWheel
+from .conn import Conn, MasqRewrite, Template, TimerWheel, conn_key
 from .packet import (
     IP_ADDRS,
     PORTS,
@@ -57,6 +57,7 @@ from .verdict import (
     drop,
 )
 
+_UDP_PREFIX = bytes((IPPROTO_UDP,))   # conn_key(): non-TCP keys carry the protocol
 IN = 0     # client -> virtual service (ip_vs_in_hook)
 OUT = 1    # realserver -> client (ip_vs_out_hook)
 
@@ -113,8 +114,8 @@ class Director:
         self._svc_by_mark: dict[int, Service] = {}
         self._ftp_services = 0
         self._null_services = 0
-        self._in: dict[tuple, Conn] = {}
-        self._out: dict[tuple, Conn] = {}
+        self._in: dict[bytes, Conn] = {}         # client-side keys (conn_key)
+        self._out: dict[bytes, Conn] = {}        # Masq replies: realserver -> client
         self._templates: dict[tuple, Conn] = {}
         self._template_list: dict[Conn, None] = {}     # every live template, in creation order
         self._timers = TimerWheel()
@@ -381,15 +382,15 @@ class Director:
     def _new_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
                   dest: Dest, dport: int, now: float, template: bool = False) -> Conn:
         """ip_vs_conn_new() + ip_vs_bind_dest() + hashing."""
-        key = (protocol, caddr, cport, vaddr, vport)
-        cp = Conn(key, dest.addr, dport, dest, template)
+        key = conn_key(protocol, caddr, vaddr, cport, vport)
+        cp = (Template if template else Conn)(key, protocol, dest.addr, dport, dest)
         if template:
             dest.persistconns += 1
         else:
             dest.inactconns += 1
             self._in[key] = cp
             if dest.fwd == MASQ:
-                cp.out_key = (protocol, dest.addr, dport, caddr, cport)
+                cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
                 self._out[cp.out_key] = cp
                 cp.masq = self._masq_rewrite(vaddr, vport, dest.addr, dport)
         dest.check_overload_on_bind()
@@ -468,10 +469,10 @@ class Director:
         if (dest is None or not dest.available
                 or (self.sysctls.expire_quiescent_template and dest.weight == 0)):
             if ct.vport != INVALID_PORT:
-                protocol, caddr, _, vaddr, vport = ct.key
+                protocol, caddr, vaddr, vport = ct.protocol, ct.caddr, ct.vaddr, ct.vport
                 if self._templates.get((protocol, caddr, vaddr, vport)) is ct:
                     del self._templates[(protocol, caddr, vaddr, vport)]
-                ct.key = (protocol, caddr, 0, vaddr, INVALID_PORT)
+                ct.key = conn_key(protocol, caddr, vaddr, 0, INVALID_PORT)
                 ct.dport = INVALID_PORT
             return False
         return True
@@ -492,7 +493,6 @@ class Director:
             return None, 0
         cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest,
                             dest.port or vport, now)
-        cp.fwmark = svc.fwmark
         self._conn_stats(dest)
         return cp, 1
 
@@ -515,7 +515,6 @@ class Director:
             t_dport = dest.port if (vport == svc.port and svc.port != FTPPORT) else 0
             ct = self._new_conn(t_proto, snet, 0, t_vaddr, t_vport, dest, t_dport, now,
                                 template=True)
-            ct.fwmark = svc.fwmark
             ct.timeout = float(svc.timeout)
             self._templates[key] = ct
             self._template_list[ct] = None
@@ -525,7 +524,6 @@ class Director:
         if dport == svc.port and dest.port:
             dport = dest.port
         cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest, dport, now)
-        cp.fwmark = svc.fwmark
         cp.control = ct
         ct.n_control += 1
         self._arm(ct, now)                 # ip_vs_conn_put(ct): re-arm with ct->timeout
@@ -570,6 +568,8 @@ class Director:
         """
         if now >= self._due:
             self.handle_timers(now)
+        if type(data) is not bytes:
+            data = bytes(data)             # lookup keys are slices of the packet
         n = len(data)
         if n < 20:
             return self._dropped(R_MALFORMED)
@@ -593,7 +593,9 @@ class Director:
             return _ACCEPT[R_NOT_TCP_UDP]
         if frag & 0x1FFF:
             return _ACCEPT[R_FRAGMENT]
-        key = (protocol, saddr, sport, daddr, dport)
+        key = data[12:24] if ihl == 20 else data[12:20] + data[ihl:ihl + 4]
+        if protocol != IPPROTO_TCP:
+            key = _UDP_PREFIX + key
         if direction != OUT:
             cp = self._in.get(key)
             if cp is not None:
@@ -604,7 +606,8 @@ class Director:
             cp = self._out.get(key)
             if cp is None and self.profile.route_replies:
                 # a DR/TUN reply that crosses the director: the client-side key, reversed
-                cp = self._in.get((protocol, daddr, dport, saddr, sport))
+                cp = self._in.get(key[:-12] + key[-8:-4] + key[-12:-8] + key[-2:]
+                                  + key[-4:-2])
                 if cp is not None and cp.fwd == MASQ:
                     cp = None
             if cp is not None:
@@ -649,7 +652,8 @@ class Director:
             del self._in[old.key]
         if old.out_key is not None and self._out.get(old.out_key) is old:
             del self._out[old.out_key]
-        protocol, caddr, cport, vaddr, vport = old.key
+        protocol, caddr, cport, vaddr, vport = (old.protocol, old.caddr, old.cport, old.vaddr,
+                                                old.vport)
         verdict = self._in_new(data, ihl, tot_len, protocol, caddr, cport, vaddr, vport,
                                flags, now, mark)
         self._expire(old, now)             # ip_vs_conn_expire_now()
@@ -752,12 +756,12 @@ class Director:
     def find_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int
                   ) -> Conn | None:
         """The connection a client->VIP packet with these fields belongs to."""
-        return self._in.get((protocol, caddr, cport, vaddr, vport))
+        return self._in.get(conn_key(protocol, caddr, vaddr, cport, vport))
 
     def find_reply_conn(self, protocol: int, saddr: int, sport: int, daddr: int,
                         dport: int) -> Conn | None:
         """The connection a realserver->client packet with these fields belongs to."""
-        return self._out.get((protocol, saddr, sport, daddr, dport))
+        return self._out.get(conn_key(protocol, saddr, daddr, sport, dport))
 
     def route_marks(self) -> dict[int, int]:
         """Routing mark -> realserver address, as a driver installs its policy routes."""
