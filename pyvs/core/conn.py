@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .service import Dest
 
 INF = float("inf")
-_KEY = struct.Struct("!IIHH")
+CONN_KEY = struct.Struct("!IIHH")    # saddr, daddr, sport, dport
 IPPROTO_TCP = 6
 
 
@@ -31,7 +31,7 @@ def conn_key(protocol: int, saddr: int, daddr: int, sport: int, dport: int) -> b
     """Bytes 12-19 of the IPv4 header and 0-3 of the TCP/UDP header, as a packet carries
     them, so a lookup key is a slice of the packet; other protocols get a one-byte prefix
     (TCP, the common case, none)."""
-    key = _KEY.pack(saddr, daddr, sport, dport)
+    key = CONN_KEY.pack(saddr, daddr, sport, dport)
     return key if protocol == IPPROTO_TCP else bytes((protocol,)) + key
 
 

@@ -14,11 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import states as S
-from .conn import Conn, MasqRewrite, Template, TimerWheel, conn_key
+from .conn import CONN_KEY, Conn, MasqRewrite, Template, TimerWheel, conn_key
 from .packet import (
-    IP_ADDRS,
-    PORTS,
-    TCP_HEAD,
+    IP_HEAD,
     addr_bytes,
     csum_delta,
     ipip_encapsulate,
@@ -577,17 +575,16 @@ class Director:
         if b0 >> 4 != 4:
             return _ACCEPT[R_NOT_IPV4]
         ihl = (b0 & 15) << 2
-        tot_len, frag, protocol, saddr, daddr = IP_ADDRS.unpack_from(data)
+        tot_len, frag, protocol = IP_HEAD.unpack_from(data)
         if ihl < 20 or tot_len < ihl or tot_len > n:
             return self._dropped(R_MALFORMED)
         if protocol == IPPROTO_TCP:
             if tot_len - ihl < 20:
                 return self._dropped(R_MALFORMED)
-            sport, dport, flags = TCP_HEAD.unpack_from(data, ihl)
+            flags = data[ihl + 13]
         elif protocol == IPPROTO_UDP:
             if tot_len - ihl < 8:
                 return self._dropped(R_MALFORMED)
-            sport, dport = PORTS.unpack_from(data, ihl)
             flags = -1
         else:
             return _ACCEPT[R_NOT_TCP_UDP]
@@ -614,8 +611,7 @@ class Director:
                 return self._out_forward(cp, data, ihl, tot_len, flags, now)
             if direction == OUT:
                 return _ACCEPT[R_NO_CONNECTION]
-        return self._in_new(data, ihl, tot_len, protocol, saddr, sport, daddr, dport, flags,
-                            now, mark)
+        return self._in_new(data, ihl, tot_len, protocol, key, flags, now, mark)
 
     def _dropped(self, reason: str) -> Verdict:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -652,16 +648,14 @@ class Director:
             del self._in[old.key]
         if old.out_key is not None and self._out.get(old.out_key) is old:
             del self._out[old.out_key]
-        protocol, caddr, cport, vaddr, vport = (old.protocol, old.caddr, old.cport, old.vaddr,
-                                                old.vport)
-        verdict = self._in_new(data, ihl, tot_len, protocol, caddr, cport, vaddr, vport,
-                               flags, now, mark)
+        verdict = self._in_new(data, ihl, tot_len, old.protocol, old.key, flags, now, mark)
         self._expire(old, now)             # ip_vs_conn_expire_now()
         return verdict
 
-    def _in_new(self, data, ihl: int, tot_len: int, protocol: int, saddr: int, sport: int,
-                daddr: int, dport: int, flags: int, now: float, mark: int) -> Verdict:
+    def _in_new(self, data, ihl: int, tot_len: int, protocol: int, key: bytes, flags: int,
+                now: float, mark: int) -> Verdict:
         """tcp_conn_schedule() / udp_conn_schedule() and ip_vs_leave()."""
+        saddr, daddr, sport, dport = CONN_KEY.unpack(key[-12:])
         if protocol == IPPROTO_TCP and (flags & S.TH_RST or not (
                 self.sysctls.sloppy_tcp or flags & S.TH_SYN)):
             return _ACCEPT[R_NO_CONNECTION]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 IP_FIXED = struct.Struct("!BBHHHBBHII")      # ver/ihl tos tot_len id frag ttl proto csum src dst
+IP_HEAD = struct.Struct("!2xH2xHxB")          # tot_len, frag, proto
 IP_ADDRS = struct.Struct("!2xH2xHxB2xII")    # tot_len, frag, proto, saddr, daddr
 TCP_HEAD = struct.Struct("!HH9xB")           # sport, dport, flags (offset 13)
 PORTS = struct.Struct("!HH")
