@@ -4,6 +4,9 @@ Four configurations, each in a fresh lab, each run bounded (--seconds per part):
   (a) kernel   plain forwarding through the director namespace, no queue (client -> rs1)
   (b) bare     the same path with every packet through a Python netfilterqueue loop that
                accepts everything (the same hooks pyvs uses, both directions)
+  (b2) bare+payload  the same loop handing every packet back with set_payload (unchanged
+               bytes): the floor of any rewriting director (the kernel re-checks checksums
+               of a packet given back, and everything here shares 2 cores)
   (c) NAT      pyvs run, LVS-NAT (client -> VIP -> rs1 and back through the director)
   (d) DR       pyvs run, LVS-DR (client -> VIP -> rs1; replies go straight to the client)
 
@@ -47,7 +50,10 @@ q = multiprocessing.Queue(); ps = [multiprocessing.Process(target=worker, args=(
 
 ACCEPT_ALL = """import signal, sys
 from netfilterqueue import NetfilterQueue
-q = NetfilterQueue(); q.bind(0, lambda p: p.accept(), max_len=4096)
+def accept(p):
+    if PAYLOAD: p.set_payload(p.get_payload())
+    p.accept()
+q = NetfilterQueue(); q.bind(0, accept, max_len=4096)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 try: q.run()
 finally: q.unbind()"""
@@ -82,7 +88,7 @@ def measure(config: str, seconds: float, procs: int) -> tuple[float, float, floa
     helper = None
     try:
         target = state["vip"] if config in ("nat", "dr") else state["realservers"][0]
-        if config == "bare":
+        if config in ("bare", "bare+payload"):
             rs = state["realservers"][0]
             for rule in (["raw", "PREROUTING", "-d", rs, "-j", "CT", "--notrack"],
                          ["raw", "PREROUTING", "-s", rs, "-j", "CT", "--notrack"],
@@ -91,8 +97,9 @@ def measure(config: str, seconds: float, procs: int) -> tuple[float, float, floa
                          ["mangle", "POSTROUTING", "-s", rs, "-p", "tcp", "-j", "NFQUEUE",
                           "--queue-num", "0", "--queue-bypass"]):
                 x("pyvs-d", "iptables", "-t", rule[0], "-A", *rule[1:], check=True)
+            program = f"PAYLOAD = {config == 'bare+payload'}\n" + ACCEPT_ALL
             helper = subprocess.Popen(["ip", "netns", "exec", "pyvs-d", sys.executable, "-c",
-                                       ACCEPT_ALL])
+                                       program])
             time.sleep(0.5)
         count = rx_packets if config == "kernel" else queued
         before, t0 = count(), time.monotonic()
@@ -117,11 +124,12 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench/live.py needs root (network namespaces, NFQUEUE)")
     medians = {}
-    for config in ("kernel", "bare", "nat", "dr"):
+    labels = {"kernel": "(a)", "bare": "(b)", "bare+payload": "(b2)", "nat": "(c)", "dr": "(d)"}
+    for config in labels:
         runs = [measure(config, args.seconds, args.procs) for _ in range(args.runs)]
         med = tuple(statistics.median(r[i] for r in runs) for i in range(3))
         medians[config] = med
-        print(f"({'abcd'['kernel bare nat dr'.split().index(config)]}) {config:<6} "
+        print(f"{labels[config]:<4} {config:<12} "
               f"bulk {med[0]:8.0f} Mbit/s  {med[1]:9,.0f} packets/s through the director  "
               f"{med[2]:7,.0f} conn/s   runs: "
               + " ".join(f"{r[1]:,.0f}pps/{r[2]:,.0f}cps" for r in runs))
@@ -129,6 +137,8 @@ def main() -> None:
     for name in ("nat", "dr"):
         m = medians[name]
         print(f"{name}/bare: packets/s {m[1] / b[1]:.2f}, conn/s {m[2] / b[2]:.2f}")
+    print(f"nat/(bare+payload): packets/s "
+          f"{medians['nat'][1] / medians['bare+payload'][1]:.2f}")
     print(f"bare/kernel: conn/s {b[2] / medians['kernel'][2]:.2f}, bulk "
           f"{b[0] / medians['kernel'][0]:.2f}")
     ratio = medians["nat"][1] / b[1]
