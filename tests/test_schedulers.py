@@ -1,9 +1,12 @@
 """Every scheduler's pick sequence, with the kernel's newest-first list order."""
 
+from collections import Counter
+
 from pyvs.core.engine import Director
-from pyvs.core.packet import int_to_ip
+from pyvs.core.packet import int_to_ip, ip_to_int
 from pyvs.core.schedulers import hash_32
 from pyvs.core.service import MASQ, SVC_F_SCHED1, SVC_F_SCHED2
+from pyvs.core.siphash import siphash
 from tests.helpers import ip
 
 VIP = ip("10.0.0.100")
@@ -173,3 +176,57 @@ def test_engine_uses_scheduler_for_new_connections():
         f.inb(SYN, float(i))
         seen.append(int_to_ip(f.conn().daddr))
     assert seen == ["192.168.10.3", "192.168.10.2", "192.168.10.1"] * 2
+
+
+# ---------------------------------------------------------------------- mh (Maglev)
+def test_siphash_matches_the_reference_vectors() -> None:
+    """SipHash-2-4 test vectors (key 00..0f, message 00..n-1): the permutation, preamble
+    and finalisation hsiphash (SipHash-1-3 on 64-bit kernels) shares."""
+    k0 = int.from_bytes(bytes(range(8)), "little")
+    k1 = int.from_bytes(bytes(range(8, 16)), "little")
+    assert siphash(b"", k0, k1) == 0x726FDB47DD0E0E31
+    assert siphash(bytes(range(8)), k0, k1) == 0x93F5F5799A932462
+    assert siphash(bytes(range(15)), k0, k1) == 0xA129CA6149BE45E5
+
+
+def _mh(*weights: int, flags: int = 0):
+    d = Director()
+    svc = d.add_service(6, ip_to_int("10.0.0.1"), 80, scheduler="mh", flags=flags)
+    dests = [d.add_dest(svc, ip_to_int(f"192.168.1.{i + 1}"), 80, weight=w)
+             for i, w in enumerate(weights)]
+    return d, svc, dests
+
+
+def test_mh_table_is_full_and_shared_by_weight() -> None:
+    d, svc, (a, b) = _mh(1, 3)
+    table = svc.scheduler.lookup
+    assert len(table) == 4093 and None not in table
+    counts = Counter(table)
+    assert counts[a] + counts[b] == 4093
+    assert abs(counts[b] / counts[a] - 3) < 0.05
+
+
+def test_mh_quiesced_dest_keeps_its_slots_and_fallback_probes() -> None:
+    d, svc, (a, b) = _mh(1, 1)
+    before = list(svc.scheduler.lookup)
+    d.edit_dest(a, weight=0)                       # last_weight stays 1: same table
+    assert svc.scheduler.lookup == before
+    clients = [ip_to_int(f"172.16.{i >> 8}.{i & 255}") for i in range(200)]
+    picks = [svc.scheduler.schedule(svc, c, 1000, 0, 0.0) for c in clients]
+    assert None in picks and a not in picks          # its clients get no destination
+    d2, svc2, (a2, b2) = _mh(1, 1, flags=SVC_F_SCHED1)
+    d2.edit_dest(a2, weight=0)
+    assert {svc2.scheduler.schedule(svc2, c, 1000, 0, 0.0) for c in clients} == {b2}
+
+
+def test_mh_adding_a_dest_moves_few_slots() -> None:
+    """Maglev's minimal disruption: a third equal dest takes about a third of the table
+    and leaves most other slots where they were."""
+    d, svc, _ = _mh(1, 1)
+    before = list(svc.scheduler.lookup)
+    c = d.add_dest(svc, ip_to_int("192.168.1.3"), 80)
+    after = svc.scheduler.lookup
+    moved = sum(x is not y for x, y in zip(before, after))
+    taken = sum(x is c for x in after)
+    assert abs(taken - 4093 / 3) < 60
+    assert moved < taken * 1.25

@@ -11,6 +11,7 @@ from math import gcd
 from typing import TYPE_CHECKING
 
 from .service import SVC_F_SCHED1, SVC_F_SCHED2
+from .siphash import hsiphash_u32
 
 if TYPE_CHECKING:
     from .service import Dest, Service
@@ -451,12 +452,112 @@ class LocalityBasedLeastConnectionReplication(_LocalityCache):
         return d
 
 
+MH_PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
+MH_TAB_INDEX = 12                                   # CONFIG_IP_VS_MH_TAB_INDEX default
+MH_TAB_SIZE = MH_PRIMES[MH_TAB_INDEX - 8]           # 4093
+MH_TAB_BITS = MH_TAB_INDEX // 2
+MH_HASH1 = (2654435761, 2654435761)                 # generate_hash_secret(): fixed keys
+MH_HASH2 = (2654446892, 2654446892)
+
+
+def _mh_hashkey(addr: int, port: int, key: tuple[int, int], offset: int) -> int:
+    """ip_vs_mh_hashkey(): hsiphash of the u32 offset + port + address."""
+    return hsiphash_u32(offset + port + addr, *key)
+
+
+class MaglevHashing(Scheduler):
+    """mh (ip_vs_mh.c): a 4093-slot Maglev lookup table filled from per-dest permutations
+    (offset and skip from SipHash-1-3 of address+port), `last_weight` turns each, so a
+    quiesced dest keeps its slots; rebuilt on every add/edit/delete."""
+
+    name = "mh"
+
+    def __init__(self) -> None:
+        self.lookup: list[Dest | None] = [None] * MH_TAB_SIZE
+
+    def init_service(self, svc, now):
+        self._reassign(svc)
+
+    def add_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def upd_dest(self, svc, dest):
+        self._reassign(svc)
+
+    def del_dest(self, svc, dest, index):
+        self._reassign(svc)
+
+    def _reassign(self, svc: Service) -> None:
+        dests = svc.dests
+        weights = [d.last_weight for d in dests if d.last_weight > 0]
+        g = 0
+        for w in weights:
+            g = gcd(w, g) if g else w
+        if g < 1:
+            self.lookup = [None] * MH_TAB_SIZE       # ip_vs_mh_reset()
+            return
+        shift = max(0, (max(weights) // g).bit_length() - MH_TAB_BITS)
+        setup = []
+        for d in dests:
+            offset = _mh_hashkey(d.addr, d.port, MH_HASH1, 0) % MH_TAB_SIZE
+            skip = _mh_hashkey(d.addr, d.port, MH_HASH2, 0) % (MH_TAB_SIZE - 1) + 1
+            turns = ((d.last_weight // g) >> shift) or (1 if d.last_weight != 0 else 0)
+            setup.append([offset, skip, turns])
+        lookup = self.lookup                 # ip_vs_mh_populate() overwrites slot by slot
+        taken = [False] * MH_TAB_SIZE
+        n = dt_count = 0
+        i = 0
+        while n < MH_TAB_SIZE:
+            if i == len(dests):
+                i = 0
+            while i < len(dests):
+                ds = setup[i]
+                if ds[2] < 1:                # an added server with zero weight
+                    i += 1
+                    continue
+                c = ds[0]
+                while taken[c]:
+                    c = ds[0] = (ds[0] + ds[1]) % MH_TAB_SIZE
+                taken[c] = True
+                lookup[c] = dests[i]
+                n += 1
+                if n == MH_TAB_SIZE:
+                    return
+                dt_count += 1
+                if dt_count >= ds[2]:
+                    dt_count = 0
+                    i += 1
+
+    @staticmethod
+    def _unavailable(d: Dest) -> bool:
+        return d.weight <= 0 or d.overload
+
+    def schedule(self, svc, saddr, sport, daddr, now):
+        port = sport if svc.flags & SVC_F_SCHED2 else 0
+        ihash = _mh_hashkey(saddr, port, MH_HASH1, 0) % MH_TAB_SIZE
+        d = self.lookup[ihash]
+        if d is None:
+            return None
+        if not self._unavailable(d):
+            return d
+        if not svc.flags & SVC_F_SCHED1:
+            return None
+        for offset in range(MH_TAB_SIZE):    # ip_vs_mh_get_fallback()
+            roffset = (offset + ihash) % MH_TAB_SIZE
+            d = self.lookup[_mh_hashkey(saddr, port, MH_HASH1, roffset) % MH_TAB_SIZE]
+            if d is None:
+                return None
+            if not self._unavailable(d):
+                return d
+        return None
+
+
 SCHEDULERS: dict[str, type[Scheduler]] = {
     cls.name: cls
     for cls in (RoundRobin, WeightedRoundRobin, LeastConnection, WeightedLeastConnection,
                 ShortestExpectedDelay, NeverQueue, WeightedFailover, WeightedOverflow,
-                SourceHashing, DestinationHashing, LocalityBasedLeastConnection,
-                LocalityBasedLeastConnectionReplication)
+                SourceHashing, DestinationHashing, MaglevHashing,
+                LocalityBasedLeastConnection, LocalityBasedLeastConnectionReplication)
 }
 
 
