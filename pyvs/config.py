@@ -262,19 +262,24 @@ def _realserver(r: Reader, raw: Any, where: str, vs: VirtualService) -> RealServ
     return RealServer(addr, port, fwd, weight, uthr, lthr)
 
 
-def load(path: str | Path) -> Config:
-    path = str(path)
+def read_yaml(path: str) -> Any:
+    """A YAML file's data, or one line naming the file and what is wrong."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigFileError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
         raise ConfigFileError(f"{path}: {where}: not valid YAML "
                               f"({getattr(exc, 'problem', None) or exc})") from None
+
+
+def load(path: str | Path) -> Config:
+    path = str(path)
+    data = read_yaml(path)
     try:
         return parse(data, path)
     except ConfigError as exc:

@@ -254,11 +254,8 @@ class WeightedOverflow(Scheduler):
         return best
 
 
-class _BucketTable(Scheduler):
-    """sh/dh: a 256-bucket table rebuilt whenever the destination list changes."""
-
-    def __init__(self) -> None:
-        self.buckets: list[Dest | None] = [None] * TAB_SIZE
+class _RebuiltTable(Scheduler):
+    """sh, dh, mh: a lookup table rebuilt whenever the destination list changes."""
 
     def _reassign(self, svc: Service) -> None:
         raise NotImplementedError
@@ -274,6 +271,13 @@ class _BucketTable(Scheduler):
 
     def del_dest(self, svc, dest, index):
         self._reassign(svc)
+
+
+class _BucketTable(_RebuiltTable):
+    """sh/dh: 256 buckets."""
+
+    def __init__(self) -> None:
+        self.buckets: list[Dest | None] = [None] * TAB_SIZE
 
 
 class SourceHashing(_BucketTable):
@@ -465,7 +469,7 @@ def _mh_hashkey(addr: int, port: int, key: tuple[int, int], offset: int) -> int:
     return hsiphash_u32(offset + port + addr, *key)
 
 
-class MaglevHashing(Scheduler):
+class MaglevHashing(_RebuiltTable):
     """mh (ip_vs_mh.c): a 4093-slot Maglev lookup table filled from per-dest permutations
     (offset and skip from SipHash-1-3 of address+port), `last_weight` turns each, so a
     quiesced dest keeps its slots; rebuilt on every add/edit/delete."""
@@ -474,18 +478,6 @@ class MaglevHashing(Scheduler):
 
     def __init__(self) -> None:
         self.lookup: list[Dest | None] = [None] * MH_TAB_SIZE
-
-    def init_service(self, svc, now):
-        self._reassign(svc)
-
-    def add_dest(self, svc, dest):
-        self._reassign(svc)
-
-    def upd_dest(self, svc, dest):
-        self._reassign(svc)
-
-    def del_dest(self, svc, dest, index):
-        self._reassign(svc)
 
     def _reassign(self, svc: Service) -> None:
         dests = svc.dests

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigFileError, Reader, parse
+from ..config import Config, ConfigFileError, Reader, parse, read_yaml
 from .apps import ENDS, Session
 from .network import LabParams
 from .tcp import TcpParams
@@ -232,12 +232,4 @@ def parse_scenario(data: Any, path: str) -> Scenario:
 
 
 def load(path: str) -> Scenario:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{path}: not valid YAML ({exc})".splitlines()[0]) from None
-    return parse_scenario(data, path)
+    return parse_scenario(read_yaml(path), path)
