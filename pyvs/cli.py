@@ -143,6 +143,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                    "LISTEN left out)\n")
         out.append(truth_text(states))
         out.append("\n")
+    if not args.json:
+        drops = ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"
+        out.append(f"--- the run: {result.packets} packets sent, {result.lost} lost, "
+                   f"{result.firewall_resets} firewall resets, director drops: {drops}\n")
     sys.stdout.write("".join(out).rstrip("\n") + "\n")
     return 0
 
@@ -358,8 +362,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         elif args.action == "config":
             sys.stdout.write(netns.config_yaml(args.mode, args.realservers))
         else:
-            return netns.lab_exec(args.host, [a for a in args.cmd if a != "--"][:] if
-                                  args.cmd[:1] == ["--"] else args.cmd)
+            return netns.lab_exec(args.host, args.cmd[1:] if args.cmd[:1] == ["--"]
+                                  else args.cmd)
     except netns.LabError as exc:
         raise UsageError(f"pyvs lab {args.action}: {exc}") from None
     return 0

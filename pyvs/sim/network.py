@@ -24,7 +24,7 @@ from ..core.service import MASQ
 from ..core.verdict import DROP, R_FORWARD
 from .apps import ClientApp, Registry, ServerApp, Session
 from .events import Simulation
-from .tcp import ACK, RST, SEGMENT, SYN, Stack, TcpParams, build
+from .tcp import ACK, RST, SEGMENT, SYN, Socket, Stack, TcpParams, build
 
 _DST = struct.Struct("!16xI")                  # an IPv4 packet's destination address
 CLIENT_BASE = (198 << 24) | (18 << 16) | 1          # 198.18.0.1, .2, ... (benchmark range)
@@ -124,9 +124,8 @@ class Lab:
             if port not in rs.listeners or (keepalive and port not in rs.keepalive_ports):
                 rs.listen(port, self._accept, keepalive or port in rs.keepalive_ports)
 
-    def _accept(self, sock) -> ServerApp:
-        return ServerApp(self.sim, self.registry.by_client[(sock.raddr, sock.rport)],
-                         self.registry)
+    def _accept(self, sock: Socket) -> ServerApp:
+        return ServerApp(self.sim, self.registry.by_client[(sock.raddr, sock.rport)])
 
     def start_session(self, session: Session, client: int) -> None:
         """Open the session's connection from client `client` to the (first) VIP now."""

@@ -43,6 +43,8 @@ class Result:
     snapshots: list[tuple[dict[str, Any], dict[str, dict[str, int]]]] = field(
         default_factory=list)
     packets: int = 0
+    lost: int = 0                   # on links (loss) or by routing (bad-routing)
+    firewall_resets: int = 0
     events: int = 0
     wall: float = 0.0
     drops: dict[str, int] = field(default_factory=dict)
@@ -132,6 +134,8 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     result.cause = explain(agreement.seconds, director.timeouts.tcp,
                            director.timeouts.tcpfin)
     result.packets = lab.packets
+    result.lost = lab.lost
+    result.firewall_resets = lab.firewall.resets if lab.firewall is not None else 0
     result.events = sim.events
     result.drops = dict(lab.drops)
     result.wall = time.perf_counter() - wall
