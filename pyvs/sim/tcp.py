@@ -55,6 +55,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 SEGMENT = struct.Struct("!BBHHHBBHIIHHIIBBHHH")     # IPv4 + TCP, no options
 _RECEIVED = struct.Struct("!2xH8xIIHHII1xB")   # tot_len, src, dst, ports, seq, ack, flags
 IPIP = 4
+INF = float("inf")
 _ZEROS = bytes(65536)
 
 
@@ -92,9 +93,9 @@ class App(Protocol):
 
 class Socket:
     __slots__ = ("stack", "laddr", "lport", "raddr", "rport", "state", "snd_una", "snd_nxt",
-                 "rcv_nxt", "acked", "rtx", "rtx_gen", "rto", "retries", "max_retries",
-                 "app", "keepalive", "probes", "last_rcv", "ka_gen", "passive", "fin_seq",
-                 "rtt", "tag")
+                 "rcv_nxt", "acked", "rtx", "rtx_gen", "rto", "rto_at", "rto_event", "retries",
+                 "max_retries", "app", "keepalive", "probes", "last_rcv", "ka_gen", "passive",
+                 "fin_seq", "rtt")
 
     def __init__(self, stack: Stack, laddr: int, lport: int, raddr: int, rport: int,
                  passive: bool) -> None:
@@ -106,8 +107,10 @@ class Socket:
         self.rcv_nxt = 0
         self.acked = 0                  # the rcv_nxt last acknowledged to the peer
         self.rtx: list[tuple[int, int, int]] = []      # unacknowledged (seq, flags, length)
-        self.rtx_gen = 0
+        self.rtx_gen = 0              # bumped to cancel every timer event in flight
         self.rto = stack.params.rto_init
+        self.rto_at = INF             # when the retransmission timer expires
+        self.rto_event = INF          # the time of its one live event
         self.retries = 0
         self.max_retries = stack.params.retries2
         self.app: App | None = None
@@ -118,7 +121,6 @@ class Socket:
         self.passive = passive
         self.fin_seq = -1
         self.rtt = 0.0
-        self.tag: object = None
 
     # -------------------------------------------------------------- state
     def _set(self, new: int) -> None:
@@ -130,13 +132,13 @@ class Socket:
         sim, p = stack.sim, stack.params
         if new == CLOSED:
             stack.sockets.pop((self.laddr, self.lport, self.raddr, self.rport), None)
-            self.rtx_gen += 1
+            self._cancel_timers()
             self.ka_gen += 1
             if self.app is not None:
                 app, self.app = self.app, None
                 app.closed(self)
         elif new == TIME_WAIT:
-            self.rtx_gen += 1
+            self._cancel_timers()
             self.ka_gen += 1
             sim.after(p.time_wait, self._timeout, TIME_WAIT, self.rtx_gen)
         elif new == FIN_WAIT2:
@@ -167,11 +169,28 @@ class Socket:
         self._emit(flags, seq, length)
 
     def _rtx_arm(self) -> None:
+        """(Re)start the retransmission timer.  Restarting it later (every ACK does) only
+        moves `rto_at`; the one event in flight re-files itself when it fires early."""
+        at = self.stack.sim.now + self.rto
+        self.rto_at = at
+        if at < self.rto_event:
+            self.rto_event = at
+            self.stack.sim.at(at, self._rtx_fire, self.rtx_gen)
+
+    def _cancel_timers(self) -> None:
         self.rtx_gen += 1
-        self.stack.sim.after(self.rto, self._rtx_fire, self.rtx_gen)
+        self.rto_event = self.rto_at = INF
 
     def _rtx_fire(self, gen: int) -> None:
-        if gen != self.rtx_gen or not self.rtx:
+        now = self.stack.sim.now
+        if gen != self.rtx_gen or now != self.rto_event:
+            return                          # cancelled, or superseded by an earlier event
+        self.rto_event = INF
+        if not self.rtx:
+            return
+        if now < self.rto_at:
+            self.rto_event = self.rto_at
+            self.stack.sim.at(self.rto_at, self._rtx_fire, gen)
             return
         if self.retries >= self.max_retries:
             self._set(CLOSED)               # ETIMEDOUT: given up, no RST sent
@@ -323,7 +342,7 @@ class Socket:
 
     def _acked_all(self) -> None:
         self.rtx.clear()
-        self.rtx_gen += 1
+        self.rto_at = INF
 
 
 class Stack:
@@ -365,7 +384,7 @@ class Stack:
         self.alive = False
         for sock in list(self.sockets.values()):
             sock.app = None
-            sock.rtx_gen += 1
+            sock._cancel_timers()
             sock.ka_gen += 1
 
     def accepted(self, sock: Socket) -> None:
