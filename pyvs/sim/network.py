@@ -214,6 +214,9 @@ class Lab:
             if verdict.mark:
                 self._deliver(self.params.lan_delay, self.mark_to_rs[verdict.mark].receive,
                               pkt)
+            elif direction == OUT:          # a reply the director forwards: to the client
+                self._to_client(pkt if verdict.data is None else verdict.data,
+                                self.params.client_delay)
             else:
                 self._route(pkt if verdict.data is None else verdict.data)
         elif _DST.unpack_from(pkt)[0] in self.director_stack.addrs:
