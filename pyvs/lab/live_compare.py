@@ -120,6 +120,7 @@ class Sampler:
         self.state = state
         self.result = result
         self.seconds: dict[tuple[str, str, str], float] = {}
+        self.peaks: dict[str, int] = dict.fromkeys(("ghost", "forgotten", "stale", "hidden"), 0)
         self.stop = threading.Event()
         self.start = time.monotonic()
 
@@ -158,6 +159,7 @@ class Sampler:
         for c in after["connections"]:
             if not c["template"]:
                 dconns[(c["dest"].rsplit(":", 1)[0], c["client"])] = c["state"]
+        now_counts = dict.fromkeys(self.peaks, 0)
         for addr, socks in ss.items():
             active = sum(d["active"] for s in after["services"] for d in s["dests"]
                          if d["address"] == addr)
@@ -178,6 +180,9 @@ class Sampler:
                 if k is not None:
                     cell = (k, dstate, rstate)
                     self.seconds[cell] = self.seconds.get(cell, 0.0) + PERIOD
+                    now_counts[k] += 1
+        for k, n in now_counts.items():
+            self.peaks[k] = max(self.peaks[k], n)
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -205,7 +210,8 @@ def run_scenario(name: str, state: dict) -> Result:
     result.summary = {
         "active_mae": round(sum(da) / len(da), 3), "active_max": max(da),
         "inactive_mae": round(sum(di) / len(di), 3), "inactive_max": max(di),
-        **{f"{k}_seconds": round(v, 1) for k, v in totals.items()}}
+        **{f"{k}_seconds": round(v, 1) for k, v in totals.items()},
+        **{f"{k}_peak": n for k, n in sampler.peaks.items()}}
     tcp = 3 if name == "idle-past-timeout" else 900
     result.cause = explain(sampler.seconds, tcp, 120)
     return result

@@ -67,6 +67,8 @@ def _summary(samples: list[Sample], agreement: Agreement) -> dict[str, float]:
         "forgotten_seconds": round(seconds["forgotten"], 1),
         "stale_seconds": round(seconds["stale"], 1),
         "hidden_seconds": round(seconds["hidden"], 1),
+        # the most connections in each disagreement at one instant
+        **{f"{k}_peak": n for k, n in agreement.worst.items()},
     }
 
 

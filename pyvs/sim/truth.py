@@ -70,8 +70,8 @@ class Agreement:
         # since]
         self.entries: dict[tuple[int, int, int], list] = {}
         self.seconds: dict[tuple[str, str, str], float] = {}
-        self.worst: dict[str, int] = dict.fromkeys(KINDS, 0)
-        self.current: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.current: dict[str, int] = dict.fromkeys(KINDS, 0)    # entries in each kind now
+        self.worst: dict[str, int] = dict.fromkeys(KINDS, 0)      # ... at most, so far
 
     def conn_changed(self, cp: Conn, now: float) -> None:
         key = (cp.daddr, cp.caddr, cp.cport)
