@@ -106,9 +106,13 @@ class Lab:
                     addrs = {dest.addr} if dest.fwd == MASQ else {dest.addr} | self.vips
                     rs = Stack(sim, addrs, tcp, self._rs_sender(dest.addr))
                     self.realservers[dest.addr] = rs
-        self.mark_to_rs = {mark: self.realservers[addr]
+        # bound methods made once: _deliver batches by their identity
+        self.mark_to_rx = {mark: self.realservers[addr].receive
                            for mark, addr in director.route_marks().items()
                            if addr in self.realservers}
+        self.rs_rx = {addr: rs.receive for addr, rs in self.realservers.items()}
+        self._inside_rx = self._inside
+        self._from_rs_rx = self._from_realserver
         self._batch: tuple[float, Callable[[bytes], None], list[bytes]] | None = None
         self.clients: dict[int, Stack] = {}
         self.client_list: list[Stack] = []
@@ -117,6 +121,7 @@ class Lab:
             stack = Stack(sim, {addr}, tcp, self._client_send)
             self.clients[addr] = stack
             self.client_list.append(stack)
+        self.client_rx = {addr: stack.receive for addr, stack in self.clients.items()}
 
     # ------------------------------------------------------------------ sessions
     def listen(self, port: int, keepalive: bool) -> None:
@@ -156,7 +161,7 @@ class Lab:
         (a TCP burst, its ACKs) arrive together and share one event, in order."""
         when = self.sim.now + delay
         batch = self._batch
-        if batch is not None and batch[0] == when and batch[1] == fn:
+        if batch is not None and batch[0] == when and batch[1] is fn:
             batch[2].append(pkt)
             return
         pkts = [pkt]
@@ -178,16 +183,17 @@ class Lab:
                 if rst:
                     self._to_client(rst, self.params.client_delay)
                 return
-        self._deliver(self.params.client_delay, self._inside, pkt)
+        self._deliver(self.params.client_delay, self._inside_rx, pkt)
 
     def _inside(self, pkt: bytes) -> None:
-        """A packet from the client side reaches the realservers' segment."""
-        dst = _DST.unpack_from(pkt)[0]
-        rs = self.realservers.get(dst)
-        if rs is not None and not self.masq:
-            self._deliver(self.params.lan_delay, rs.receive, pkt)
-        else:
-            self._director(pkt, IN)
+        """A packet from the client side reaches the realservers' segment (in NAT the
+        realservers sit behind the director)."""
+        if not self.masq:
+            rx = self.rs_rx.get(_DST.unpack_from(pkt)[0])
+            if rx is not None:
+                self._deliver(self.params.lan_delay, rx, pkt)
+                return
+        self._director(pkt, IN)
 
     def _rs_sender(self, addr: int) -> Callable[[bytes], None]:
         def send(pkt: bytes) -> None:
@@ -195,7 +201,7 @@ class Lab:
             if self.params.bad_routing:
                 self.lost += 1
             elif self.masq:
-                self._deliver(self.params.lan_delay, self._from_realserver, pkt)
+                self._deliver(self.params.lan_delay, self._from_rs_rx, pkt)
             else:
                 self._to_client(pkt, self.params.direct_delay)
         return send
@@ -212,8 +218,7 @@ class Lab:
             return
         if verdict.reason == R_FORWARD:
             if verdict.mark:
-                self._deliver(self.params.lan_delay, self.mark_to_rs[verdict.mark].receive,
-                              pkt)
+                self._deliver(self.params.lan_delay, self.mark_to_rx[verdict.mark], pkt)
             elif direction == OUT:          # a reply the director forwards: to the client
                 self._to_client(pkt if verdict.data is None else verdict.data,
                                 self.params.client_delay)
@@ -226,10 +231,9 @@ class Lab:
 
     def _route(self, pkt: bytes) -> None:
         """The director forwards by destination address."""
-        dst = _DST.unpack_from(pkt)[0]
-        rs = self.realservers.get(dst)
-        if rs is not None:
-            self._deliver(self.params.lan_delay, rs.receive, pkt)
+        rx = self.rs_rx.get(_DST.unpack_from(pkt)[0])
+        if rx is not None:
+            self._deliver(self.params.lan_delay, rx, pkt)
         else:
             self._to_client(pkt, self.params.client_delay)
 
@@ -239,14 +243,14 @@ class Lab:
             rst = self.firewall.check(pkt, from_client=False)
             if rst is not None:
                 if rst:
-                    self._deliver(delay, self._inside, rst)
+                    self._deliver(delay, self._inside_rx, rst)
                 return
         if self.params.loss and sim.random.random() < self.params.loss:
             self.lost += 1
             return
-        client = self.clients.get(_DST.unpack_from(pkt)[0])
-        if client is not None:
-            self._deliver(delay, client.receive, pkt)
+        rx = self.client_rx.get(_DST.unpack_from(pkt)[0])
+        if rx is not None:
+            self._deliver(delay, rx, pkt)
 
 
 def _run_batch(fn: Callable[[bytes], None], pkts: list[bytes]) -> None:
