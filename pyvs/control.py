@@ -25,9 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .core.engine import ConfigError, Director
-from .views.snapshot import snapshot
-
 
 def default_socket() -> str:
     env = os.environ.get("PYVS_SOCKET")
@@ -48,13 +45,12 @@ class NoDirector(Exception):
 
 
 class Control:
-    """What the socket serves: a director, its lock and its clock."""
+    """What the socket serves: the director's snapshot and its changes, each taken under
+    the director's lock by whoever owns it (drivers.daemon.Runtime)."""
 
-    def __init__(self, director: Director, lock: threading.Lock, clock: Callable[[], float],
-                 apply: Callable[[Director, dict, float], None]) -> None:
-        self.director = director
-        self.lock = lock
-        self.clock = clock
+    def __init__(self, snapshot: Callable[[bool], dict[str, Any]],
+                 apply: Callable[[list[dict]], list[str | None]]) -> None:
+        self.snapshot = snapshot
         self.apply = apply
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -62,24 +58,9 @@ class Control:
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "snapshot":
-            with self.lock:
-                snap = snapshot(self.director, self.clock(),
-                                connections=bool(req.get("connections", True)))
-                snap["drops"] = dict(self.director.drops)
-            return {"ok": True, "snapshot": snap}
+            return {"ok": True, "snapshot": self.snapshot(bool(req.get("connections", True)))}
         if op == "apply":
-            errors: list[str | None] = []
-            with self.lock:
-                now = self.clock()
-                for cmd in req.get("commands") or []:
-                    try:
-                        self.apply(self.director, cmd, now)
-                        errors.append(None)
-                    except (ControlError, ConfigError) as exc:
-                        errors.append(str(exc))
-                    except (KeyError, TypeError, ValueError) as exc:
-                        errors.append(f"malformed command ({exc})")
-            return {"ok": True, "errors": errors}
+            return {"ok": True, "errors": self.apply(req.get("commands") or [])}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
 

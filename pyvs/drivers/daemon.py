@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
-from ..control import Control, ControlServer
-from ..core.engine import Director
+from ..control import Control, ControlError, ControlServer
+from ..core.engine import ConfigError, Director
 from ..ipvsadm import apply
 from ..views import procfs
 from ..views.snapshot import snapshot
@@ -31,8 +31,7 @@ class Runtime:
         self._t0 = time.monotonic()
         self.procfs_dir = procfs_dir
         self._next_procfs = 0.0
-        self.control = ControlServer(Control(director, self.lock, self.now, apply),
-                                     socket_path)
+        self.control = ControlServer(Control(self.snapshot, self.apply), socket_path)
         self.metrics_server: Any = None
         if metrics:
             self._start_metrics(metrics)
@@ -52,6 +51,22 @@ class Runtime:
             snap["drops"] = dict(self.director.drops)
             snap["entries"] = self.director.connection_count()
         return snap
+
+    def apply(self, commands: list[dict]) -> list[str | None]:
+        """ipvsadm changes, in order, with no packet in between: None or libipvs's text for
+        each; a refused change does not stop the rest (as ipvsadm -R goes on)."""
+        errors: list[str | None] = []
+        with self.lock:
+            now = self.now()
+            for cmd in commands:
+                try:
+                    apply(self.director, cmd, now)
+                    errors.append(None)
+                except (ControlError, ConfigError) as exc:
+                    errors.append(str(exc))
+                except (KeyError, TypeError, ValueError) as exc:
+                    errors.append(f"malformed command ({exc})")
+        return errors
 
     def tick(self) -> None:
         """Run due timers; refresh the procfs export every 2 s."""
