@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from ..control import request
 from ..core import states as S
-from ..sim.run import Result, Sample
-from ..sim.truth import ACTIVE, INACTIVE, NONE, explain, kind
+from ..sim.run import Result, Sample, summarize
+from ..sim.truth import ACTIVE, INACTIVE, KINDS, NONE, explain, kind
 from . import netns
 
 SS_NAMES = {"ESTAB": "ESTABLISHED", "SYN-RECV": "SYN_RECV", "SYN-SENT": "SYN_SENT",
@@ -120,7 +120,7 @@ class Sampler:
         self.state = state
         self.result = result
         self.seconds: dict[tuple[str, str, str], float] = {}
-        self.peaks: dict[str, int] = dict.fromkeys(("ghost", "forgotten", "stale", "hidden"), 0)
+        self.peaks: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.stop = threading.Event()
         self.start = time.monotonic()
 
@@ -201,17 +201,7 @@ def run_scenario(name: str, state: dict) -> Result:
         sampler.stop.set()
         thread.join()
     result.duration = time.monotonic() - sampler.start
-    s = result.samples
-    da = [abs(x.active - x.truth_active) for x in s] or [0]
-    di = [abs(x.inactive - x.truth_inactive) for x in s] or [0]
-    totals = {k: 0.0 for k in ("ghost", "forgotten", "stale", "hidden")}
-    for (k, _, _), sec in sampler.seconds.items():
-        totals[k] += sec
-    result.summary = {
-        "active_mae": round(sum(da) / len(da), 3), "active_max": max(da),
-        "inactive_mae": round(sum(di) / len(di), 3), "inactive_max": max(di),
-        **{f"{k}_seconds": round(v, 1) for k, v in totals.items()},
-        **{f"{k}_peak": n for k, n in sampler.peaks.items()}}
+    result.summary = summarize(result.samples, sampler.seconds, sampler.peaks)
     tcp = 3 if name == "idle-past-timeout" else 900
     result.cause = explain(sampler.seconds, tcp, 120)
     return result

@@ -15,7 +15,7 @@ from . import tcp
 from .events import Simulation
 from .network import Lab
 from .scenarios import Scenario, lab_config
-from .truth import Agreement, RealserverTruth, explain
+from .truth import KINDS, Agreement, RealserverTruth, explain
 
 MODES = {"nat": FWD_BY_CONFIG["masq"], "dr": FWD_BY_CONFIG["route"],
          "tun": FWD_BY_CONFIG["tunnel"]}
@@ -55,20 +55,21 @@ class Result:
                 "cause": self.cause}
 
 
-def _summary(samples: list[Sample], agreement: Agreement) -> dict[str, float]:
-    n = len(samples) or 1
+def summarize(samples: list[Sample], seconds: dict[tuple[str, str, str], float],
+              peaks: dict[str, int]) -> dict[str, float]:
+    """The comparison's figures, for a simulated or a live run: absolute errors per
+    realserver and sample, seconds in each disagreement kind, and each kind's peak."""
     da = [abs(s.active - s.truth_active) for s in samples] or [0]
     di = [abs(s.inactive - s.truth_inactive) for s in samples] or [0]
-    seconds = agreement.totals()
+    totals = dict.fromkeys(KINDS, 0.0)
+    for (k, _, _), sec in seconds.items():
+        totals[k] += sec
     return {
-        "active_mae": round(sum(da) / n, 3), "active_max": max(da),
-        "inactive_mae": round(sum(di) / n, 3), "inactive_max": max(di),
-        "ghost_seconds": round(seconds["ghost"], 1),
-        "forgotten_seconds": round(seconds["forgotten"], 1),
-        "stale_seconds": round(seconds["stale"], 1),
-        "hidden_seconds": round(seconds["hidden"], 1),
+        "active_mae": round(sum(da) / len(da), 3), "active_max": max(da),
+        "inactive_mae": round(sum(di) / len(di), 3), "inactive_max": max(di),
+        **{f"{k}_seconds": round(v, 1) for k, v in totals.items()},
         # the most connections in each disagreement at one instant
-        **{f"{k}_peak": n for k, n in agreement.worst.items()},
+        **{f"{k}_peak": peaks[k] for k in KINDS},
     }
 
 
@@ -132,7 +133,7 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
                       for a, tr in sorted(truths.items())}
             result.snapshots.append((snapshot(director, t), states))
     agreement.finish(marks[-1] if marks else 0.0)
-    result.summary = _summary(result.samples, agreement)
+    result.summary = summarize(result.samples, agreement.seconds, agreement.worst)
     result.cause = explain(agreement.seconds, director.timeouts.tcp,
                            director.timeouts.tcpfin)
     result.packets = lab.packets

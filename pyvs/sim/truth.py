@@ -123,13 +123,6 @@ class Agreement:
             self._account(entry, now)
             entry[5] = now
 
-    def totals(self) -> dict[str, float]:
-        out = dict.fromkeys(KINDS, 0.0)
-        for (k, _, _), sec in self.seconds.items():
-            out[k] += sec
-        return out
-
-
 
 def _affects_active(cell: tuple[str, str, str]) -> bool:
     k, _, rstate = cell

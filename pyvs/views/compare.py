@@ -21,8 +21,9 @@ def truth_text(states: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _means(result: Result) -> tuple[float, float, float, float]:
-    """Mean of the per-sample totals over all realservers: director and truth."""
+def _totals(result: Result) -> dict[float, list[int]]:
+    """Per sample time, summed over realservers: [active, truth active, inactive,
+    truth inactive]."""
     totals: dict[float, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for s in result.samples:
         t = totals[s.t]
@@ -30,6 +31,12 @@ def _means(result: Result) -> tuple[float, float, float, float]:
         t[1] += s.truth_active
         t[2] += s.inactive
         t[3] += s.truth_inactive
+    return totals
+
+
+def _means(result: Result) -> tuple[float, float, float, float]:
+    """Mean of the per-sample totals: director and truth, active and inactive."""
+    totals = _totals(result)
     n = len(totals) or 1
     return tuple(sum(v[i] for v in totals.values()) / n for i in range(4))   # type: ignore
 
@@ -75,12 +82,10 @@ def plot(results: list[Result], path: str) -> None:
     rows = len(scenarios)
     fig, axes = plt.subplots(rows, 2, figsize=(13, 2.4 * rows + 0.8), squeeze=False)
     for row, (name, runs) in enumerate(scenarios.items()):
-        for col, (label, key, truth_key) in enumerate(
-                (("ActiveConn", "active", "truth_active"),
-                 ("InActConn", "inactive", "truth_inactive"))):
+        for col, label in enumerate(("ActiveConn", "InActConn")):
             ax = axes[row][col]
             for r in runs:
-                times, director, truth = _series(r, key, truth_key)
+                times, director, truth = _series(r, col == 0)
                 color, width = _STYLE.get(r.mode, ("tab:gray", 1.3))
                 ax.plot(times, director, color=color, linewidth=width, alpha=0.85,
                         label=f"director, {r.mode.upper()}", drawstyle="steps-post")
@@ -102,11 +107,9 @@ def plot(results: list[Result], path: str) -> None:
     plt.close(fig)
 
 
-def _series(r: Result, key: str, truth_key: str) -> tuple[list[float], list[int], list[int]]:
-    totals: dict[float, list[int]] = {}
-    for s in r.samples:
-        t = totals.setdefault(s.t, [0, 0])
-        t[0] += getattr(s, key)
-        t[1] += getattr(s, truth_key)
+def _series(r: Result, active: bool) -> tuple[list[float], list[int], list[int]]:
+    """Times, the director's and the truth's totals for ActiveConn or InActConn."""
+    totals = _totals(r)
     times = sorted(totals)
-    return times, [totals[t][0] for t in times], [totals[t][1] for t in times]
+    i = 0 if active else 2
+    return times, [totals[t][i] for t in times], [totals[t][i + 1] for t in times]
