@@ -24,7 +24,7 @@ from ..core.service import MASQ
 from ..core.verdict import DROP, R_FORWARD
 from .apps import ClientApp, Registry, ServerApp, Session
 from .events import Simulation
-from .tcp import ACK, RST, SEGMENT, SYN, Socket, Stack, TcpParams, build
+from .tcp import ACK, RST, SEGMENT, SYN, Socket, Stack, TcpParams, reset
 
 _DST = struct.Struct("!16xI")                  # an IPv4 packet's destination address
 CLIENT_BASE = (198 << 24) | (18 << 16) | 1          # 198.18.0.1, .2, ... (benchmark range)
@@ -78,9 +78,7 @@ class IdleFirewall:
         if flags & RST:
             return b""
         self.resets += 1
-        if flags & ACK:
-            return build(dst, dport, src, sport, RST, ack, 0)
-        return build(dst, dport, src, sport, RST | ACK, 0, seq + tot_len - 40 + 1)
+        return reset(dst, dport, src, sport, flags, seq, ack, tot_len - 40)
 
 
 class Lab:

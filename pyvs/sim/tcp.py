@@ -66,6 +66,16 @@ def build(src: int, sport: int, dst: int, dport: int, flags: int, seq: int, ack:
     return head + _ZEROS[:length] if length else head
 
 
+def reset(laddr: int, lport: int, raddr: int, rport: int, flags: int, seq: int, ack: int,
+          length: int) -> bytes:
+    """RFC 9293 3.10.7.1: the RST answering a segment (flags, seq, ack, length) that
+    raddr:rport sent to laddr:lport, from the receiving side."""
+    if flags & ACK:
+        return build(laddr, lport, raddr, rport, RST, ack, 0)
+    end = seq + length + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    return build(laddr, lport, raddr, rport, RST | ACK, 0, end)
+
+
 @dataclass
 class TcpParams:
     """Linux's defaults (net.ipv4.tcp_*), overridable per scenario."""
@@ -427,10 +437,4 @@ class Stack:
 
     def _reset(self, laddr: int, lport: int, raddr: int, rport: int, flags: int, seq: int,
                ack: int, length: int) -> None:
-        """RFC 9293 3.10.7.1: the reply to a segment for no socket."""
-        if flags & ACK:
-            pkt = build(laddr, lport, raddr, rport, RST, ack, 0)
-        else:
-            end = seq + length + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-            pkt = build(laddr, lport, raddr, rport, RST | ACK, 0, end)
-        self.send(pkt)
+        self.send(reset(laddr, lport, raddr, rport, flags, seq, ack, length))
