@@ -35,6 +35,9 @@ def conn_key(protocol: int, saddr: int, daddr: int, sport: int, dport: int) -> b
     return key if protocol == IPPROTO_TCP else bytes((protocol,)) + key
 
 
+UDP_KEY_PREFIX = bytes((17,))   # what conn_key() puts before a UDP key
+
+
 class MasqRewrite:
     """Bytes and RFC 1624 checksum deltas for vaddr:vport <-> daddr:dport, computed once."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import states as S
-from .conn import CONN_KEY, Conn, MasqRewrite, Template, TimerWheel, conn_key
+from .conn import CONN_KEY, UDP_KEY_PREFIX, Conn, MasqRewrite, Template, TimerWheel, conn_key
 from .packet import (
     IP_HEAD,
     addr_bytes,
@@ -55,7 +55,6 @@ from .verdict import (
     drop,
 )
 
-_UDP_PREFIX = bytes((IPPROTO_UDP,))   # conn_key(): non-TCP keys carry the protocol
 IN = 0     # client -> virtual service (ip_vs_in_hook)
 OUT = 1    # realserver -> client (ip_vs_out_hook)
 
@@ -592,7 +591,7 @@ class Director:
             return _ACCEPT[R_FRAGMENT]
         key = data[12:24] if ihl == 20 else data[12:20] + data[ihl:ihl + 4]
         if protocol != IPPROTO_TCP:
-            key = _UDP_PREFIX + key
+            key = UDP_KEY_PREFIX + key
         if direction != OUT:
             cp = self._in.get(key)
             if cp is not None:

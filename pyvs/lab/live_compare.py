@@ -77,7 +77,7 @@ def bad_routing(state: dict) -> None:
     client = state["clients"][0]
     rss = [f"pyvs-r{i + 1}" for i in range(len(state["realservers"]))]
     for ns in rss:
-        netns._x(ns, "ip", "route", "add", "blackhole", f"{client}/32")
+        netns.exec_in(ns, "ip", "route", "add", "blackhole", f"{client}/32")
     try:
         threads = [threading.Thread(target=_curl, args=(state, 4)) for _ in range(2)]
         for t in threads:
@@ -87,7 +87,7 @@ def bad_routing(state: dict) -> None:
             t.join()
     finally:
         for ns in rss:
-            netns._x(ns, "ip", "route", "del", "blackhole", f"{client}/32", check=False)
+            netns.exec_in(ns, "ip", "route", "del", "blackhole", f"{client}/32", check=False)
     time.sleep(2)
 
 
@@ -127,7 +127,7 @@ class Sampler:
     def _ss(self) -> dict[str, list[tuple[str, str]]]:
         out = {}
         for i, addr in enumerate(self.state["realservers"]):
-            text = netns._x(f"pyvs-r{i + 1}", "ss", "-Htan", check=False)
+            text = netns.exec_in(f"pyvs-r{i + 1}", "ss", "-Htan", check=False)
             socks = []
             for line in text.splitlines():
                 f = line.split()

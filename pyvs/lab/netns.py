@@ -77,7 +77,8 @@ def _sh(*args: str, check: bool = True, env: dict | None = None) -> str:
     return proc.stdout
 
 
-def _x(ns: str, *args: str, check: bool = True, env: dict | None = None) -> str:
+def exec_in(ns: str, *args: str, check: bool = True, env: dict | None = None) -> str:
+    """Run a command in a lab namespace; its stdout (LabError on failure if `check`)."""
     return _sh("ip", "netns", "exec", ns, *args, check=check, env=env)
 
 
@@ -94,7 +95,7 @@ def _provision(ns: str, role: str, lay: dict, **extra: str) -> None:
     env = {**os.environ, "PYVS_MODE": lay["mode"], "PYVS_VIP": lay["vip"],
            "PYVS_DIP": lay["dip"], "PYVS_INIT": "none", "PYVS_IFACE": "eth0",
            "PYVS_PROJECT": str(PROJECT), **extra}
-    _x(ns, "bash", str(PROVISION / f"{role}.sh"), env=env)
+    exec_in(ns, "bash", str(PROVISION / f"{role}.sh"), env=env)
 
 
 def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
@@ -131,18 +132,18 @@ def _build(state: dict, out, start_director: bool = True) -> None:
         _sh("ip", "netns", "add", ns)
         state["namespaces"].append(ns)
         _save(state)
-        _x(ns, "ip", "link", "set", "lo", "up")
+        exec_in(ns, "ip", "link", "set", "lo", "up")
     bridges = ("brc", "brr") if mode == "nat" else ("brc",)
     for br in bridges:
-        _x("pyvs-sw", "ip", "link", "add", br, "type", "bridge")
-        _x("pyvs-sw", "ip", "link", "set", br, "up")
+        exec_in("pyvs-sw", "ip", "link", "add", br, "type", "bridge")
+        exec_in("pyvs-sw", "ip", "link", "set", br, "up")
 
     def port(ns: str, dev: str, peer: str, br: str, addr: str) -> None:
         _sh("ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", peer,
             "netns", "pyvs-sw")
-        _x("pyvs-sw", "ip", "link", "set", peer, "master", br, "up")
-        _x(ns, "ip", "addr", "add", addr, "dev", dev)
-        _x(ns, "ip", "link", "set", dev, "up")
+        exec_in("pyvs-sw", "ip", "link", "set", peer, "master", br, "up")
+        exec_in(ns, "ip", "addr", "add", addr, "dev", dev)
+        exec_in(ns, "ip", "link", "set", dev, "up")
 
     rs_br = "brr" if mode == "nat" else "brc"
     port("pyvs-d", "eth0", "d0", "brc", f"{state['gateway']}/24")
@@ -152,7 +153,7 @@ def _build(state: dict, out, start_director: bool = True) -> None:
         ns = f"pyvs-c{i + 1}"
         port(ns, "eth0", f"c{i + 1}", "brc", f"{addr}/24")
         if mode == "nat":
-            _x(ns, "ip", "route", "add", "default", "via", state["gateway"])
+            exec_in(ns, "ip", "route", "add", "default", "via", state["gateway"])
         _provision(ns, "client", state, PYVS_GATEWAY=state["gateway"])
     for i, addr in enumerate(state["realservers"]):
         ns = f"pyvs-r{i + 1}"
@@ -197,7 +198,7 @@ def _build(state: dict, out, start_director: bool = True) -> None:
 def _wait_listening(state: dict) -> None:
     for i in range(len(state["realservers"])):
         for _ in range(100):
-            if ":80 " in _x(f"pyvs-r{i + 1}", "ss", "-Htln", check=False):
+            if ":80 " in exec_in(f"pyvs-r{i + 1}", "ss", "-Htln", check=False):
                 break
             time.sleep(0.05)
 
@@ -235,7 +236,7 @@ def down(out=sys.stdout) -> None:
             time.sleep(0.1)
         _kill(pid, signal.SIGKILL)
     if "pyvs-d" in _sh("ip", "netns", "list", check=False):
-        _x("pyvs-d", sys.executable, "-m", "pyvs.cli", "cleanup", check=False)
+        exec_in("pyvs-d", sys.executable, "-m", "pyvs.cli", "cleanup", check=False)
     for name, pid in state["pids"].items():
         if name != "director":
             _kill(pid, signal.SIGKILL)
@@ -256,7 +257,7 @@ def status(out=sys.stdout) -> int:
         print(f"  {name:<9} pid {pid:<7} {'running' if _alive(pid) else 'DEAD'}", file=out)
     for host, ns in hosts(state).items():
         if host != "client":
-            addrs = _x(ns, "ip", "-4", "-o", "addr", "show", check=False).split("\n")
+            addrs = exec_in(ns, "ip", "-4", "-o", "addr", "show", check=False).split("\n")
             shown = [a.split()[3] for a in addrs if a and " lo " not in a or "/32" in a]
             print(f"  {host:<9} {ns:<9} {' '.join(shown)}", file=out)
     return 0
@@ -273,20 +274,20 @@ def check(out=sys.stdout) -> int:
         print(f"{'ok     ' if ok else 'PROBLEM'} {host}: {text}", file=out)
 
     def sysctl(ns: str, name: str) -> str:
-        return _x(ns, "cat", f"/proc/sys/{name.replace('.', '/')}", check=False).strip()
+        return exec_in(ns, "cat", f"/proc/sys/{name.replace('.', '/')}", check=False).strip()
 
     report(sysctl("pyvs-d", "net.ipv4.ip_forward") == "1", "director", "ip_forward=1")
     report(_alive(state["pids"].get("director", 0) or 0), "director", "pyvs run is running")
     for i, addr in enumerate(state["realservers"]):
         ns, host = f"pyvs-r{i + 1}", f"rs{i + 1} {addr}"
         if mode == "nat":
-            route = _x(ns, "ip", "route", "show", "default", check=False)
+            route = exec_in(ns, "ip", "route", "show", "default", check=False)
             report(f"via {state['dip']} " in route, host,
                    f"default route via the director {state['dip']} (else replies bypass it: "
                    "incorrect routing, handshakes never complete)")
         else:
             dev = "lo" if mode == "dr" else "tunl0"
-            have = _x(ns, "ip", "-4", "-o", "addr", "show", "dev", dev, check=False)
+            have = exec_in(ns, "ip", "-4", "-o", "addr", "show", "dev", dev, check=False)
             report(f" {vip}/32 " in have, host, f"VIP {vip} on {dev} (else it drops the "
                    "director's packets for the VIP)")
             if mode == "dr":
