@@ -691,11 +691,7 @@ class Director:
         else:
             timeout = self._udp_timeout
         cp.timeout = timeout
-        expires = cp.expires = now + timeout
-        if expires < cp.heap_at:
-            self._timers.file(cp, expires)
-            if expires < self._due:
-                self._due = expires
+        self._arm(cp, now)
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
@@ -730,11 +726,7 @@ class Director:
         else:
             timeout = self._udp_timeout
         cp.timeout = timeout
-        expires = cp.expires = now + timeout
-        if expires < cp.heap_at:
-            self._timers.file(cp, expires)
-            if expires < self._due:
-                self._due = expires
+        self._arm(cp, now)
         if cp.fwd != MASQ:
             return _ACCEPT_FORWARD
         buf = bytearray(data)
