@@ -29,6 +29,7 @@ import sys
 import time
 
 from pyvs.lab import netns
+from pyvs.lab.netns import exec_in
 
 SENDER = """import socket, sys, time
 s = socket.create_connection((sys.argv[1], 9), 5); buf = b"x" * 65536
@@ -59,23 +60,19 @@ try: q.run()
 finally: q.unbind()"""
 
 
-def x(ns: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          **kw)
-
-
 def queued() -> int:
-    text = x("pyvs-d", "cat", "/proc/net/netfilter/nfnetlink_queue").stdout.split()
+    text = exec_in("pyvs-d", "cat", "/proc/net/netfilter/nfnetlink_queue").split()
     return int(text[7]) if len(text) > 7 else 0
 
 
 def rx_packets() -> int:
-    return sum(int(x("pyvs-d", "cat", f"/sys/class/net/{dev}/statistics/rx_packets").stdout
+    return sum(int(exec_in("pyvs-d", "cat", f"/sys/class/net/{dev}/statistics/rx_packets")
                    or 0) for dev in ("eth0", "eth1"))
 
 
 def client(script: str, *args: str) -> int:
-    out = x("pyvs-c1", sys.executable, "-c", script, *args, timeout=60).stdout.strip()
+    out = exec_in("pyvs-c1", sys.executable, "-c", script, *args, check=False,
+                  timeout=60).strip()
     return int(out or 0)
 
 
@@ -96,7 +93,7 @@ def measure(config: str, seconds: float, procs: int) -> tuple[float, float, floa
                           "--queue-num", "0", "--queue-bypass"],
                          ["mangle", "POSTROUTING", "-s", rs, "-p", "tcp", "-j", "NFQUEUE",
                           "--queue-num", "0", "--queue-bypass"]):
-                x("pyvs-d", "iptables", "-t", rule[0], "-A", *rule[1:], check=True)
+                exec_in("pyvs-d", "iptables", "-t", rule[0], "-A", *rule[1:])
             program = f"PAYLOAD = {config == 'bare+payload'}\n" + ACCEPT_ALL
             helper = subprocess.Popen(["ip", "netns", "exec", "pyvs-d", sys.executable, "-c",
                                        program])

@@ -70,16 +70,19 @@ def config_yaml(mode: str, realservers: int) -> str:
             "    realservers:\n" + dests(0, rs[:1]))
 
 
-def _sh(*args: str, check: bool = True, env: dict | None = None) -> str:
-    proc = subprocess.run(list(args), capture_output=True, text=True, env=env)
+def _sh(*args: str, check: bool = True, env: dict | None = None,
+        timeout: float | None = None) -> str:
+    proc = subprocess.run(list(args), capture_output=True, text=True, env=env,
+                          timeout=timeout)
     if check and proc.returncode:
         raise LabError(f"{' '.join(args)}: {(proc.stderr or proc.stdout).strip()}")
     return proc.stdout
 
 
-def exec_in(ns: str, *args: str, check: bool = True, env: dict | None = None) -> str:
+def exec_in(ns: str, *args: str, check: bool = True, env: dict | None = None,
+            timeout: float | None = None) -> str:
     """Run a command in a lab namespace; its stdout (LabError on failure if `check`)."""
-    return _sh("ip", "netns", "exec", ns, *args, check=check, env=env)
+    return _sh("ip", "netns", "exec", ns, *args, check=check, env=env, timeout=timeout)
 
 
 def hosts(state: dict) -> dict[str, str]:
