@@ -166,10 +166,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .sim import scenarios
     from .sim.run import run
     from .views import compare
-    modes = _modes(args.modes)
-    if args.live:
-        results = _compare_live(args, modes)
+    if args.from_files:
+        if args.scenario or args.live or args.ssh_config:
+            raise UsageError("pyvs compare: --from reads saved results; it runs no scenario")
+        results = [r for f in args.from_files for r in _saved_results(f)]
+    elif args.live or args.ssh_config:
+        results = _compare_live(args)
     else:
+        modes = _modes(args.modes or "nat,dr")
         chosen = [scenarios.get(n) for n in args.scenario or list(scenarios.BUILTIN)]
         config = _sim_config(args)
         progress = Progress(len(chosen) * len(modes))
@@ -188,13 +192,48 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_live(args: argparse.Namespace, modes: list[str]) -> list:
+def _saved_results(path: str) -> list:
+    """The results a `pyvs compare --json FILE` wrote, to print or plot them together."""
+    from .sim.run import Result
+    try:
+        data = json.loads(Path(path).read_text())
+        return [Result.from_json(r) for r in data["results"]]
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not JSON ({exc})") from None
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not what pyvs compare --json writes "
+                         f"(missing or bad {exc})") from None
+
+
+def _compare_live(args: argparse.Namespace) -> list:
     from .lab import live_compare, netns
+    from .lab.cluster import ClusterError, Ssh
     names = args.scenario or list(live_compare.SCENARIOS)
     for n in names:
         if n not in live_compare.SCENARIOS:
             raise UsageError(f"pyvs compare --live: {n!r} is not a live scenario "
                              f"({', '.join(live_compare.SCENARIOS)})")
+    if args.ssh_config:
+        try:
+            cluster = Ssh(args.ssh_config)
+        except ClusterError as exc:
+            raise UsageError(f"pyvs compare --ssh-config: {exc}") from None
+        try:
+            if args.modes and _modes(args.modes) != [cluster.mode]:
+                raise UsageError(f"pyvs compare --ssh-config: the cluster runs "
+                                 f"{cluster.mode}; rebuild it for another mode "
+                                 "(vagrant/README.md) and compare the saved --json files")
+            progress = Progress(len(names))
+            results = live_compare.compare_on(cluster, names, progress)
+        except ClusterError as exc:
+            raise UsageError(f"pyvs compare --ssh-config: {exc}") from None
+        finally:
+            cluster.close()
+        progress.done()
+        return results
+    modes = _modes(args.modes or "nat,dr")
     if "tun" in modes:
         raise UsageError("pyvs compare --live: tun needs an IPIP driver on the realservers; "
                          "use --modes nat,dr")
@@ -361,6 +400,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
             return netns.check()
         elif args.action == "config":
             sys.stdout.write(netns.config_yaml(args.mode, args.realservers))
+        elif args.action == "ssh-config":
+            sys.stdout.write(netns.ssh_config())
         else:
             return netns.lab_exec(args.host, args.cmd[1:] if args.cmd[:1] == ["--"]
                                   else args.cmd)
@@ -439,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     lsub.add_parser("down", help="stop everything, delete the namespaces")
     lsub.add_parser("status", help="processes and addresses")
     lsub.add_parser("check", help="diagnose the classic LVS set-up mistakes")
+    lsub.add_parser("ssh-config", help="an ssh_config reaching the lab's hosts over a "
+                    "real sshd, as `vagrant ssh-config` does for the VMs")
     le = lsub.add_parser("exec", help="run a command on a lab host: exec HOST -- CMD")
     le.add_argument("host", help="client, c1.., director, rs1..")
     le.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -456,11 +499,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
     m = sub.add_parser("compare", help="director versus truth, scenario by scenario, per mode")
     m.add_argument("scenario", nargs="*", help="scenario names or YAML files (default: all)")
-    m.add_argument("--modes", default="nat,dr", help="comma-separated: nat,dr,tun")
+    m.add_argument("--modes", help="comma-separated: nat,dr,tun (default nat,dr; with "
+                   "--ssh-config: the cluster's own mode)")
     m.add_argument("--plot", metavar="FILE.png", help="write a plot of the runs")
     m.add_argument("--json", metavar="FILE", help="write samples and summaries as JSON")
     m.add_argument("--live", action="store_true",
                    help="run the live scenarios on the namespace lab (root)")
+    m.add_argument("--ssh-config", metavar="FILE",
+                   help="run the live scenarios on a cluster over ssh: FILE names the hosts "
+                   "client, director, rs1.. (vagrant ssh-config > FILE)")
+    m.add_argument("--from", dest="from_files", action="append", metavar="FILE.json",
+                   help="print (and --plot) results saved with --json (repeatable)")
     _sim_flags(m)
     m.set_defaults(func=cmd_compare)
     return p

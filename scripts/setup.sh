@@ -11,7 +11,7 @@ extra=${1:-}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   need=""
   pkgs="iptables libnetfilter-queue-dev iproute2"
-  [ "$extra" = test ] && pkgs="$pkgs curl prometheus-node-exporter shellcheck vagrant vagrant-libvirt"
+  [ "$extra" = test ] && pkgs="$pkgs curl openssh-client openssh-server prometheus-node-exporter shellcheck vagrant vagrant-libvirt"
   for pkg in $pkgs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done

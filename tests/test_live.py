@@ -162,3 +162,40 @@ def test_live_compare_nat_active_conn_matches_ss() -> None:
     held = results[0]
     assert any(s.active == 1 and s.truth_active == 1 for s in held.samples)
     assert results[1].cause.startswith("stale") and "CLOSE entry kept 10 s" in results[1].cause
+
+
+def test_compare_over_ssh_as_on_the_vms(tmp_path) -> None:
+    """`pyvs compare --ssh-config` (the Vagrant VMs' way: vagrant ssh-config) on the lab, each
+    host reached through a real sshd: it finds the mode, VIP and realservers itself, its NAT
+    ActiveConn matches ss; the NAT and DR runs, saved apart, print as one table."""
+    pyvs = [sys.executable, "-m", "pyvs.cli"]
+    for mode in ("nat", "dr"):
+        netns.down(out=open(os.devnull, "w"))
+        netns.up(mode, 2, 1, out=open(os.devnull, "w"))
+        try:
+            cfg = tmp_path / f"{mode}.cfg"
+            cfg.write_text(netns.ssh_config())
+            wrong = "dr" if mode == "nat" else "nat"
+            bad = subprocess.run([*pyvs, "compare", "--ssh-config", str(cfg), "--modes", wrong,
+                                  "held"], capture_output=True, text=True, timeout=60)
+            assert bad.returncode == 2
+            assert bad.stderr.startswith(f"pyvs compare --ssh-config: the cluster runs {mode};")
+            run = subprocess.run([*pyvs, "compare", "--ssh-config", str(cfg), "held", "--json",
+                                  str(tmp_path / f"{mode}.json")], capture_output=True,
+                                 text=True, timeout=120)
+            assert run.returncode == 0, run.stderr
+        finally:
+            netns.down(out=open(os.devnull, "w"))
+        (held,) = json.loads((tmp_path / f"{mode}.json").read_text())["results"]
+        assert held["mode"] == mode and len(held["samples"]) >= 8
+        assert {s["dest"] for s in held["samples"]} <= {
+            "192.0.2.11", "192.0.2.12", "203.0.113.11", "203.0.113.12"}
+        assert any(s["active"] == 1 == s["truth_active"] for s in held["samples"])
+        if mode == "nat":
+            assert all(s["active"] == s["truth_active"] for s in held["samples"])
+    both = subprocess.run([*pyvs, "compare", "--from", str(tmp_path / "nat.json"), "--from",
+                           str(tmp_path / "dr.json")], capture_output=True, text=True,
+                          timeout=60)
+    assert both.returncode == 0, both.stderr
+    rows = [line.split()[:2] for line in both.stdout.splitlines()[1:]]
+    assert rows == [["held", "nat"], ["held", "dr"]]

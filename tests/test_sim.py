@@ -245,6 +245,9 @@ def test_compare_cli_json_and_plot(tmp_path, capsys) -> None:
     assert set(first["summary"]) >= {"active_mae", "active_max", "inactive_mae",
                                      "inactive_max", "ghost_seconds", "forgotten_seconds"}
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # saved runs print again as the same table (how separate NAT and DR runs are joined)
+    assert main(["compare", "--from", str(out_json)]) == 0
+    assert capsys.readouterr().out.splitlines() == text
 
 
 def test_simulate_cli_prints_listing_and_truth(capsys) -> None:
@@ -280,6 +283,23 @@ def test_scenario_yaml_errors(tmp_path, capsys, text: str, message: str) -> None
     assert main(["compare", str(f)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and str(f) in err
+
+
+def test_compare_saved_and_ssh_errors(tmp_path, capsys) -> None:
+    """--from and --ssh-config: one line naming the file and what is wrong, exit 2."""
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"results": [{"scenario": "x"}]}')
+    assert main(["compare", "--from", str(junk)]) == 2
+    assert capsys.readouterr().err == (f"{junk}: not what pyvs compare --json writes "
+                                       "(missing or bad 'samples')\n")
+    assert main(["compare", "--from", str(tmp_path / "none.json")]) == 2
+    assert "none.json: cannot read: No such file or directory" in capsys.readouterr().err
+    cfg = tmp_path / "ssh.cfg"
+    cfg.write_text("Host director\n  HostName 10.0.0.1\nHost rs1\n")
+    assert main(["compare", "--ssh-config", str(cfg)]) == 2
+    assert capsys.readouterr().err == (
+        f"pyvs compare --ssh-config: {cfg}: no 'Host client' (hosts: director, rs1); "
+        "write it with `vagrant ssh-config > FILE` in vagrant/\n")
 
 
 def test_unknown_scenario_and_mode(capsys) -> None:

@@ -1,43 +1,37 @@
-"""`pyvs compare --live`: the accuracy comparison on real TCP stacks in the namespace lab.
+"""`pyvs compare --live`: the accuracy comparison on real TCP stacks, in the namespace lab
+or on a cluster over ssh (the Vagrant VMs).
 
-For each scenario and mode the lab is built afresh; the scenario drives real tools from the client
-namespace (curl, Python sockets), and every 0.25 s the director's table (over the control
-socket) and `ss -tan` in each realserver namespace are read.  A sample is kept only if the
+The scenario drives real tools from the client (curl, Python sockets), and every 0.25 s
+the director's table and `ss -tan` on each realserver are read.  A sample is kept only if the
 director's table did not change while `ss` ran (read, ss, read again), so both sides are
 seen at one instant.  The report is the simulated comparison's (same Result, same table).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 
-from ..control import request
 from ..core import states as S
 from ..sim.run import Result, Sample, summarize
 from ..sim.truth import ACTIVE, INACTIVE, KINDS, NONE, explain, kind
 from . import netns
+from .cluster import Cluster, Namespaces
 
-SS_NAMES = {"ESTAB": "ESTABLISHED", "SYN-RECV": "SYN_RECV", "SYN-SENT": "SYN_SENT",
-            "FIN-WAIT-1": "FIN_WAIT1", "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT",
-            "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK", "CLOSING": "CLOSING"}
-SERVICE_PORTS = {80, 23, 21}
+SERVICE_PORTS = {80, 23, 21} | set(range(30000, 31000))     # 30000.. : the ftp data ports
 PERIOD = 0.25
+QUIET_LIMIT = 150.0         # the director keeps TIME_WAIT/FIN_WAIT 120 s after a scenario
 
 
-def _client(state: dict, script: str, *args: str, timeout: float = 30) -> str:
-    return subprocess.run(["ip", "netns", "exec", "pyvs-c1", sys.executable, "-c", script,
-                           state["vip"], *args], capture_output=True, text=True,
-                          timeout=timeout).stdout
+def _client(cluster: Cluster, script: str, *args: str, timeout: float = 30) -> str:
+    return cluster.run("client", cluster.python, "-c", script, cluster.vip, *args,
+                       timeout=timeout, check=False)
 
 
-def _curl(state: dict, max_time: float = 5) -> None:
-    subprocess.run(["ip", "netns", "exec", "pyvs-c1", "curl", "-s", "-o", "/dev/null",
-                    "--max-time", str(max_time), f"http://{state['vip']}/"],
-                   timeout=max_time + 5)
+def _curl(cluster: Cluster, max_time: float = 5) -> None:
+    cluster.run("client", "curl", "-s", "-o", "/dev/null", "--max-time", str(max_time),
+                f"http://{cluster.vip}/", timeout=max_time + 5, check=False)
 
 
 HOLD = """import socket, sys, time
@@ -55,56 +49,53 @@ for _ in range(3):
     time.sleep(1)"""
 
 
-def http10(state: dict) -> None:
+def http10(cluster: Cluster) -> None:
     for _ in range(6):
-        _curl(state)
+        _curl(cluster)
         time.sleep(1)
     time.sleep(3)
 
 
-def held(state: dict) -> None:
-    _client(state, HOLD, "4")
+def held(cluster: Cluster) -> None:
+    _client(cluster, HOLD, "4")
     time.sleep(3)
 
 
-def client_rst(state: dict) -> None:
-    _client(state, RST)
+def client_rst(cluster: Cluster) -> None:
+    _client(cluster, RST)
     time.sleep(2)
 
 
-def bad_routing(state: dict) -> None:
+def bad_routing(cluster: Cluster) -> None:
     """The realservers' replies go nowhere (seed 000's wrong default gateway)."""
-    client = state["clients"][0]
-    rss = [f"pyvs-r{i + 1}" for i in range(len(state["realservers"]))]
-    for ns in rss:
-        netns.exec_in(ns, "ip", "route", "add", "blackhole", f"{client}/32")
+    route = ("route", "blackhole", f"{cluster.client}/32")
+    for host in cluster.realservers.values():
+        cluster.run(host, "ip", *route[:1], "add", *route[1:])
     try:
-        threads = [threading.Thread(target=_curl, args=(state, 4)) for _ in range(2)]
+        threads = [threading.Thread(target=_curl, args=(cluster, 4)) for _ in range(2)]
         for t in threads:
             t.start()
             time.sleep(0.5)
         for t in threads:
             t.join()
     finally:
-        for ns in rss:
-            netns.exec_in(ns, "ip", "route", "del", "blackhole", f"{client}/32", check=False)
+        for host in cluster.realservers.values():
+            cluster.run(host, "ip", *route[:1], "del", *route[1:], check=False)
     time.sleep(2)
 
 
-def idle_past_timeout(state: dict) -> None:
+def idle_past_timeout(cluster: Cluster) -> None:
     """`--set 3 0 0`, a held connection idle 5 s: the director forgets it, the realserver
     does not; the client's logout then gets an RST (NAT) or ICMP unreachable (DR)."""
-    request(netns.SOCKET, {"op": "apply", "commands": [
-        {"cmd": "set", "timeouts": [3, 0, 0]}]})
+    cluster.set_timeouts(3)
     try:
-        _client(state, HOLD, "5")
+        _client(cluster, HOLD, "5")
         time.sleep(2)
     finally:
-        request(netns.SOCKET, {"op": "apply", "commands": [
-            {"cmd": "set", "timeouts": [900, 0, 0]}]})
+        cluster.set_timeouts(900)
 
 
-SCENARIOS: dict[str, tuple[str, Callable[[dict], None]]] = {
+SCENARIOS: dict[str, tuple[str, Callable[[Cluster], None]]] = {
     "http10": ("six curl fetches 1 s apart (python http.server closes first)", http10),
     "held": ("a telnet-like connection held 4 s, then logout (the server closes)", held),
     "client-rst": ("three connections aborted by the client with SO_LINGER 0", client_rst),
@@ -115,9 +106,18 @@ SCENARIOS: dict[str, tuple[str, Callable[[dict], None]]] = {
 }
 
 
+def _shape(snap: dict) -> tuple:
+    """What a sample compares: each entry's state and each realserver's counters (not the
+    seconds left, which tick while a slow read over ssh runs)."""
+    return (sorted((c["client"], c["dest"], c["state"], c["template"])
+                   for c in snap["connections"]),
+            [(d["address"], d["port"], d["active"], d["inactive"])
+             for s in snap["services"] for d in s["dests"]])
+
+
 class Sampler:
-    def __init__(self, state: dict, result: Result) -> None:
-        self.state = state
+    def __init__(self, cluster: Cluster, result: Result) -> None:
+        self.cluster = cluster
         self.result = result
         self.seconds: dict[tuple[str, str, str], float] = {}
         self.peaks: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -125,30 +125,15 @@ class Sampler:
         self.start = time.monotonic()
 
     def _ss(self) -> dict[str, list[tuple[str, str]]]:
-        out = {}
-        for i, addr in enumerate(self.state["realservers"]):
-            text = netns.exec_in(f"pyvs-r{i + 1}", "ss", "-Htan", check=False)
-            socks = []
-            for line in text.splitlines():
-                f = line.split()
-                if len(f) < 5 or f[0] == "LISTEN":
-                    continue
-                port = int(f[3].rsplit(":", 1)[1])
-                if port in SERVICE_PORTS or 30000 <= port < 31000:
-                    socks.append((SS_NAMES.get(f[0], f[0]), f[4]))
-            out[addr] = socks
-        return out
-
-    def _table(self) -> dict:
-        return request(netns.SOCKET, {"op": "snapshot", "connections": True})["snapshot"]
+        return {addr: self.cluster.sockets(host, SERVICE_PORTS)
+                for addr, host in self.cluster.realservers.items()}
 
     def sample(self) -> None:
         for _ in range(5):
-            before = self._table()
+            before = self.cluster.table()
             ss = self._ss()
-            after = self._table()
-            if before["connections"] == after["connections"] and \
-                    before["services"] == after["services"]:
+            after = self.cluster.table()
+            if _shape(before) == _shape(after):
                 break
         else:
             return
@@ -190,13 +175,13 @@ class Sampler:
             self.stop.wait(PERIOD)
 
 
-def run_scenario(name: str, state: dict) -> Result:
-    result = Result(name, state["mode"], "modern", 0.0)
-    sampler = Sampler(state, result)
+def run_scenario(name: str, cluster: Cluster) -> Result:
+    result = Result(name, cluster.mode, "modern", 0.0)
+    sampler = Sampler(cluster, result)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     try:
-        SCENARIOS[name][1](state)
+        SCENARIOS[name][1](cluster)
     finally:
         sampler.stop.set()
         thread.join()
@@ -208,16 +193,30 @@ def run_scenario(name: str, state: dict) -> Result:
 
 
 def compare(names: list[str], modes: list[str], progress=None) -> list[Result]:
+    """Each scenario in each mode on a namespace lab built afresh for it, so nothing is
+    left over from the one before."""
     results = []
     devnull = open("/dev/null", "w")
     for name in names:
-        for mode in modes:          # a fresh lab each time: no leftovers between scenarios
+        for mode in modes:
             if progress is not None:
                 progress.step(f"{name} {mode} (live)")
             netns.down(out=devnull)
             state = netns.up(mode, 2, 1, out=devnull)
             try:
-                results.append(run_scenario(name, state))
+                results.append(run_scenario(name, Namespaces(state)))
             finally:
                 netns.down(out=devnull)
+    return results
+
+
+def compare_on(cluster: Cluster, names: list[str], progress=None) -> list[Result]:
+    """Each scenario on a standing cluster (VMs over ssh), in the mode it was built for;
+    before each, wait until what the last one left has expired on both sides."""
+    results = []
+    for name in names:
+        if progress is not None:
+            progress.step(f"{name} {cluster.mode} (live; first waiting for a quiet cluster)")
+        cluster.wait_quiet(SERVICE_PORTS, QUIET_LIMIT)
+        results.append(run_scenario(name, cluster))
     return results

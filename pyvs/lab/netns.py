@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,6 +251,7 @@ def down(out=sys.stdout) -> None:
             _sh("ip", "netns", "del", ns, check=False)
     if STATE.exists():
         STATE.unlink()
+    shutil.rmtree(STATE_DIR / "ssh", ignore_errors=True)
     print("lab down", file=out)
 
 
@@ -303,6 +305,46 @@ def check(out=sys.stdout) -> int:
                    "arriving on the wrong interface)")
     print(f"{problems} problem(s)", file=out)
     return 1 if problems else 0
+
+
+SSHD = "/usr/sbin/sshd"
+SSHD_CONFIG = """HostKey {dir}/host_key
+AuthorizedKeysFile {dir}/id.pub
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+SetEnv PATH={path} PYVS_SOCKET={socket}
+"""
+
+
+def ssh_config() -> str:
+    """An ssh_config for the lab's hosts, as `vagrant ssh-config` writes one for the VMs:
+    each host is reached by a real sshd started in its namespace for the session (inetd
+    mode, through ProxyCommand), logging in as root with a key made for the lab.  So
+    whatever drives the VMs over ssh (pyvs compare --ssh-config) runs here unchanged."""
+    state = load_state()
+    if not os.access(SSHD, os.X_OK):
+        raise LabError(f"{SSHD} is missing: install openssh-server (the daemon is only "
+                       "started per session, in the lab's namespaces)")
+    ssh = STATE_DIR / "ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)    # sshd's privilege-separation dir
+    for key in ("host_key", "id"):
+        if not (ssh / key).exists():
+            _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pyvs-lab-{key}",
+                "-f", str(ssh / key))
+    path = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:" \
+           "/usr/bin:/sbin:/bin"
+    (ssh / "sshd_config").write_text(SSHD_CONFIG.format(dir=ssh, path=path, socket=SOCKET))
+    blocks = []
+    for host, ns in hosts(state).items():
+        blocks.append(f"Host {host}\n  User root\n  IdentityFile {ssh}/id\n"
+                      f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+                      f"  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+                      f"  ProxyCommand ip netns exec {ns} {SSHD} -i -f {ssh}/sshd_config\n")
+    return "\n".join(blocks)
 
 
 def lab_exec(host: str, cmd: list[str]) -> int:

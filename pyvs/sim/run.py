@@ -54,6 +54,13 @@ class Result:
                 "samples": [vars(s) for s in self.samples], "summary": self.summary,
                 "cause": self.cause}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        samples = [Sample(**s) for s in data["samples"]]
+        return cls(data["scenario"], data["mode"], data["kernel"],
+                   samples[-1].t if samples else 0.0, samples, dict(data["summary"]),
+                   data["cause"])
+
 
 def summarize(samples: list[Sample], seconds: dict[tuple[str, str, str], float],
               peaks: dict[str, int]) -> dict[str, float]:

@@ -8,5 +8,5 @@
 gateway=${PYVS_GATEWAY:-$PYVS_DIP}
 [ -n "$gateway" ] || die "needs PYVS_GATEWAY or PYVS_DIP (the director)"
 ip route replace "$PYVS_VIP/32" via "$gateway"
-install_packages curl netcat-openbsd
+install_packages curl netcat-openbsd python3   # python3: the live comparison's client scripts
 say "client ready: VIP $PYVS_VIP via $gateway"
