@@ -772,10 +772,11 @@ class Director:
 
 def _fix_checksums(buf: bytearray, ihl: int, protocol: int, ip_delta: int,
                    l4_delta: int) -> bytearray:
-    """RFC 1624 incremental update of the IP and TCP/UDP checksums, in place.
-    A UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xFFFF."""
+    """RFC 1624 incremental update of the IP and TCP/UDP checksums, in place.  The deltas
+    are folded to 16 bits (csum_delta), so one end-around carry suffices: ~check + delta
+    is at most 0x1FFFE.  A UDP checksum of 0 means "none" and stays 0; a computed 0 is
+    sent as 0xFFFF."""
     c = ((~((buf[10] << 8) | buf[11])) & 0xFFFF) + ip_delta
-    c = (c & 0xFFFF) + (c >> 16)
     c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
     buf[10] = c >> 8
     buf[11] = c & 0xFF
@@ -783,7 +784,6 @@ def _fix_checksums(buf: bytearray, ihl: int, protocol: int, ip_delta: int,
     check = (buf[off] << 8) | buf[off + 1]
     if check or protocol == IPPROTO_TCP:
         c = ((~check) & 0xFFFF) + l4_delta
-        c = (c & 0xFFFF) + (c >> 16)
         c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
         if not c and protocol != IPPROTO_TCP:
             c = 0xFFFF
