@@ -135,8 +135,11 @@ class Ssh(Cluster):
             raise ClusterError(f"{config}: no realserver hosts (Host rs1, rs2, ...)")
         self.control = tempfile.mkdtemp(prefix="pyvs-ssh-")
         self.sudo: dict[str, list[str]] = {}
-        snap = self.table()
-        self._learn(snap, rs_hosts)
+        try:
+            self._learn(self.table(), rs_hosts)
+        except ClusterError:
+            self.close()                    # no master connection left behind
+            raise
 
     def _ssh(self, host: str, command: str, timeout: float) -> subprocess.CompletedProcess:
         argv = ["ssh", "-F", self.config, "-o", "BatchMode=yes",
