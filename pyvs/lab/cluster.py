@@ -29,6 +29,10 @@ SS_NAMES = {"ESTAB": "ESTABLISHED", "SYN-RECV": "SYN_RECV", "SYN-SENT": "SYN_SEN
             "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK", "CLOSING": "CLOSING"}
 
 
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 class ClusterError(Exception):
     """The cluster cannot run a comparison; the text says what is wrong."""
 
@@ -155,12 +159,12 @@ class Ssh(Cluster):
         if host not in self.sudo:
             who = self._ssh(host, "id -u", timeout)
             if who.returncode:
-                raise ClusterError(f"ssh {host}: {who.stderr.strip() or 'login failed'}")
+                raise ClusterError(f"ssh {host}: {_one_line(who.stderr) or 'login failed'}")
             self.sudo[host] = [] if who.stdout.strip() == "0" else ["sudo", "-n"]
         proc = self._ssh(host, shlex.join([*self.sudo[host], *argv]), timeout)
         if check and proc.returncode:
             raise ClusterError(f"{host}: {shlex.join(argv)}: "
-                               f"{(proc.stderr or proc.stdout).strip()}")
+                               f"{_one_line(proc.stderr or proc.stdout)}")
         return proc.stdout
 
     def table(self) -> dict:
