@@ -21,6 +21,8 @@ MASQ, LOCALNODE, TUNNEL, DROUTE = 0, 1, 2, 3
 FWD_NAMES = {MASQ: "Masq", LOCALNODE: "Local", TUNNEL: "Tunnel", DROUTE: "Route"}
 FWD_BY_CONFIG = {"masq": MASQ, "route": DROUTE, "tunnel": TUNNEL}
 FWD_CONFIG_NAMES = {v: k for k, v in FWD_BY_CONFIG.items()}
+# An LVS mode is a cluster whose realservers are all forwarded one way.
+FORWARD_BY_MODE = {"nat": "masq", "dr": "route", "tun": "tunnel"}
 
 IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP = 0, 6, 17
 PROTO_NAMES = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_IP: "IP"}

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 from ..control import request
+from ..core.service import FORWARD_BY_MODE
 from . import netns
 
-MODES = {"masq": "nat", "route": "dr", "tunnel": "tun"}
+MODES = {name: mode for mode, name in FORWARD_BY_MODE.items()}     # forward -> mode
 SS_NAMES = {"ESTAB": "ESTABLISHED", "SYN-RECV": "SYN_RECV", "SYN-SENT": "SYN_SENT",
             "FIN-WAIT-1": "FIN_WAIT1", "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT",
             "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK", "CLOSING": "CLOSING"}
@@ -73,18 +74,17 @@ class Cluster:
                 socks.append((SS_NAMES.get(f[0], f[0]), f[4]))
         return socks
 
-    def wait_quiet(self, ports: set[int], limit: float, clock=time.monotonic) -> float:
+    def wait_quiet(self, ports: set[int], limit: float) -> None:
         """Wait until the director's table holds no connection and no realserver holds a
         socket on `ports` (what the last scenario left: TIME_WAIT, FIN_WAIT...), so the
-        next one starts from nothing.  Returns the seconds waited; ClusterError past
-        `limit`."""
-        start = clock()
+        next one starts from nothing; ClusterError past `limit` seconds."""
+        start = time.monotonic()
         while True:
             busy = any(not c["template"] for c in self.table()["connections"]) or any(
                 self.sockets(h, ports) for h in self.realservers.values())
             if not busy:
-                return clock() - start
-            if clock() - start > limit:
+                return
+            if time.monotonic() - start > limit:
                 raise ClusterError(f"the cluster still holds connections after {limit:.0f} s "
                                    "(pyvsadm -Lnc on the director, ss -tan on the "
                                    "realservers)")

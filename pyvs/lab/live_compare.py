@@ -68,9 +68,9 @@ def client_rst(cluster: Cluster) -> None:
 
 def bad_routing(cluster: Cluster) -> None:
     """The realservers' replies go nowhere (seed 000's wrong default gateway)."""
-    route = ("route", "blackhole", f"{cluster.client}/32")
+    blackhole = ("blackhole", f"{cluster.client}/32")
     for host in cluster.realservers.values():
-        cluster.run(host, "ip", *route[:1], "add", *route[1:])
+        cluster.run(host, "ip", "route", "add", *blackhole)
     try:
         threads = [threading.Thread(target=_curl, args=(cluster, 4)) for _ in range(2)]
         for t in threads:
@@ -80,7 +80,7 @@ def bad_routing(cluster: Cluster) -> None:
             t.join()
     finally:
         for host in cluster.realservers.values():
-            cluster.run(host, "ip", *route[:1], "del", *route[1:], check=False)
+            cluster.run(host, "ip", "route", "del", *blackhole, check=False)
     time.sleep(2)
 
 

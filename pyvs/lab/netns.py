@@ -26,13 +26,14 @@ import time
 from pathlib import Path
 
 from ..control import NoDirector, request
+from ..core.service import FORWARD_BY_MODE
 
 PROJECT = Path(__file__).resolve().parents[2]
 PROVISION = PROJECT / "vagrant" / "provision"
 STATE_DIR = Path("/run/pyvs/lab")
 STATE = STATE_DIR / "lab.json"
 SOCKET = "/run/pyvs/pyvs.sock"
-MODES = ("nat", "dr", "tun")
+MODES = tuple(FORWARD_BY_MODE)
 
 
 class LabError(Exception):
@@ -55,7 +56,7 @@ def config_yaml(mode: str, realservers: int) -> str:
     """The lab director's services: www and telnet rr, an all-ports persistent service
     (ftp-like control and data) on the first realserver, as in seed article 000."""
     lay = layout(mode, realservers, 1)
-    fwd = {"nat": "masq", "dr": "route", "tun": "tunnel"}[mode]
+    fwd = FORWARD_BY_MODE[mode]
     vip, rs = lay["vip"], lay["realservers"]
 
     def dests(port: int, which: list[str]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from ..config import Config, ConfigFileError
 from ..core.engine import ConfigError
 from ..core.packet import int_to_ip
-from ..core.service import FWD_BY_CONFIG
+from ..core.service import FORWARD_BY_MODE, FWD_BY_CONFIG
 from ..views.snapshot import snapshot
 from . import tcp
 from .events import Simulation
@@ -17,8 +17,7 @@ from .network import Lab
 from .scenarios import Scenario, lab_config
 from .truth import KINDS, Agreement, RealserverTruth, explain
 
-MODES = {"nat": FWD_BY_CONFIG["masq"], "dr": FWD_BY_CONFIG["route"],
-         "tun": FWD_BY_CONFIG["tunnel"]}
+MODES = {mode: FWD_BY_CONFIG[name] for mode, name in FORWARD_BY_MODE.items()}
 
 
 @dataclass
