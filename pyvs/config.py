@@ -86,7 +86,7 @@ class Config:
 
     def build(self, now: float = 0.0) -> Director:
         """A fresh director with these services, realservers added in file order."""
-        director = Director(kernel=self.kernel, sysctls=Sysctls(**vars(self.sysctls)),
+        director = Director(kernel=self.kernel, sysctls=replace(self.sysctls),
                             timeouts=self.timeouts, tunnel_source=self.tunnel_source,
                             start=now)
         for vs in self.services:

@@ -112,7 +112,9 @@ port = st.integers(1, 0xFFFF)
 
 
 @settings(max_examples=300, deadline=None)
-@given(vip=addr, rs=addr, client=addr, vport=port, rport=port, cport=port, udp_=st.booleans(),
+# client port 20 is FTP data, never scheduled by ip_vs_schedule() (see test_persistence)
+@given(vip=addr, rs=addr, client=addr, vport=port, rport=port,
+       cport=port.filter(lambda p: p != 20), udp_=st.booleans(),
        ident=st.integers(0, 0xFFFF), payload=st.binary(max_size=40),
        seq=st.integers(0, 0xFFFFFFFF))
 def test_masq_rewrite_is_byte_exact(vip, rs, client, vport, rport, cport, udp_, ident,

@@ -19,6 +19,8 @@ import heapq
 import struct
 from typing import TYPE_CHECKING
 
+from .packet import csum_delta
+
 if TYPE_CHECKING:
     from .service import Dest
 
@@ -44,6 +46,13 @@ class MasqRewrite:
     __slots__ = ("d_bytes", "dport_bytes", "v_bytes", "vport_bytes", "in_ip_delta",
                  "in_l4_delta", "out_ip_delta", "out_l4_delta")
 
+    def __init__(self, vaddr: bytes, vport: bytes, daddr: bytes, dport: bytes) -> None:
+        self.v_bytes, self.vport_bytes, self.d_bytes, self.dport_bytes = vaddr, vport, daddr, dport
+        self.in_ip_delta = csum_delta(vaddr, daddr)
+        self.in_l4_delta = csum_delta(vaddr + vport, daddr + dport)
+        self.out_ip_delta = csum_delta(daddr, vaddr)
+        self.out_l4_delta = csum_delta(daddr + dport, vaddr + vport)
+
 
 class Conn:
     """One IPVS connection or persistence template.
@@ -59,20 +68,20 @@ class Conn:
     n_control = 0                   # only a Template controls other entries
 
     def __init__(self, key: bytes, protocol: int, daddr: int, dport: int,
-                 dest: Dest | None) -> None:
+                 dest: Dest) -> None:
         self.key = key
         self.protocol = protocol
         self.daddr = daddr
         self.dport = dport
         self.dest = dest
-        self.fwd = dest.fwd if dest is not None else 0
+        self.fwd = dest.fwd
         self.state = 0
         self.timeout = 3.0          # ip_vs_conn_new(): 3*HZ until the first transition
         self.expires = 0.0
         self.heap_at = INF
         self.inactive = True        # the dest's conn_flags always carry INACTIVE
-        self.noout = dest.noout if dest is not None else False
-        self.control: Conn | None = None
+        self.noout = dest.noout
+        self.control: Template | None = None
         self.out_key: bytes | None = None
         self.alive = True
         self.masq: MasqRewrite | None = None
@@ -101,7 +110,7 @@ class Template(Conn):
     template = True
 
     def __init__(self, key: bytes, protocol: int, daddr: int, dport: int,
-                 dest: Dest | None) -> None:
+                 dest: Dest) -> None:
         super().__init__(key, protocol, daddr, dport, dest)
         self.n_control = 0
 

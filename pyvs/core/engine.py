@@ -18,7 +18,6 @@ from .conn import CONN_KEY, UDP_KEY_PREFIX, Conn, MasqRewrite, Template, TimerWh
 from .packet import (
     IP_HEAD,
     addr_bytes,
-    csum_delta,
     ipip_encapsulate,
     port_bytes,
 )
@@ -113,7 +112,7 @@ class Director:
         self._null_services = 0
         self._in: dict[bytes, Conn] = {}         # client-side keys (conn_key)
         self._out: dict[bytes, Conn] = {}        # Masq replies: realserver -> client
-        self._templates: dict[tuple, Conn] = {}
+        self._templates: dict[tuple, Template] = {}
         self._template_list: dict[Conn, None] = {}     # every live template, in creation order
         self._timers = TimerWheel()
         self._masq: dict[tuple[int, int, int, int], MasqRewrite] = {}
@@ -320,7 +319,7 @@ class Director:
         """ip_vs_expire_nodest_conn_flush(): drop every connection of a removed server."""
         for cp in list(self._in.values()):
             dest = cp.dest
-            if dest is None or dest.available or cp.n_control:
+            if dest.available or cp.n_control:
                 continue
             ct = cp.control
             self._expire(cp, now)
@@ -377,36 +376,38 @@ class Director:
 
     # ------------------------------------------------------------------ connection life
     def _new_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
-                  dest: Dest, dport: int, now: float, template: bool = False) -> Conn:
+                  dest: Dest, dport: int, now: float) -> Conn:
         """ip_vs_conn_new() + ip_vs_bind_dest() + hashing."""
         key = conn_key(protocol, caddr, vaddr, cport, vport)
-        cp = (Template if template else Conn)(key, protocol, dest.addr, dport, dest)
-        if template:
-            dest.persistconns += 1
-        else:
-            dest.inactconns += 1
-            self._in[key] = cp
-            if dest.fwd == MASQ:
-                cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
-                self._out[cp.out_key] = cp
-                cp.masq = self._masq_rewrite(vaddr, vport, dest.addr, dport)
+        cp = Conn(key, protocol, dest.addr, dport, dest)
+        dest.inactconns += 1
+        self._in[key] = cp
+        if dest.fwd == MASQ:
+            cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
+            self._out[cp.out_key] = cp
+            cp.masq = self._masq_rewrite(vaddr, vport, dest.addr, dport)
         dest.check_overload_on_bind()
-        if self.watch is not None and not template:
+        if self.watch is not None:
             self.watch(cp, now)
         return cp
+
+    def _new_template(self, protocol: int, snet: int, vaddr: int, vport: int, dest: Dest,
+                      dport: int, timeout: int) -> Template:
+        """ip_vs_conn_new() of a template: bound to its dest as PersistConn, never hashed
+        with the connections (it has its own table, keyed by client network)."""
+        ct = Template(conn_key(protocol, snet, vaddr, 0, vport), protocol, dest.addr, dport,
+                      dest)
+        ct.timeout = float(timeout)
+        dest.persistconns += 1
+        dest.check_overload_on_bind()
+        return ct
 
     def _masq_rewrite(self, vaddr: int, vport: int, daddr: int, dport: int) -> MasqRewrite:
         """The rewrite material for vaddr:vport <-> daddr:dport, shared by its connections."""
         m = self._masq.get((vaddr, vport, daddr, dport))
         if m is None:
-            m = self._masq[(vaddr, vport, daddr, dport)] = MasqRewrite()
-            vb, db = addr_bytes(vaddr), addr_bytes(daddr)
-            vpb, dpb = port_bytes(vport), port_bytes(dport)
-            m.v_bytes, m.d_bytes, m.vport_bytes, m.dport_bytes = vb, db, vpb, dpb
-            m.in_ip_delta = csum_delta(vb, db)
-            m.in_l4_delta = csum_delta(vb + vpb, db + dpb)
-            m.out_ip_delta = csum_delta(db, vb)
-            m.out_l4_delta = csum_delta(db + dpb, vb + vpb)
+            m = self._masq[(vaddr, vport, daddr, dport)] = MasqRewrite(
+                addr_bytes(vaddr), port_bytes(vport), addr_bytes(daddr), port_bytes(dport))
         return m
 
     def _expire(self, cp: Conn, at: float) -> None:
@@ -431,16 +432,15 @@ class Director:
             ct.n_control -= 1
             cp.control = None
         dest = cp.dest
-        if dest is not None:
-            if cp.template:
-                dest.persistconns -= 1
-            elif cp.inactive:
-                dest.inactconns -= 1
-            else:
-                dest.activeconns -= 1
-            dest.check_overload_on_unbind()
-            if not dest.available and not self._dest_refs(dest):
-                dest.idle_since = at
+        if cp.template:
+            dest.persistconns -= 1
+        elif cp.inactive:
+            dest.inactconns -= 1
+        else:
+            dest.activeconns -= 1
+        dest.check_overload_on_unbind()
+        if not dest.available and not self._dest_refs(dest):
+            dest.idle_since = at
         if self.watch is not None and not cp.template:
             self.watch(cp, at)
 
@@ -463,7 +463,7 @@ class Director:
     def _check_template(self, ct: Conn) -> bool:
         """ip_vs_check_template(): an unusable template is invalidated, not re-armed."""
         dest = ct.dest
-        if (dest is None or not dest.available
+        if (not dest.available
                 or (self.sysctls.expire_quiescent_template and dest.weight == 0)):
             if ct.vport != INVALID_PORT:
                 protocol, caddr, vaddr, vport = ct.protocol, ct.caddr, ct.vaddr, ct.vport
@@ -510,9 +510,7 @@ class Director:
             if dest is None:
                 return None, 0
             t_dport = dest.port if (vport == svc.port and svc.port != FTPPORT) else 0
-            ct = self._new_conn(t_proto, snet, 0, t_vaddr, t_vport, dest, t_dport, now,
-                                template=True)
-            ct.timeout = float(svc.timeout)
+            ct = self._new_template(t_proto, snet, t_vaddr, t_vport, dest, t_dport, svc.timeout)
             self._templates[key] = ct
             self._template_list[ct] = None
         else:
@@ -536,19 +534,18 @@ class Director:
     def _state_change(self, cp: Conn, new: int, now: float) -> None:
         """The rare part of set_tcp_state(): INACTIVE bookkeeping and template ASSURED."""
         dest = cp.dest
-        if dest is not None:
-            active = self.profile.active[new]
-            if not cp.inactive and not active:
-                dest.activeconns -= 1
-                dest.inactconns += 1
-                cp.inactive = True
-            elif cp.inactive and active:
-                dest.activeconns += 1
-                dest.inactconns -= 1
-                cp.inactive = False
+        active = self.profile.active[new]
+        if not cp.inactive and not active:
+            dest.activeconns -= 1
+            dest.inactconns += 1
+            cp.inactive = True
+        elif cp.inactive and active:
+            dest.activeconns += 1
+            dest.inactconns -= 1
+            cp.inactive = False
         if new == S.ESTABLISHED and self.profile.assure_templates:
             ct = cp.control
-            if ct is not None and ct.template:
+            if ct is not None:
                 ct.state |= S.TEMPLATE_ASSURED
         cp.state = new
         if self.watch is not None:
@@ -623,7 +620,7 @@ class Director:
             # is_new_conn(): a SYN for an entry that is closing (or quiesced) starts anew
             resched = False
             if (self.sysctls.expire_nodest_conn and self.profile.nodest_on_syn
-                    and dest is not None and dest.weight == 0):
+                    and dest.weight == 0):
                 resched = True
             elif (self.sysctls.conn_reuse_mode and self.profile.conn_reuse
                   and cp.control is None and (
@@ -633,7 +630,7 @@ class Director:
                 resched = True
             if resched:
                 return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
-        if dest is not None and not dest.available:
+        if not dest.available:
             if self.sysctls.expire_nodest_conn:
                 return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
             return self._dropped(R_DEST_UNAVAILABLE)
@@ -699,6 +696,7 @@ class Director:
             buf = bytearray(data)
             del buf[tot_len:]
             m = cp.masq
+            assert m is not None           # every Masq entry carries its rewrite
             buf[16:20] = m.d_bytes
             buf[ihl + 2:ihl + 4] = m.dport_bytes
             return Verdict(ACCEPT, R_FORWARD,
@@ -714,7 +712,7 @@ class Director:
                      now: float) -> Verdict:
         """handle_response(): SNAT for Masq, then ip_vs_out_stats() and OUTPUT state."""
         dest = cp.dest
-        if dest is not None and dest.available:
+        if dest.available:
             dest.outpkts += 1
             dest.outbytes += tot_len
         if flags >= 0:
@@ -732,6 +730,7 @@ class Director:
         buf = bytearray(data)
         del buf[tot_len:]
         m = cp.masq
+        assert m is not None               # every Masq entry carries its rewrite
         buf[12:16] = m.v_bytes
         buf[ihl:ihl + 2] = m.vport_bytes
         return Verdict(ACCEPT, R_FORWARD,

@@ -8,7 +8,7 @@ comparisons cross-multiply, never divide.
 from __future__ import annotations
 
 from math import gcd
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .service import SVC_F_SCHED1, SVC_F_SCHED2
 from .siphash import hsiphash_u32
@@ -31,7 +31,7 @@ def hash_32(val: int, bits: int = TAB_BITS) -> int:
 class Scheduler:
     """Base: a scheduler sees the service's list and may keep per-service state."""
 
-    name = ""
+    name: ClassVar[str] = ""
 
     def init_service(self, svc: Service, now: float) -> None:
         """Called when the scheduler is bound to a service."""
@@ -55,7 +55,7 @@ def _usable(d: Dest) -> bool:
 
 
 class RoundRobin(Scheduler):
-    name = "rr"
+    name: ClassVar[str] = "rr"
 
     def __init__(self) -> None:
         self.last: Dest | None = None     # None = the list head
@@ -68,12 +68,13 @@ class RoundRobin(Scheduler):
         if self.last is dest:
             self.last = svc.dests[index - 1] if index > 0 else None
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         dests = svc.dests
         n = len(dests)
         if self.last is None:
             start = 0
-            order = range(n)
+            order = list(range(n))
         else:
             start = dests.index(self.last) + 1
             order = list(range(start, n)) + list(range(0, start))
@@ -86,7 +87,7 @@ class RoundRobin(Scheduler):
 
 
 class WeightedRoundRobin(Scheduler):
-    name = "wrr"
+    name: ClassVar[str] = "wrr"
 
     def __init__(self) -> None:
         self.cl = -1       # index of the current dest, -1 = head
@@ -103,7 +104,7 @@ class WeightedRoundRobin(Scheduler):
         self.mw = max((d.weight for d in svc.dests), default=0)
         self.mw = max(self.mw, 0) - (self.di - 1)
 
-    def init_service(self, svc, now):
+    def init_service(self, svc: Service, now: float) -> None:
         self.cl = -1
         self._recompute(svc)
         self.cw = self.mw
@@ -117,16 +118,17 @@ class WeightedRoundRobin(Scheduler):
         elif self.di > 1:
             self.cw = (self.cw // self.di) * self.di + 1
 
-    def add_dest(self, svc, dest):
+    def add_dest(self, svc: Service, dest: Dest) -> None:
         self._changed(svc)
 
-    def upd_dest(self, svc, dest):
+    def upd_dest(self, svc: Service, dest: Dest) -> None:
         self._changed(svc)
 
-    def del_dest(self, svc, dest, index):
+    def del_dest(self, svc: Service, dest: Dest, index: int) -> None:
         self._changed(svc)
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         dests = svc.dests
         if self.mw == 0:
             return None
@@ -155,9 +157,10 @@ class WeightedRoundRobin(Scheduler):
 
 
 class LeastConnection(Scheduler):
-    name = "lc"
+    name: ClassVar[str] = "lc"
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         least = None
         loh = 0
         for d in svc.dests:
@@ -198,23 +201,26 @@ def _sed_overhead(d: Dest) -> int:
 
 
 class WeightedLeastConnection(Scheduler):
-    name = "wlc"
+    name: ClassVar[str] = "wlc"
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         return _weighted_least(svc.dests, _conn_overhead)
 
 
 class ShortestExpectedDelay(Scheduler):
-    name = "sed"
+    name: ClassVar[str] = "sed"
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         return _weighted_least(svc.dests, _sed_overhead)
 
 
 class NeverQueue(Scheduler):
-    name = "nq"
+    name: ClassVar[str] = "nq"
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         least = None
         loh = 0
         for d in svc.dests:
@@ -229,9 +235,10 @@ class NeverQueue(Scheduler):
 
 
 class WeightedFailover(Scheduler):
-    name = "fo"
+    name: ClassVar[str] = "fo"
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         best = None
         hw = 0
         for d in svc.dests:
@@ -241,9 +248,10 @@ class WeightedFailover(Scheduler):
 
 
 class WeightedOverflow(Scheduler):
-    name = "ovf"
+    name: ClassVar[str] = "ovf"
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         best = None
         for d in svc.dests:
             w = d.weight
@@ -260,16 +268,16 @@ class _RebuiltTable(Scheduler):
     def _reassign(self, svc: Service) -> None:
         raise NotImplementedError
 
-    def init_service(self, svc, now):
+    def init_service(self, svc: Service, now: float) -> None:
         self._reassign(svc)
 
-    def add_dest(self, svc, dest):
+    def add_dest(self, svc: Service, dest: Dest) -> None:
         self._reassign(svc)
 
-    def upd_dest(self, svc, dest):
+    def upd_dest(self, svc: Service, dest: Dest) -> None:
         self._reassign(svc)
 
-    def del_dest(self, svc, dest, index):
+    def del_dest(self, svc: Service, dest: Dest, index: int) -> None:
         self._reassign(svc)
 
 
@@ -281,7 +289,7 @@ class _BucketTable(_RebuiltTable):
 
 
 class SourceHashing(_BucketTable):
-    name = "sh"
+    name: ClassVar[str] = "sh"
 
     def _reassign(self, svc: Service) -> None:
         dests = svc.dests
@@ -305,7 +313,8 @@ class SourceHashing(_BucketTable):
     def _unavailable(d: Dest | None) -> bool:
         return d is None or d.weight <= 0 or d.overload
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         port = sport if svc.flags & SVC_F_SCHED2 else 0
         ihash = hash_32((port + saddr) & 0xFFFFFFFF)
         d = self.buckets[ihash]
@@ -325,14 +334,15 @@ class SourceHashing(_BucketTable):
 
 
 class DestinationHashing(_BucketTable):
-    name = "dh"
+    name: ClassVar[str] = "dh"
 
     def _reassign(self, svc: Service) -> None:
         dests = svc.dests
         self.buckets = [dests[i % len(dests)] if dests else None for i in range(TAB_SIZE)]
 
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         d = self.buckets[hash_32(daddr)]
         if d is None or not d.available or d.weight <= 0 or d.overload:
             return None
@@ -353,7 +363,7 @@ class _LocalityCache(Scheduler):
         self.entries: dict[int, list] = {}     # daddr -> [lastuse, payload]
         self.started = 0.0
 
-    def init_service(self, svc, now):
+    def init_service(self, svc: Service, now: float) -> None:
         self.entries = {}
         self.started = now
 
@@ -371,9 +381,10 @@ class _LocalityCache(Scheduler):
 
 
 class LocalityBasedLeastConnection(_LocalityCache):
-    name = "lblc"
+    name: ClassVar[str] = "lblc"
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         en = self._lookup(daddr, now)
         if en is not None:
             d = en[1]
@@ -390,7 +401,7 @@ class LocalityBasedLeastConnection(_LocalityCache):
 
 
 class LocalityBasedLeastConnectionReplication(_LocalityCache):
-    name = "lblcr"
+    name: ClassVar[str] = "lblcr"
 
     @staticmethod
     def _set_min(members: list[Dest]) -> Dest | None:
@@ -430,7 +441,8 @@ class LocalityBasedLeastConnectionReplication(_LocalityCache):
                 most, moh = d, doh
         return most
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         en = self._lookup(daddr, now)
         if en is not None:
             members, lastmod = en[1], en[2]
@@ -474,7 +486,7 @@ class MaglevHashing(_RebuiltTable):
     (offset and skip from SipHash-1-3 of address+port), `last_weight` turns each, so a
     quiesced dest keeps its slots; rebuilt on every add/edit/delete."""
 
-    name = "mh"
+    name: ClassVar[str] = "mh"
 
     def __init__(self) -> None:
         self.lookup: list[Dest | None] = [None] * MH_TAB_SIZE
@@ -524,7 +536,8 @@ class MaglevHashing(_RebuiltTable):
     def _unavailable(d: Dest) -> bool:
         return d.weight <= 0 or d.overload
 
-    def schedule(self, svc, saddr, sport, daddr, now):
+    def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
+                 now: float) -> Dest | None:
         port = sport if svc.flags & SVC_F_SCHED2 else 0
         ihash = _mh_hashkey(saddr, port, MH_HASH1, 0) % MH_TAB_SIZE
         d = self.lookup[ihash]

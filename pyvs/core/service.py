@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .stats import Counters, Estimator
+from .verdict import R_FORWARD, Verdict, accept
 
 if TYPE_CHECKING:
     from .schedulers import Scheduler
@@ -68,7 +69,7 @@ class Dest:
         self.svc_offset = Counters()
         self.est = Estimator()
         self.mark = 0
-        self.route_verdict = None
+        self.route_verdict: Verdict = accept(R_FORWARD)     # Route: with the dest's mark
         self.idle_since: float | None = None
 
     def counters(self) -> Counters:
