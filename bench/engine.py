@@ -2,6 +2,7 @@
 RSS per 1M live connections, and the time to render `ipvsadm -L -n` with 1M connections.
 
     .venv/bin/python bench/engine.py [--packets 1000000] [--conns 1000000]
+    PYVS_PURE=1 .venv/bin/python bench/engine.py     # the Python source, not the mypyc build
 
 The trace: many short HTTP/1.0-style connections (handshake, request, response, close) and
 some long ones that keep sending, interleaved.  In NAT the realservers' replies go through
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pyvs  # noqa: E402
 from pyvs.core.craft import ACK, FIN, PSH, SYN, tcp  # noqa: E402
 from pyvs.core.engine import IN, OUT, Director  # noqa: E402
 from pyvs.core.packet import IP_ADDRS, TCP_HEAD, ip_to_int  # noqa: E402
@@ -160,8 +162,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
-    print(f"python {sys.version.split()[0]}, {args.packets} packets per trace, "
-          f"median of {args.runs} runs")
+    print(f"python {sys.version.split()[0]}, engine {pyvs.ENGINE} (PYVS_PURE=1: python), "
+          f"{args.packets} packets per trace, median of {args.runs} runs")
     # the table first, in a fresh process: RSS grown by the traces would hide its cost
     used, render_ms, built = bench_table(args.conns)
     per_conn = used * 1024 * 1024 / args.conns

@@ -13,6 +13,7 @@ import argparse
 import statistics
 from dataclasses import replace
 
+import pyvs
 from pyvs.sim.run import run
 from pyvs.sim.scenarios import BUILTIN, Mix
 
@@ -25,7 +26,7 @@ def main() -> None:
     rate = 20.0
     scenario = replace(BUILTIN["web-mix"], mix=Mix(connections=args.connections, rate=rate),
                        duration=args.connections / rate + 300, sample=1.0)
-    print(f"web-mix: {args.connections} connections at {rate:g}/s, "
+    print(f"engine {pyvs.ENGINE}; web-mix: {args.connections} connections at {rate:g}/s, "
           f"{scenario.duration:g} simulated seconds, sampled every second")
     for mode in ("nat", "dr"):
         walls, results = [], []

@@ -4,7 +4,9 @@
 #   scripts/setup.sh          runtime + plotting (matplotlib, for pyvs compare --plot)
 #   scripts/setup.sh test     + test tools (pytest, hypothesis, scapy, ruff); as root also
 #                             the live path (netfilterqueue, curl) and what the tests check
-#                             against: node_exporter, shellcheck, vagrant (+ libvirt plugin)
+#                             against: node_exporter, shellcheck, vagrant (+ libvirt plugin);
+#                             and the compiled engine (mypyc, scripts/compile.py, ~45 s once)
+#   scripts/setup.sh compile  runtime + plotting + the compiled engine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=${1:-}
@@ -27,7 +29,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 spec=".[plot]"
 if [ "$extra" = test ]; then
-  spec=".[test,plot]"
-  [ "$(id -u)" = 0 ] && spec=".[test,plot,live]"
+  spec=".[test,plot,compile]"
+  [ "$(id -u)" = 0 ] && spec=".[test,plot,compile,live]"
+elif [ "$extra" = compile ]; then
+  spec=".[plot,compile]"
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e "$spec"
+if [ "$extra" = test ] || [ "$extra" = compile ]; then
+  .venv/bin/python scripts/compile.py
+fi

@@ -215,13 +215,14 @@ class Lab:
             self.drops[verdict.reason] = self.drops.get(verdict.reason, 0) + 1
             return
         if verdict.reason == R_FORWARD:
+            if verdict.data is not None:    # rewritten by Masq; hosts receive bytes
+                pkt = bytes(verdict.data)
             if verdict.mark:
                 self._deliver(self.params.lan_delay, self.mark_to_rx[verdict.mark], pkt)
             elif direction == OUT:          # a reply the director forwards: to the client
-                self._to_client(pkt if verdict.data is None else verdict.data,
-                                self.params.client_delay)
+                self._to_client(pkt, self.params.client_delay)
             else:
-                self._route(pkt if verdict.data is None else verdict.data)
+                self._route(pkt)
         elif _DST.unpack_from(pkt)[0] in self.director_stack.addrs:
             self.director_stack.receive(pkt)
         else:
