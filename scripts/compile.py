@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+os.environ["PYVS_PURE"] = "1"     # importing pyvs must not judge the build being replaced
 from pyvs import NATIVE_MANIFEST, NATIVE_MODULES  # noqa: E402
 
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 import bisect
 import heapq
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .packet import csum_delta
 
 if TYPE_CHECKING:
     from .service import Dest
 
-INF = float("inf")
-CONN_KEY = struct.Struct("!IIHH")    # saddr, daddr, sport, dport
-IPPROTO_TCP = 6
+INF: Final = float("inf")
+CONN_KEY: Final = struct.Struct("!IIHH")    # saddr, daddr, sport, dport
+IPPROTO_TCP: Final = 6
 
 
 def conn_key(protocol: int, saddr: int, daddr: int, sport: int, dport: int) -> bytes:
@@ -37,7 +37,7 @@ def conn_key(protocol: int, saddr: int, daddr: int, sport: int, dport: int) -> b
     return key if protocol == IPPROTO_TCP else bytes((protocol,)) + key
 
 
-UDP_KEY_PREFIX = bytes((17,))   # what conn_key() puts before a UDP key
+UDP_KEY_PREFIX: Final = bytes((17,))   # what conn_key() puts before a UDP key
 
 
 class MasqRewrite:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from . import states as S
 from .conn import CONN_KEY, UDP_KEY_PREFIX, Conn, MasqRewrite, Template, TimerWheel, conn_key
@@ -54,19 +55,19 @@ from .verdict import (
     drop,
 )
 
-IN = 0     # client -> virtual service (ip_vs_in_hook)
-OUT = 1    # realserver -> client (ip_vs_out_hook)
+IN: Final = 0     # client -> virtual service (ip_vs_in_hook)
+OUT: Final = 1    # realserver -> client (ip_vs_out_hook)
 
-EXPIRE_LATER = 60.0          # a template that still controls connections waits 60 s more
-TRASH_PERIOD = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
-INVALID_PORT = 0xFFFF        # ports of an invalidated template
-MAX_TIMEOUT = 86400 * 31     # ipvsadm's MAX_TIMEOUT for --set
-UNPRIVILEGED_PORT_START = 1024
+EXPIRE_LATER: Final = 60.0          # a template that still controls connections waits 60 s more
+TRASH_PERIOD: Final = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
+INVALID_PORT: Final = 0xFFFF        # ports of an invalidated template
+MAX_TIMEOUT: Final = 86400 * 31     # ipvsadm's MAX_TIMEOUT for --set
+UNPRIVILEGED_PORT_START: Final = 1024
 
-_ACCEPT_FORWARD = accept(R_FORWARD)
-_ACCEPT = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
+_ACCEPT_FORWARD: Final = accept(R_FORWARD)
+_ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
                                   R_NO_CONNECTION, R_NOT_SCHEDULED)}
-_DROP = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_NO_DESTINATION)}
+_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_NO_DESTINATION)}
 
 
 class ConfigError(ValueError):
@@ -552,7 +553,7 @@ class Director:
             self.watch(cp, now)
 
     # ------------------------------------------------------------------ the packet path
-    def receive(self, data: bytes | bytearray, now: float, direction: int | None = None,
+    def receive(self, packet: bytes | bytearray, now: float, direction: int | None = None,
                 mark: int = 0) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
@@ -562,8 +563,8 @@ class Director:
         """
         if now >= self._due:
             self.handle_timers(now)
-        if type(data) is not bytes:
-            data = bytes(data)             # lookup keys are slices of the packet
+        # lookup keys are slices of the packet, so they must be bytes
+        data = packet if isinstance(packet, bytes) else bytes(packet)
         n = len(data)
         if n < 20:
             return self._dropped(R_MALFORMED)
@@ -589,13 +590,14 @@ class Director:
         key = data[12:24] if ihl == 20 else data[12:20] + data[ihl:ihl + 4]
         if protocol != IPPROTO_TCP:
             key = UDP_KEY_PREFIX + key
-        if direction != OUT:
+        way = -1 if direction is None else direction     # a native int from here on
+        if way != OUT:
             cp = self._in.get(key)
             if cp is not None:
                 if flags & S.TH_SYN or not cp.dest.available:     # UDP's -1 goes here too
                     return self._in_existing(cp, data, ihl, tot_len, flags, now, mark)
                 return self._in_forward(cp, data, ihl, tot_len, flags, now)
-        if direction != IN:
+        if way != IN:
             cp = self._out.get(key)
             if cp is None and self.profile.route_replies:
                 # a DR/TUN reply that crosses the director: the client-side key, reversed
@@ -605,7 +607,7 @@ class Director:
                     cp = None
             if cp is not None:
                 return self._out_forward(cp, data, ihl, tot_len, flags, now)
-            if direction == OUT:
+            if way == OUT:
                 return _ACCEPT[R_NO_CONNECTION]
         return self._in_new(data, ihl, tot_len, protocol, key, flags, now, mark)
 
@@ -613,7 +615,7 @@ class Director:
         self.drops[reason] = self.drops.get(reason, 0) + 1
         return _DROP[reason]
 
-    def _in_existing(self, cp: Conn, data, ihl: int, tot_len: int, flags: int, now: float,
+    def _in_existing(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                      mark: int) -> Verdict:
         dest = cp.dest
         if flags >= 0 and flags & S.TH_SYN:
@@ -636,7 +638,7 @@ class Director:
             return self._dropped(R_DEST_UNAVAILABLE)
         return self._in_forward(cp, data, ihl, tot_len, flags, now)
 
-    def _reschedule(self, old: Conn, data, ihl: int, tot_len: int, flags: int, now: float,
+    def _reschedule(self, old: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                     mark: int) -> Verdict:
         """The old entry is expired right after the new one is scheduled: on a real
         director its timer fires in the next softirq, so the scheduler still counts it."""
@@ -648,7 +650,7 @@ class Director:
         self._expire(old, now)             # ip_vs_conn_expire_now()
         return verdict
 
-    def _in_new(self, data, ihl: int, tot_len: int, protocol: int, key: bytes, flags: int,
+    def _in_new(self, data: bytes, ihl: int, tot_len: int, protocol: int, key: bytes, flags: int,
                 now: float, mark: int) -> Verdict:
         """tcp_conn_schedule() / udp_conn_schedule() and ip_vs_leave()."""
         saddr, daddr, sport, dport = CONN_KEY.unpack(key[-12:])
@@ -671,7 +673,7 @@ class Director:
             return verdict
         return self._in_forward(cp, data, ihl, tot_len, flags, now)
 
-    def _in_forward(self, cp: Conn, data, ihl: int, tot_len: int, flags: int,
+    def _in_forward(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int,
                     now: float) -> Verdict:
         """ip_vs_in_stats(), ip_vs_set_state(INPUT), packet_xmit, ip_vs_conn_put()."""
         dest = cp.dest
@@ -693,14 +695,13 @@ class Director:
         if fwd == DROUTE:
             return dest.route_verdict
         if fwd == MASQ:
-            buf = bytearray(data)
-            del buf[tot_len:]
+            buf = bytearray(data if len(data) == tot_len else data[:tot_len])
             m = cp.masq
             assert m is not None           # every Masq entry carries its rewrite
             buf[16:20] = m.d_bytes
             buf[ihl + 2:ihl + 4] = m.dport_bytes
             return Verdict(ACCEPT, R_FORWARD,
-                           _fix_checksums(buf, ihl, data[9], m.in_ip_delta, m.in_l4_delta))
+                           _fix_checksums(buf, data, ihl, m.in_ip_delta, m.in_l4_delta))
         if fwd == TUNNEL:
             self._tunnel_id += 1
             src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
@@ -708,7 +709,7 @@ class Director:
                            ipip_encapsulate(data[:tot_len], src, cp.daddr, self._tunnel_id))
         return _ACCEPT_FORWARD
 
-    def _out_forward(self, cp: Conn, data, ihl: int, tot_len: int, flags: int,
+    def _out_forward(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int,
                      now: float) -> Verdict:
         """handle_response(): SNAT for Masq, then ip_vs_out_stats() and OUTPUT state."""
         dest = cp.dest
@@ -727,14 +728,13 @@ class Director:
         self._arm(cp, now)
         if cp.fwd != MASQ:
             return _ACCEPT_FORWARD
-        buf = bytearray(data)
-        del buf[tot_len:]
+        buf = bytearray(data if len(data) == tot_len else data[:tot_len])
         m = cp.masq
         assert m is not None               # every Masq entry carries its rewrite
         buf[12:16] = m.v_bytes
         buf[ihl:ihl + 2] = m.vport_bytes
         return Verdict(ACCEPT, R_FORWARD,
-                       _fix_checksums(buf, ihl, data[9], m.out_ip_delta, m.out_l4_delta))
+                       _fix_checksums(buf, data, ihl, m.out_ip_delta, m.out_l4_delta))
 
     # ------------------------------------------------------------------ views
     def find_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int
@@ -769,22 +769,23 @@ class Director:
         return "NONE"
 
 
-def _fix_checksums(buf: bytearray, ihl: int, protocol: int, ip_delta: int,
+def _fix_checksums(buf: bytearray, data: bytes, ihl: int, ip_delta: int,
                    l4_delta: int) -> bytearray:
-    """RFC 1624 incremental update of the IP and TCP/UDP checksums, in place.  The deltas
-    are folded to 16 bits (csum_delta), so one end-around carry suffices: ~check + delta
-    is at most 0x1FFFE.  A UDP checksum of 0 means "none" and stays 0; a computed 0 is
-    sent as 0xFFFF."""
-    c = ((~((buf[10] << 8) | buf[11])) & 0xFFFF) + ip_delta
+    """RFC 1624 incremental update of the IP and TCP/UDP checksums of `buf`, the rewritten
+    copy of `data`; the old checksums are read from `data`.  The deltas are folded to 16
+    bits (csum_delta), so one end-around carry suffices: ~check + delta is at most 0x1FFFE.
+    A UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xFFFF."""
+    c = ((~((data[10] << 8) | data[11])) & 0xFFFF) + ip_delta
     c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
     buf[10] = c >> 8
     buf[11] = c & 0xFF
-    off = ihl + 16 if protocol == IPPROTO_TCP else ihl + 6
-    check = (buf[off] << 8) | buf[off + 1]
-    if check or protocol == IPPROTO_TCP:
+    tcp = data[9] == IPPROTO_TCP
+    off = ihl + 16 if tcp else ihl + 6
+    check = (data[off] << 8) | data[off + 1]
+    if check or tcp:
         c = ((~check) & 0xFFFF) + l4_delta
         c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
-        if not c and protocol != IPPROTO_TCP:
+        if not c and not tcp:
             c = 0xFFFF
         buf[off] = c >> 8
         buf[off + 1] = c & 0xFF

@@ -6,16 +6,17 @@ No scapy here: the director's hot path parses with :mod:`struct` and rewrites in
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-IP_FIXED = struct.Struct("!BBHHHBBHII")      # ver/ihl tos tot_len id frag ttl proto csum src dst
-IP_HEAD = struct.Struct("!2xH2xHxB")          # tot_len, frag, proto
-IP_ADDRS = struct.Struct("!2xH2xHxB2xII")    # tot_len, frag, proto, saddr, daddr
-TCP_HEAD = struct.Struct("!HH9xB")           # sport, dport, flags (offset 13)
-PORTS = struct.Struct("!HH")
-U16 = struct.Struct("!H")
-U32 = struct.Struct("!I")
+IP_FIXED: Final = struct.Struct("!BBHHHBBHII")  # ver/ihl tos len id frag ttl proto csum src dst
+IP_HEAD: Final = struct.Struct("!2xH2xHxB")          # tot_len, frag, proto
+IP_ADDRS: Final = struct.Struct("!2xH2xHxB2xII")    # tot_len, frag, proto, saddr, daddr
+TCP_HEAD: Final = struct.Struct("!HH9xB")           # sport, dport, flags (offset 13)
+PORTS: Final = struct.Struct("!HH")
+U16: Final = struct.Struct("!H")
+U32: Final = struct.Struct("!I")
 
-IPPROTO_IPIP = 4
+IPPROTO_IPIP: Final = 4
 
 
 def csum_delta(old: bytes, new: bytes) -> int:

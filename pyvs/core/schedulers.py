@@ -72,14 +72,9 @@ class RoundRobin(Scheduler):
                  now: float) -> Dest | None:
         dests = svc.dests
         n = len(dests)
-        if self.last is None:
-            start = 0
-            order = list(range(n))
-        else:
-            start = dests.index(self.last) + 1
-            order = list(range(start, n)) + list(range(0, start))
-        for i in order:
-            d = dests[i]
+        start = 0 if self.last is None else dests.index(self.last) + 1
+        for k in range(n):                 # from the one after the last pick, wrapping
+            d = dests[(start + k) % n]
             if not d.overload and d.weight > 0:
                 self.last = d
                 return d

@@ -9,7 +9,7 @@ because traffic to an unavailable destination is never counted (``ip_vs_in_stats
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .stats import Counters, Estimator
 from .verdict import R_FORWARD, Verdict, accept
@@ -18,25 +18,30 @@ if TYPE_CHECKING:
     from .schedulers import Scheduler
 
 # Forwarding methods (IP_VS_CONN_F_FWD_MASK values) and their ipvsadm names.
-MASQ, LOCALNODE, TUNNEL, DROUTE = 0, 1, 2, 3
-FWD_NAMES = {MASQ: "Masq", LOCALNODE: "Local", TUNNEL: "Tunnel", DROUTE: "Route"}
-FWD_BY_CONFIG = {"masq": MASQ, "route": DROUTE, "tunnel": TUNNEL}
-FWD_CONFIG_NAMES = {v: k for k, v in FWD_BY_CONFIG.items()}
+MASQ: Final = 0
+LOCALNODE: Final = 1
+TUNNEL: Final = 2
+DROUTE: Final = 3
+FWD_NAMES: Final = {MASQ: "Masq", LOCALNODE: "Local", TUNNEL: "Tunnel", DROUTE: "Route"}
+FWD_BY_CONFIG: Final = {"masq": MASQ, "route": DROUTE, "tunnel": TUNNEL}
+FWD_CONFIG_NAMES: Final = {v: k for k, v in FWD_BY_CONFIG.items()}
 # An LVS mode is a cluster whose realservers are all forwarded one way.
-FORWARD_BY_MODE = {"nat": "masq", "dr": "route", "tun": "tunnel"}
+FORWARD_BY_MODE: Final = {"nat": "masq", "dr": "route", "tun": "tunnel"}
 
-IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP = 0, 6, 17
-PROTO_NAMES = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_IP: "IP"}
+IPPROTO_IP: Final = 0
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+PROTO_NAMES: Final = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_IP: "IP"}
 
 # Service flags (include/uapi/linux/ip_vs.h)
-SVC_F_PERSISTENT = 0x1
-SVC_F_ONEPACKET = 0x4
-SVC_F_SCHED1 = 0x8     # sh-fallback / mh-fallback / flag-1
-SVC_F_SCHED2 = 0x10    # sh-port / mh-port / flag-2
-SVC_F_SCHED3 = 0x20    # flag-3
+SVC_F_PERSISTENT: Final = 0x1
+SVC_F_ONEPACKET: Final = 0x4
+SVC_F_SCHED1: Final = 0x8     # sh-fallback / mh-fallback / flag-1
+SVC_F_SCHED2: Final = 0x10    # sh-port / mh-port / flag-2
+SVC_F_SCHED3: Final = 0x20    # flag-3
 
-FTPPORT = 21
-FTPDATA = 20
+FTPPORT: Final = 21
+FTPDATA: Final = 20
 
 
 class Dest:

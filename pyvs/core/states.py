@@ -9,47 +9,54 @@ indexes these tables.  Kernel-version differences (reference §0) are expressed 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 # --- TCP states (include/net/ip_vs.h), index = kernel enum value -----------------------------
-NONE = 0
-ESTABLISHED = 1
-SYN_SENT = 2
-SYN_RECV = 3
-FIN_WAIT = 4
-TIME_WAIT = 5
-CLOSE = 6
-CLOSE_WAIT = 7
-LAST_ACK = 8
-LISTEN = 9
-SYNACK = 10
-N_TCP_STATES = 11
+NONE: Final = 0
+ESTABLISHED: Final = 1
+SYN_SENT: Final = 2
+SYN_RECV: Final = 3
+FIN_WAIT: Final = 4
+TIME_WAIT: Final = 5
+CLOSE: Final = 6
+CLOSE_WAIT: Final = 7
+LAST_ACK: Final = 8
+LISTEN: Final = 9
+SYNACK: Final = 10
+N_TCP_STATES: Final = 11
 
-TCP_STATE_NAMES = (
+TCP_STATE_NAMES: Final = (
     "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
     "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK",
 )
 
 # tcp_timeouts[] in seconds.  `--set tcp tcpfin udp` patches ESTABLISHED and FIN_WAIT only.
-TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
-UDP_TIMEOUT = 300
+TCP_TIMEOUTS: Final = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
+UDP_TIMEOUT: Final = 300
 
 # UDP has a single state, shown as "UDP"; templates show NONE / ASSURED.
-UDP_NORMAL = 0
-UDP_STATE_NAMES = ("UDP",)
-TEMPLATE_NONE = 0
-TEMPLATE_ASSURED = 1
-TEMPLATE_STATE_NAMES = ("NONE", "ASSURED")
+UDP_NORMAL: Final = 0
+UDP_STATE_NAMES: Final = ("UDP",)
+TEMPLATE_NONE: Final = 0
+TEMPLATE_ASSURED: Final = 1
+TEMPLATE_STATE_NAMES: Final = ("NONE", "ASSURED")
 
 # --- Direction sections (tcp_state_off[]) ------------------------------------------------------
-INPUT = 0          # client -> VIP, connection fully tracked
-OUTPUT = 1         # realserver -> client, seen by the director
-INPUT_ONLY = 2     # client -> VIP while the connection is NOOUTPUT (DR / TUN)
+INPUT: Final = 0          # client -> VIP, connection fully tracked
+OUTPUT: Final = 1         # realserver -> client, seen by the director
+INPUT_ONLY: Final = 2     # client -> VIP while the connection is NOOUTPUT (DR / TUN)
 
 # --- Flag rows, chosen by tcp_state_idx(): RST > SYN > FIN > ACK, else -1 ---------------------
-ROW_SYN, ROW_FIN, ROW_ACK, ROW_RST = 0, 1, 2, 3
-ROW_NONE = -1      # no RST/SYN/FIN/ACK: set_tcp_state() keeps its initial CLOSE
+ROW_SYN: Final = 0
+ROW_FIN: Final = 1
+ROW_ACK: Final = 2
+ROW_RST: Final = 3
+ROW_NONE: Final = -1      # no RST/SYN/FIN/ACK: set_tcp_state() keeps its initial CLOSE
 
-TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
+TH_FIN: Final = 0x01
+TH_SYN: Final = 0x02
+TH_RST: Final = 0x04
+TH_ACK: Final = 0x10
 
 
 def _flag_row(flags: int) -> int:
@@ -65,12 +72,12 @@ def _flag_row(flags: int) -> int:
 
 
 #: TCP flags byte -> table row, precomputed for the per-packet path.
-FLAG_ROW = tuple(_flag_row(f) for f in range(256))
+FLAG_ROW: Final = tuple(_flag_row(f) for f in range(256))
 
 sNO, sES, sSS, sSR, sFW, sTW, sCL, sCW, sLA, sLI, sSA = range(N_TCP_STATES)
 
 # tcp_states[]: [section][row][state]
-TCP_STATES_NORMAL = (
+TCP_STATES_NORMAL: Final = (
     (  # INPUT
         #  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
         (sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR),  # syn
@@ -93,7 +100,7 @@ TCP_STATES_NORMAL = (
 )
 
 # tcp_states_dos[]: used while secure_tcp is in force.
-TCP_STATES_DOS = (
+TCP_STATES_DOS: Final = (
     (  # INPUT
         (sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA),
         (sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sSA),
@@ -127,8 +134,9 @@ def _legacy(table: tuple) -> tuple:
 
 
 # Active states: tcp_state_active_table[] (4.9+) versus `== ESTABLISHED` (4.4 and older).
-ACTIVE_MODERN = tuple(s in (ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK) for s in range(N_TCP_STATES))
-ACTIVE_ESTABLISHED_ONLY = tuple(s == ESTABLISHED for s in range(N_TCP_STATES))
+ACTIVE_MODERN: Final = tuple(s in (ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK)
+                             for s in range(N_TCP_STATES))
+ACTIVE_ESTABLISHED_ONLY: Final = tuple(s == ESTABLISHED for s in range(N_TCP_STATES))
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ class KernelProfile:
     nodest_on_syn: bool       # 5.x: expire_nodest_conn also re-schedules SYNs to weight-0 dests
 
 
-PROFILES = {
+PROFILES: Final = {
     "modern": KernelProfile("modern", TCP_STATES_NORMAL, TCP_STATES_DOS, ACTIVE_MODERN,
                             assure_templates=True, conn_reuse=True, route_replies=True,
                             nodest_on_syn=True),

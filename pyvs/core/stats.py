@@ -7,9 +7,11 @@ lags by up to 2 s exactly as on a real director (reference §0.1).
 
 from __future__ import annotations
 
-ESTIMATOR_PERIOD = 2.0
+from typing import Final
 
-FIELDS = ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
+ESTIMATOR_PERIOD: Final = 2.0
+
+FIELDS: Final = ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
 
 
 class Counters:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-ACCEPT = "accept"
-DROP = "drop"
+from typing import Final
+
+ACCEPT: Final = "accept"
+DROP: Final = "drop"
 
 # Reasons.  Accepts that are not IPVS traffic say why; every drop says why.
-R_FORWARD = "forward"                 # IPVS traffic, forwarded (rewritten, marked or as is)
-R_NOT_IPV4 = "not-ipv4"               # IPv6 or garbage version: not handled, passed on
-R_NOT_TCP_UDP = "not-tcp-udp"         # other protocols: not IPVS traffic
-R_FRAGMENT = "fragment"               # non-first fragment: no ports to match
-R_NO_SERVICE = "no-service"           # no virtual service for this address:port/mark
-R_NO_CONNECTION = "no-connection"     # TCP without SYN (or with RST) for an unknown connection
-R_NOT_SCHEDULED = "not-scheduled"     # the kernel declines to schedule (FTP data port 20, ...)
-R_MALFORMED = "malformed"             # header shorter than it claims, bad IHL, bad lengths
-R_DEST_UNAVAILABLE = "dest-unavailable"   # connection's realserver removed, expire_nodest_conn=0
-R_NO_DESTINATION = "no-destination"   # scheduler found no realserver: ICMP port unreachable
+R_FORWARD: Final = "forward"                    # IPVS traffic: rewritten, marked or as is
+R_NOT_IPV4: Final = "not-ipv4"                  # IPv6 or garbage version: passed on
+R_NOT_TCP_UDP: Final = "not-tcp-udp"            # other protocols: not IPVS traffic
+R_FRAGMENT: Final = "fragment"                  # non-first fragment: no ports to match
+R_NO_SERVICE: Final = "no-service"              # no virtual service for address:port/mark
+R_NO_CONNECTION: Final = "no-connection"        # TCP without SYN, or with RST, for no entry
+R_NOT_SCHEDULED: Final = "not-scheduled"        # kernel declines (FTP data port 20, ...)
+R_MALFORMED: Final = "malformed"                # shorter than it claims, bad IHL or lengths
+R_DEST_UNAVAILABLE: Final = "dest-unavailable"  # its realserver removed, expire_nodest_conn=0
+R_NO_DESTINATION: Final = "no-destination"      # scheduler found none: ICMP port unreachable
 
 
 class Verdict:
