@@ -27,6 +27,12 @@ NATIVE_MANIFEST = "pyvs/_native.json"
 _ROOT = Path(__file__).resolve().parent.parent
 
 
+def native_digests() -> dict[str, str]:
+    """Source path (from the project root) -> SHA-256, for each module the build compiles."""
+    sources = [f"{name.replace('.', '/')}.py" for name in NATIVE_MODULES]
+    return {src: hashlib.sha256((_ROOT / src).read_bytes()).hexdigest() for src in sources}
+
+
 class _SourceFirst(importlib.abc.MetaPathFinder):
     """Imports the named modules from their .py files, ahead of any extension beside them."""
 
@@ -49,9 +55,8 @@ def _select_build() -> str:
         sys.meta_path.insert(0, _SourceFirst(set(NATIVE_MODULES)))
         return "python"
     built = json.loads(manifest.read_text())
-    stale = {name for name in NATIVE_MODULES
-             if built.get(src := f"{name.replace('.', '/')}.py")
-             != hashlib.sha256((_ROOT / src).read_bytes()).hexdigest()}
+    stale = {src[:-3].replace("/", ".") for src, digest in native_digests().items()
+             if built.get(src) != digest}
     if stale:
         print(f"pyvs: compiled build older than its source ({', '.join(sorted(stale))}); "
               "running the Python source. Rebuild: .venv/bin/python scripts/compile.py",

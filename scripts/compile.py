@@ -13,7 +13,6 @@ the Python source whatever is built.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 os.environ["PYVS_PURE"] = "1"     # importing pyvs must not judge the build being replaced
-from pyvs import NATIVE_MANIFEST, NATIVE_MODULES  # noqa: E402
+from pyvs import NATIVE_MANIFEST, native_digests  # noqa: E402
 
 
 def clean() -> None:
@@ -33,20 +32,12 @@ def clean() -> None:
     (ROOT / NATIVE_MANIFEST).unlink(missing_ok=True)
 
 
-def sources() -> list[str]:
-    return [f"{name.replace('.', '/')}.py" for name in NATIVE_MODULES]
-
-
-def manifest() -> dict[str, str]:
-    return {src: hashlib.sha256((ROOT / src).read_bytes()).hexdigest() for src in sources()}
-
-
 def up_to_date() -> bool:
     """Built for this Python, from exactly the sources now on disk."""
     path = ROOT / NATIVE_MANIFEST
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    return (path.exists() and json.loads(path.read_text()) == manifest()
-            and all((ROOT / src).with_suffix(suffix).exists() for src in sources()))
+    return (path.exists() and json.loads(path.read_text()) == native_digests()
+            and all((ROOT / src).with_suffix(suffix).exists() for src in native_digests()))
 
 
 def build(opt_level: str) -> None:
@@ -56,17 +47,17 @@ def build(opt_level: str) -> None:
     clean()
     os.chdir(ROOT)
     setup(name="pyvs-native", packages=[], py_modules=[],
-          ext_modules=mypycify(sources(), group_name="pyvs._native", opt_level=opt_level),
+          ext_modules=mypycify(list(native_digests()), group_name="pyvs._native",
+                               opt_level=opt_level),
           script_args=["-q", "build_ext", "--inplace", "--build-temp", "build/native"])
-    (ROOT / NATIVE_MANIFEST).write_text(json.dumps(manifest(), indent=1) + "\n")
+    (ROOT / NATIVE_MANIFEST).write_text(json.dumps(native_digests(), indent=1) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clean", action="store_true", help="remove the compiled build")
     ap.add_argument("--opt-level", default="1", choices="0123",
-                    help="C optimisation level (default 1: as fast as 3 here, 4x quicker "
-                         "to build)")
+                    help="C optimisation level (default 1; 3 took 4x as long to build here)")
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = ap.parse_args()
     if args.clean:
