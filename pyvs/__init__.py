@@ -27,10 +27,15 @@ NATIVE_MANIFEST = "pyvs/_native.json"
 _ROOT = Path(__file__).resolve().parent.parent
 
 
+def _source(name: str) -> str:
+    """A module's source file, relative to the project root."""
+    return f"{name.replace('.', '/')}.py"
+
+
 def native_digests() -> dict[str, str]:
     """Source path (from the project root) -> SHA-256, for each module the build compiles."""
-    sources = [f"{name.replace('.', '/')}.py" for name in NATIVE_MODULES]
-    return {src: hashlib.sha256((_ROOT / src).read_bytes()).hexdigest() for src in sources}
+    return {_source(name): hashlib.sha256((_ROOT / _source(name)).read_bytes()).hexdigest()
+            for name in NATIVE_MODULES}
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):
@@ -43,8 +48,7 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
                   ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.names:
             return None
-        return importlib.util.spec_from_file_location(
-            fullname, _ROOT / f"{fullname.replace('.', '/')}.py")
+        return importlib.util.spec_from_file_location(fullname, _ROOT / _source(fullname))
 
 
 def _select_build() -> str:
@@ -54,11 +58,11 @@ def _select_build() -> str:
     if os.environ.get("PYVS_PURE"):
         sys.meta_path.insert(0, _SourceFirst(set(NATIVE_MODULES)))
         return "python"
-    built = json.loads(manifest.read_text())
-    stale = {src[:-3].replace("/", ".") for src, digest in native_digests().items()
-             if built.get(src) != digest}
+    built, now = json.loads(manifest.read_text()), native_digests()
+    stale = sorted(name for name in NATIVE_MODULES
+                   if built.get(_source(name)) != now[_source(name)])
     if stale:
-        print(f"pyvs: compiled build older than its source ({', '.join(sorted(stale))}); "
+        print(f"pyvs: compiled build older than its source ({', '.join(stale)}); "
               "running the Python source. Rebuild: .venv/bin/python scripts/compile.py",
               file=sys.stderr)
         # mypyc modules share one library and call each other natively: all or none

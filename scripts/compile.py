@@ -36,8 +36,11 @@ def up_to_date() -> bool:
     """Built for this Python, from exactly the sources now on disk."""
     path = ROOT / NATIVE_MANIFEST
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    return (path.exists() and json.loads(path.read_text()) == native_digests()
-            and all((ROOT / src).with_suffix(suffix).exists() for src in native_digests()))
+    if not path.exists():
+        return False
+    digests = native_digests()
+    return (json.loads(path.read_text()) == digests
+            and all((ROOT / src).with_suffix(suffix).exists() for src in digests))
 
 
 def build(opt_level: str) -> None:

@@ -695,13 +695,11 @@ class Director:
         if fwd == DROUTE:
             return dest.route_verdict
         if fwd == MASQ:
-            buf = bytearray(data if len(data) == tot_len else data[:tot_len])
             m = cp.masq
             assert m is not None           # every Masq entry carries its rewrite
-            buf[16:20] = m.d_bytes
-            buf[ihl + 2:ihl + 4] = m.dport_bytes
-            return Verdict(ACCEPT, R_FORWARD,
-                           _fix_checksums(buf, data, ihl, m.in_ip_delta, m.in_l4_delta))
+            return Verdict(ACCEPT, R_FORWARD,       # DNAT: destination -> realserver
+                           _masq(data, tot_len, ihl, 16, m.d_bytes, ihl + 2, m.dport_bytes,
+                                 m.in_ip_delta, m.in_l4_delta))
         if fwd == TUNNEL:
             self._tunnel_id += 1
             src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
@@ -728,13 +726,11 @@ class Director:
         self._arm(cp, now)
         if cp.fwd != MASQ:
             return _ACCEPT_FORWARD
-        buf = bytearray(data if len(data) == tot_len else data[:tot_len])
         m = cp.masq
         assert m is not None               # every Masq entry carries its rewrite
-        buf[12:16] = m.v_bytes
-        buf[ihl:ihl + 2] = m.vport_bytes
-        return Verdict(ACCEPT, R_FORWARD,
-                       _fix_checksums(buf, data, ihl, m.out_ip_delta, m.out_l4_delta))
+        return Verdict(ACCEPT, R_FORWARD,           # SNAT: source -> virtual service
+                       _masq(data, tot_len, ihl, 12, m.v_bytes, ihl, m.vport_bytes,
+                             m.out_ip_delta, m.out_l4_delta))
 
     # ------------------------------------------------------------------ views
     def find_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int
@@ -769,12 +765,16 @@ class Director:
         return "NONE"
 
 
-def _fix_checksums(buf: bytearray, data: bytes, ihl: int, ip_delta: int,
-                   l4_delta: int) -> bytearray:
-    """RFC 1624 incremental update of the IP and TCP/UDP checksums of `buf`, the rewritten
-    copy of `data`; the old checksums are read from `data`.  The deltas are folded to 16
-    bits (csum_delta), so one end-around carry suffices: ~check + delta is at most 0x1FFFE.
-    A UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xFFFF."""
+def _masq(data: bytes, tot_len: int, ihl: int, addr_at: int, addr: bytes, port_at: int,
+          port: bytes, ip_delta: int, l4_delta: int) -> bytearray:
+    """A copy of the packet (without link padding) with one address and one port replaced,
+    and its IP and TCP/UDP checksums updated incrementally (RFC 1624) from the old ones in
+    `data`.  The deltas are folded to 16 bits (csum_delta), so one end-around carry
+    suffices: ~check + delta is at most 0x1FFFE.  A UDP checksum of 0 means "none" and
+    stays 0; a computed 0 is sent as 0xFFFF."""
+    buf = bytearray(data if len(data) == tot_len else data[:tot_len])
+    buf[addr_at:addr_at + 4] = addr
+    buf[port_at:port_at + 2] = port
     c = ((~((data[10] << 8) | data[11])) & 0xFFFF) + ip_delta
     c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
     buf[10] = c >> 8
