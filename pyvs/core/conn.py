@@ -19,14 +19,13 @@ import heapq
 import struct
 from typing import TYPE_CHECKING, Final
 
-from .packet import csum_delta
+from .packet import IPPROTO_TCP, csum_delta
 
 if TYPE_CHECKING:
     from .service import Dest
 
 INF: Final = float("inf")
 CONN_KEY: Final = struct.Struct("!IIHH")    # saddr, daddr, sport, dport
-IPPROTO_TCP: Final = 6
 
 
 def conn_key(protocol: int, saddr: int, daddr: int, sport: int, dport: int) -> bytes:

@@ -17,9 +17,12 @@ from typing import Final
 from . import states as S
 from .conn import CONN_KEY, UDP_KEY_PREFIX, Conn, MasqRewrite, Template, TimerWheel, conn_key
 from .packet import (
-    IP_HEAD,
+    IPPROTO_IP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
     addr_bytes,
     ipip_encapsulate,
+    masq,
     port_bytes,
 )
 from .schedulers import SCHEDULERS, make_scheduler
@@ -27,9 +30,6 @@ from .service import (
     DROUTE,
     FTPDATA,
     FTPPORT,
-    IPPROTO_IP,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
     MASQ,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
@@ -144,9 +144,9 @@ class Director:
         table = self.profile.dos if self.sysctls.secure_tcp >= 3 else self.profile.normal
         # rows indexed by FLAG_ROW; index -1 (no RST/SYN/FIN/ACK) is an all-CLOSE row
         close = (S.CLOSE,) * S.N_TCP_STATES
-        self._rows_input = (*table[S.INPUT], close)
-        self._rows_output = (*table[S.OUTPUT], close)
-        self._rows_input_only = (*table[S.INPUT_ONLY], close)
+        self._rows_input: S.Section = (*table[S.INPUT], close)
+        self._rows_output: S.Section = (*table[S.OUTPUT], close)
+        self._rows_input_only: S.Section = (*table[S.INPUT_ONLY], close)
 
     def set_sysctl(self, name: str, value: int) -> None:
         if not hasattr(self.sysctls, name):
@@ -572,7 +572,9 @@ class Director:
         if b0 >> 4 != 4:
             return _ACCEPT[R_NOT_IPV4]
         ihl = (b0 & 15) << 2
-        tot_len, frag, protocol = IP_HEAD.unpack_from(data)
+        # byte indexing, not struct: as fast in CPython, and native in the compiled build
+        tot_len = (data[2] << 8) | data[3]
+        protocol = data[9]
         if ihl < 20 or tot_len < ihl or tot_len > n:
             return self._dropped(R_MALFORMED)
         if protocol == IPPROTO_TCP:
@@ -585,7 +587,7 @@ class Director:
             flags = -1
         else:
             return _ACCEPT[R_NOT_TCP_UDP]
-        if frag & 0x1FFF:
+        if (data[6] & 0x1F) | data[7]:        # fragment offset: a non-first fragment
             return _ACCEPT[R_FRAGMENT]
         key = data[12:24] if ihl == 20 else data[12:20] + data[ihl:ihl + 4]
         if protocol != IPPROTO_TCP:
@@ -698,7 +700,7 @@ class Director:
             m = cp.masq
             assert m is not None           # every Masq entry carries its rewrite
             return Verdict(ACCEPT, R_FORWARD,       # DNAT: destination -> realserver
-                           _masq(data, tot_len, ihl, 16, m.d_bytes, ihl + 2, m.dport_bytes,
+                           masq(data, tot_len, ihl, 16, m.d_bytes, ihl + 2, m.dport_bytes,
                                  m.in_ip_delta, m.in_l4_delta))
         if fwd == TUNNEL:
             self._tunnel_id += 1
@@ -729,7 +731,7 @@ class Director:
         m = cp.masq
         assert m is not None               # every Masq entry carries its rewrite
         return Verdict(ACCEPT, R_FORWARD,           # SNAT: source -> virtual service
-                       _masq(data, tot_len, ihl, 12, m.v_bytes, ihl, m.vport_bytes,
+                       masq(data, tot_len, ihl, 12, m.v_bytes, ihl, m.vport_bytes,
                              m.out_ip_delta, m.out_l4_delta))
 
     # ------------------------------------------------------------------ views
@@ -764,29 +766,3 @@ class Director:
             return S.UDP_STATE_NAMES[0]
         return "NONE"
 
-
-def _masq(data: bytes, tot_len: int, ihl: int, addr_at: int, addr: bytes, port_at: int,
-          port: bytes, ip_delta: int, l4_delta: int) -> bytearray:
-    """A copy of the packet (without link padding) with one address and one port replaced,
-    and its IP and TCP/UDP checksums updated incrementally (RFC 1624) from the old ones in
-    `data`.  The deltas are folded to 16 bits (csum_delta), so one end-around carry
-    suffices: ~check + delta is at most 0x1FFFE.  A UDP checksum of 0 means "none" and
-    stays 0; a computed 0 is sent as 0xFFFF."""
-    buf = bytearray(data if len(data) == tot_len else data[:tot_len])
-    buf[addr_at:addr_at + 4] = addr
-    buf[port_at:port_at + 2] = port
-    c = ((~((data[10] << 8) | data[11])) & 0xFFFF) + ip_delta
-    c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
-    buf[10] = c >> 8
-    buf[11] = c & 0xFF
-    tcp = data[9] == IPPROTO_TCP
-    off = ihl + 16 if tcp else ihl + 6
-    check = (data[off] << 8) | data[off + 1]
-    if check or tcp:
-        c = ((~check) & 0xFFFF) + l4_delta
-        c = ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
-        if not c and not tcp:
-            c = 0xFFFF
-        buf[off] = c >> 8
-        buf[off + 1] = c & 0xFF
-    return buf

@@ -1,6 +1,8 @@
-"""IPv4 header work for the per-packet path: struct formats, RFC 1624 checksum updates, IPIP.
+"""IPv4 header work for the per-packet path: struct formats, RFC 1624 checksum updates, the
+Masq rewrite, IPIP.
 
-No scapy here: the director's hot path parses with :mod:`struct` and rewrites in place.
+No scapy here: the director's hot path parses with :mod:`struct` and splices the rewritten
+fields into a single copy of the packet.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ import struct
 from typing import Final
 
 IP_FIXED: Final = struct.Struct("!BBHHHBBHII")  # ver/ihl tos len id frag ttl proto csum src dst
-IP_HEAD: Final = struct.Struct("!2xH2xHxB")          # tot_len, frag, proto
 IP_ADDRS: Final = struct.Struct("!2xH2xHxB2xII")    # tot_len, frag, proto, saddr, daddr
 TCP_HEAD: Final = struct.Struct("!HH9xB")           # sport, dport, flags (offset 13)
 PORTS: Final = struct.Struct("!HH")
 U16: Final = struct.Struct("!H")
 U32: Final = struct.Struct("!I")
 
+IPPROTO_IP: Final = 0      # a fwmark service's protocol: any
 IPPROTO_IPIP: Final = 4
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
 
 
 def csum_delta(old: bytes, new: bytes) -> int:
@@ -31,6 +35,36 @@ def csum_delta(old: bytes, new: bytes) -> int:
     return total
 
 
+def csum_update(check: int, delta: int) -> int:
+    """RFC 1624 eqn. 3, HC' = ~(~HC + m' - m), with `delta` from csum_delta.  The delta is
+    folded to 16 bits, so ~check + delta is at most 0x1FFFE: one end-around carry suffices."""
+    c = ((~check) & 0xFFFF) + delta
+    return ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF
+
+
+def masq(data: bytes, tot_len: int, ihl: int, addr_at: int, addr: bytes, port_at: int,
+         port: bytes, ip_delta: int, l4_delta: int) -> bytes:
+    """The packet (without link padding) with one address and one port replaced and its IP
+    and TCP/UDP checksums updated incrementally from the old ones.  A UDP checksum of 0 means
+    "none" and stays 0; a computed 0 is sent as 0xFFFF (RFC 768).
+
+    The result is built in one allocation from slices of `data` (b"%b" formatting, which
+    the compiled build turns into a single copy): cheaper in both builds than copying into
+    a bytearray and assigning the six changed bytes one by one."""
+    ip_check = csum_update((data[10] << 8) | data[11], ip_delta).to_bytes(2, "big")
+    tcp = data[9] == IPPROTO_TCP
+    off = ihl + 16 if tcp else ihl + 6
+    check = (data[off] << 8) | data[off + 1]
+    if check or tcp:
+        c = csum_update(check, l4_delta)
+        l4_check = (c if c or tcp else 0xFFFF).to_bytes(2, "big")
+    else:
+        l4_check = b"\0\0"
+    return b"%b%b%b%b%b%b%b%b%b" % (
+        data[:10], ip_check, data[12:addr_at], addr, data[addr_at + 4:port_at], port,
+        data[port_at + 2:off], l4_check, data[off + 2:tot_len])
+
+
 def ip_checksum(header: bytes | bytearray) -> int:
     """Full Internet checksum of an IP header (used only for headers pyvs builds)."""
     total = sum(struct.unpack(f"!{len(header) // 2}H", header))
@@ -39,7 +73,7 @@ def ip_checksum(header: bytes | bytearray) -> int:
     return (~total) & 0xFFFF
 
 
-def ipip_encapsulate(inner: bytes | bytearray, src: int, dst: int, ident: int) -> bytes:
+def ipip_encapsulate(inner: bytes, src: int, dst: int, ident: int) -> bytes:
     """Wrap an IPv4 packet in an outer IPv4 header, protocol 4 (ip_vs_tunnel_xmit)."""
     tos = inner[1]
     df = inner[6] & 0x40
@@ -47,7 +81,7 @@ def ipip_encapsulate(inner: bytes | bytearray, src: int, dst: int, ident: int) -
     header = bytearray(IP_FIXED.pack(0x45, tos, 20 + len(inner), ident & 0xFFFF, df << 8,
                                      ttl, IPPROTO_IPIP, 0, src, dst))
     U16.pack_into(header, 10, ip_checksum(header))
-    return bytes(header) + bytes(inner)
+    return bytes(header) + inner
 
 
 def addr_bytes(addr: int) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from .packet import IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP
 from .stats import Counters, Estimator
 from .verdict import R_FORWARD, Verdict, accept
 
@@ -28,9 +29,6 @@ FWD_CONFIG_NAMES: Final = {v: k for k, v in FWD_BY_CONFIG.items()}
 # An LVS mode is a cluster whose realservers are all forwarded one way.
 FORWARD_BY_MODE: Final = {"nat": "masq", "dr": "route", "tun": "tunnel"}
 
-IPPROTO_IP: Final = 0
-IPPROTO_TCP: Final = 6
-IPPROTO_UDP: Final = 17
 PROTO_NAMES: Final = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_IP: "IP"}
 
 # Service flags (include/uapi/linux/ip_vs.h)

@@ -72,12 +72,18 @@ def _flag_row(flags: int) -> int:
 
 
 #: TCP flags byte -> table row, precomputed for the per-packet path.
-FLAG_ROW: Final = tuple(_flag_row(f) for f in range(256))
+FLAG_ROW: Final[Row] = tuple(_flag_row(f) for f in range(256))
 
 sNO, sES, sSS, sSR, sFW, sTW, sCL, sCW, sLA, sLI, sSA = range(N_TCP_STATES)
 
+# Typed so that the compiled build indexes them natively on the per-packet path.
+Row = tuple[int, ...]          # the next state, indexed by the current state
+Section = tuple[Row, ...]      # rows, indexed by FLAG_ROW
+Table = tuple[Section, ...]    # sections: INPUT, OUTPUT, INPUT_ONLY
+Active = tuple[bool, ...]      # whether a state counts as ActiveConn, indexed by state
+
 # tcp_states[]: [section][row][state]
-TCP_STATES_NORMAL: Final = (
+TCP_STATES_NORMAL: Final[Table] = (
     (  # INPUT
         #  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
         (sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR),  # syn
@@ -100,7 +106,7 @@ TCP_STATES_NORMAL: Final = (
 )
 
 # tcp_states_dos[]: used while secure_tcp is in force.
-TCP_STATES_DOS: Final = (
+TCP_STATES_DOS: Final[Table] = (
     (  # INPUT
         (sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA),
         (sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sSA),
@@ -122,9 +128,9 @@ TCP_STATES_DOS: Final = (
 )
 
 
-def _legacy(table: tuple) -> tuple:
+def _legacy(table: Table) -> Table:
     """2.6.x-3.x: `ack` in sNO goes to sCL (not sES) in INPUT and INPUT-ONLY."""
-    out = []
+    out: list[Section] = []
     for section_idx, section in enumerate(table):
         rows = [list(r) for r in section]
         if section_idx in (INPUT, INPUT_ONLY):
@@ -134,9 +140,9 @@ def _legacy(table: tuple) -> tuple:
 
 
 # Active states: tcp_state_active_table[] (4.9+) versus `== ESTABLISHED` (4.4 and older).
-ACTIVE_MODERN: Final = tuple(s in (ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK)
-                             for s in range(N_TCP_STATES))
-ACTIVE_ESTABLISHED_ONLY: Final = tuple(s == ESTABLISHED for s in range(N_TCP_STATES))
+ACTIVE_MODERN: Final[Active] = tuple(s in (ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK)
+                                     for s in range(N_TCP_STATES))
+ACTIVE_ESTABLISHED_ONLY: Final[Active] = tuple(s == ESTABLISHED for s in range(N_TCP_STATES))
 
 
 @dataclass(frozen=True)
@@ -144,9 +150,9 @@ class KernelProfile:
     """What differs between the kernels users compare against (reference §0)."""
 
     name: str
-    normal: tuple
-    dos: tuple
-    active: tuple
+    normal: Table
+    dos: Table
+    active: Active
     assure_templates: bool    # 6.x: a template turns ASSURED when a child reaches ESTABLISHED
     conn_reuse: bool          # the conn_reuse_mode sysctl exists (4.2+)
     route_replies: bool       # 5.10+: DR/TUN replies that cross the director match (VIP source)

@@ -25,7 +25,7 @@ class Verdict:
 
     __slots__ = ("action", "data", "mark", "reason")
 
-    def __init__(self, action: str, reason: str, data: bytes | bytearray | None = None,
+    def __init__(self, action: str, reason: str, data: bytes | None = None,
                  mark: int = 0) -> None:
         self.action = action
         self.reason = reason

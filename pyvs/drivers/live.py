@@ -49,7 +49,7 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
             pkt.drop()
             return
         if verdict.data is not None:
-            pkt.set_payload(bytes(verdict.data))
+            pkt.set_payload(verdict.data)
         elif verdict.mark:
             pkt.set_mark(verdict.mark)
         pkt.accept()

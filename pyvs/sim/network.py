@@ -215,8 +215,8 @@ class Lab:
             self.drops[verdict.reason] = self.drops.get(verdict.reason, 0) + 1
             return
         if verdict.reason == R_FORWARD:
-            if verdict.data is not None:    # rewritten by Masq; hosts receive bytes
-                pkt = bytes(verdict.data)
+            if verdict.data is not None:    # rewritten by Masq or wrapped by Tunnel
+                pkt = verdict.data
             if verdict.mark:
                 self._deliver(self.params.lan_delay, self.mark_to_rx[verdict.mark], pkt)
             elif direction == OUT:          # a reply the director forwards: to the client
