@@ -200,6 +200,28 @@ def test_masq_rewrites_with_valid_checksums():
     assert_checksums_as_recomputed(v.data)
 
 
+def test_masq_with_ip_options_and_link_padding():
+    """An IP header with options moves the ports; Ethernet padding after tot_len is dropped
+    from the rewrite (the kernel trims the skb to tot_len too)."""
+    from scapy.layers.inet import IPOption_NOP
+
+    d = make_director(fwd=MASQ, n=1)
+    rs = d.services[0].dests[0]
+    opts = [IPOption_NOP()] * 4
+
+    def make(src, sport, dst, dport, flags):
+        return bytes(IP(src=src, dst=dst, options=opts, id=7)
+                     / TCP(sport=sport, dport=dport, flags=flags, seq=5) / b"data")
+
+    pkt = make("10.0.0.5", 40000, "10.0.0.100", 80, "S")
+    assert pkt[0] & 15 == 6
+    v = d.receive(pkt + b"\0" * 6, 0.0)
+    assert v.data == make("10.0.0.5", 40000, int_to_ip(rs.addr), rs.port, "S")
+    v = d.receive(make(int_to_ip(rs.addr), rs.port, "10.0.0.5", 40000, "SA") + b"\0" * 6,
+                  0.01, OUT)
+    assert v.data == make("10.0.0.100", 80, "10.0.0.5", 40000, "SA")
+
+
 def test_masq_udp_checksum_and_zero_checksum():
     d = Director()
     svc = d.add_service(17, ip("10.0.0.100"), 53, scheduler="rr")
