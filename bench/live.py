@@ -17,6 +17,7 @@ Connections: --procs client processes connect, read the name, close, to rs1:8080
 Prints the medians of --runs runs and the ratios c/b, d/b, b/a.
 
     .venv/bin/python bench/live.py [--runs 3] [--seconds 3] [--procs 4]
+    PYVS_PURE=1 .venv/bin/python bench/live.py     # the director on the Python source
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 
+import pyvs
 from pyvs.lab import netns
 from pyvs.lab.netns import exec_in
 
@@ -120,6 +122,8 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/live.py needs root (network namespaces, NFQUEUE)")
+    print(f"pyvs engine {pyvs.ENGINE} (PYVS_PURE=1: python), {args.runs} runs of "
+          f"{args.seconds:g} s per configuration, medians")
     medians = {}
     labels = {"kernel": "(a)", "bare": "(b)", "bare+payload": "(b2)", "nat": "(c)", "dr": "(d)"}
     for config in labels:
