@@ -164,7 +164,69 @@ def test_lblcr_grows_set_when_overloaded():
     assert picks(svc, names, 1) == "B"
     svc.dests[0].activeconns = 2
     assert picks(svc, names, 1) == "A"
-    assert len(svc.scheduler.entries[VIP][1]) == 2
+    assert len(svc.scheduler.cached(VIP)[1]) == 2
+
+
+def test_lblcr_set_drops_its_most_loaded_member_24h_after_its_last_change():
+    _, svc, names = build("lblcr", [1, 1])
+    assert picks(svc, names, 1) == "B"
+    svc.dests[0].activeconns = 2                 # B overloaded: A joins the set at t=10
+    assert _lblc_pick(svc, names, VIP, 10.0) == "A"
+    for hour in range(1, 25):                    # used hourly: the entry itself stays
+        assert _lblc_pick(svc, names, VIP, hour * 3600.0 - 1) == "A"
+    assert len(svc.scheduler.cached(VIP)[1]) == 2
+    assert _lblc_pick(svc, names, VIP, 86410.0) == "A"      # not yet: strictly after
+    assert len(svc.scheduler.cached(VIP)[1]) == 2
+    assert _lblc_pick(svc, names, VIP, 86410.5) == "A"
+    assert [names[d.addr] for d in svc.scheduler.cached(VIP)[1]] == ["A"]
+
+
+def _lblc_pick(svc, names, daddr, now):
+    return names[svc.scheduler.schedule(svc, CLIENT, 1000, daddr, now).addr]
+
+
+def test_lblc_entry_expires_at_the_first_full_check_24h_after_its_last_use():
+    """Full checks run every 30th periodic run (1800 s from the service's creation); one
+    at T drops entries last used at or before T - 24 h.  Last use 100 -> gone at 88200."""
+    for now, expected in ((88199.9, "B"), (88200.0, "A")):
+        _, svc, names = build("lblc", [1, 1])
+        assert _lblc_pick(svc, names, VIP, 100.0) == "B"
+        svc.dests[0].activeconns = 1       # wlc would pick A now; the cache still says B
+        assert _lblc_pick(svc, names, VIP, now) == expected
+
+
+def test_lblc_overfull_table_purges_idle_entries_from_the_rover_and_delays_full_checks():
+    """16384 + 100 entries: each 60 s run drops entries idle 6 min, bucket by bucket from
+    bucket 1, until 4/3 of the excess (133) is gone; the runs that find the table overfull
+    do not count towards the next full check, so it comes 7 runs (420 s) late."""
+    _, svc, names = build("lblc", [1, 1])
+    sched = svc.scheduler
+    base = ip("20.0.0.0")
+    daddrs = [base + i for i in range(16384 + 100)]
+    far = next(a for a in daddrs if hash_32(a, 10) == 1000)     # not reached by the purge
+    _lblc_pick(svc, names, far, 0.0)
+    for a in daddrs:
+        if a != far:
+            _lblc_pick(svc, names, a, 10.0)
+    assert sched.count == 16484
+    _lblc_pick(svc, names, far, 419.0)     # runs at 60..360: nothing idle 6 min yet
+    assert sched.count == 16484
+    probe = ip("30.0.0.1")
+    _lblc_pick(svc, names, probe, 420.0)   # run at 420: buckets 1, 2, ... until >= 133
+    per_bucket = Counter(hash_32(a, 10) for a in daddrs if a != far)
+    reached, dropped = 0, 0
+    while dropped < 133:
+        reached += 1
+        dropped += per_bucket[reached]
+    gone = {a for a in daddrs if 1 <= hash_32(a, 10) <= reached and a != far}
+    assert sched.rover == reached
+    assert all((sched.cached(a) is None) == (a in gone) for a in daddrs)
+    assert sched.count == 16484 + 1 - dropped
+    # far, last used at 419, goes at the first full check at or after 86819: 88200 on the
+    # usual schedule (1800k), but the 7 overfull runs moved them to 1800k + 420: 86820
+    for now, present in ((86819.0, True), (86820.0, False)):
+        _lblc_pick(svc, names, probe, now)
+        assert (sched.cached(far) is not None) is present
 
 
 def test_engine_uses_scheduler_for_new_connections():

@@ -20,7 +20,11 @@ GOLDEN_RATIO_32 = 0x61C88647
 TAB_BITS = 8
 TAB_SIZE = 1 << TAB_BITS
 LBLC_EXPIRATION = 24 * 60 * 60          # lblc_expiration / lblcr_expiration sysctls
-LBLC_FULL_CHECK = 30 * 60               # full expiration check every 30 periodic runs
+LBLC_TAB_BITS = 10                      # CONFIG_IP_VS_LBLC_TAB_BITS, ..._LBLCR_TAB_BITS
+LBLC_MAX_SIZE = (1 << LBLC_TAB_BITS) * 16   # above this, the periodic check purges
+LBLC_CHECK_INTERVAL = 60                # CHECK_EXPIRE_INTERVAL
+LBLC_ENTRY_TIMEOUT = 6 * 60             # idle time after which a purge may drop an entry
+LBLC_FULL_EVERY = 30                    # COUNT_FOR_FULL_EXPIRATION
 
 
 def hash_32(val: int, bits: int = TAB_BITS) -> int:
@@ -352,27 +356,89 @@ def _lblc_overloaded(dest: Dest, svc: Service) -> bool:
 
 
 class _LocalityCache(Scheduler):
-    """Shared cache ageing of lblc/lblcr: idle entries go at the 30-minute full checks."""
+    """The daddr cache of lblc/lblcr and its periodic check (ip_vs_lblc_check_expire).
+
+    The kernel runs the check every 60 s from the service's creation: every 30th run drops
+    the entries idle for lblc_expiration (24 h); a run that finds more than 16384 entries
+    drops those idle for 6 min, bucket by bucket from where the last one stopped, until
+    4/3 of the excess (at most 8192) is gone, and does not advance the count to the next
+    full check.  Nothing but the scheduler reads the cache, so the runs that came due
+    since the last schedule() are run then, in order, each at its own time: the cache the
+    scheduler sees is the kernel's."""
 
     def __init__(self) -> None:
-        self.entries: dict[int, list] = {}     # daddr -> [lastuse, payload]
+        self.buckets: list[dict[int, list]] = []
+        self.count = 0
         self.started = 0.0
+        self.runs = 0              # periodic checks done
+        self.counter = 1           # tbl->counter
+        self.rover = 0             # tbl->rover
 
     def init_service(self, svc: Service, now: float) -> None:
-        self.entries = {}
+        """ip_vs_lblc_init_svc(): an empty table, the first check 60 s from now."""
+        self.buckets = [{} for _ in range(1 << LBLC_TAB_BITS)]
+        self.count = 0
         self.started = now
+        self.runs = 0
+        self.counter = 1
+        self.rover = 0
 
-    def _lookup(self, daddr: int, now: float):
-        en = self.entries.get(daddr)
-        if en is None:
-            return None
-        checks = int((now - self.started) // LBLC_FULL_CHECK)
-        last_check = self.started + checks * LBLC_FULL_CHECK
-        if checks and last_check >= en[0] + LBLC_EXPIRATION:
-            del self.entries[daddr]
-            return None
-        en[0] = now
+    def cached(self, daddr: int) -> list | None:
+        """The entry for daddr as it stands (no checks run, not marked used)."""
+        return self.buckets[hash_32(daddr, LBLC_TAB_BITS)].get(daddr)
+
+    def _entry(self, daddr: int, now: float) -> list | None:
+        """The cache entry for daddr, marked used at `now` (en->lastuse = jiffies)."""
+        self._run_checks(now)
+        en = self.cached(daddr)
+        if en is not None:
+            en[0] = now
         return en
+
+    def _add(self, daddr: int, en: list) -> None:
+        self.buckets[hash_32(daddr, LBLC_TAB_BITS)][daddr] = en
+        self.count += 1
+
+    def _run_checks(self, now: float) -> None:
+        while True:
+            at = self.started + LBLC_CHECK_INTERVAL * (self.runs + 1)
+            if at > now:
+                return
+            if self.counter % LBLC_FULL_EVERY == 0:
+                self._drop_idle(at, LBLC_EXPIRATION, None)
+                self.counter = 1
+            elif self.count <= LBLC_MAX_SIZE:
+                # nothing happens until the next full check: take those runs at once
+                due = int((now - at) // LBLC_CHECK_INTERVAL) + 1
+                skip = min(LBLC_FULL_EVERY - self.counter, due)
+                self.counter += skip
+                self.runs += skip
+                continue
+            else:
+                excess = self.count - LBLC_MAX_SIZE
+                self._drop_idle(at, LBLC_ENTRY_TIMEOUT,
+                                min(excess * 4 // 3, LBLC_MAX_SIZE // 2))
+            self.runs += 1
+
+    def _drop_idle(self, at: float, idle: int, goal: int | None) -> None:
+        """Walk the buckets from the rover, dropping entries unused for `idle` seconds at
+        time `at`; with a goal, stop after the bucket that reaches it."""
+        if not self.count:
+            return
+        mask = (1 << LBLC_TAB_BITS) - 1
+        j = self.rover
+        for _ in range(mask + 1):
+            j = (j + 1) & mask
+            bucket = self.buckets[j]
+            stale = [a for a, en in bucket.items() if at >= en[0] + idle]
+            for a in stale:
+                del bucket[a]
+            self.count -= len(stale)
+            if goal is not None:
+                goal -= len(stale)
+                if goal <= 0:
+                    break
+        self.rover = j
 
 
 class LocalityBasedLeastConnection(_LocalityCache):
@@ -380,7 +446,7 @@ class LocalityBasedLeastConnection(_LocalityCache):
 
     def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
                  now: float) -> Dest | None:
-        en = self._lookup(daddr, now)
+        en = self._entry(daddr, now)
         if en is not None:
             d = en[1]
             if d.available and d.weight > 0 and not _lblc_overloaded(d, svc):
@@ -389,9 +455,9 @@ class LocalityBasedLeastConnection(_LocalityCache):
         if d is None:
             return None
         if en is not None:
-            en[1] = d
+            en[1] = d                      # ip_vs_lblc_new(): the entry now names d
         else:
-            self.entries[daddr] = [now, d]
+            self._add(daddr, [now, d])
         return d
 
 
@@ -438,7 +504,7 @@ class LocalityBasedLeastConnectionReplication(_LocalityCache):
 
     def schedule(self, svc: Service, saddr: int, sport: int, daddr: int,
                  now: float) -> Dest | None:
-        en = self._lookup(daddr, now)
+        en = self._entry(daddr, now)
         if en is not None:
             members, lastmod = en[1], en[2]
             d = self._set_min(members)
@@ -459,7 +525,7 @@ class LocalityBasedLeastConnectionReplication(_LocalityCache):
         d = _weighted_least(svc.dests, _conn_overhead)
         if d is None:
             return None
-        self.entries[daddr] = [now, [d], now]
+        self._add(daddr, [now, [d], now])
         return d
 
 
