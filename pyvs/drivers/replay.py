@@ -11,10 +11,17 @@ Where the capture was taken decides what each packet is:
 * **director side** (``tcpdump -i any`` on the director): packets to a virtual service are
   inbound, packets from a realserver to a client are outbound, and the director's own
   forwarded copies (client -> realserver, VIP -> client after SNAT, IPIP) are skipped.
+
+Either way, a packet that repeats one seen less than 10 ms before, byte for byte but for
+its TTL and IP checksum, is a second copy of one packet, not a second packet: a DR
+director forwards client -> VIP packets unchanged, so a capture on it (one interface, or
+``-i any``) holds each of them twice.  A real repeat differs in its IP ID or in its TCP
+checksum (timestamps) and comes after a retransmission timeout, not within 10 ms.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +31,7 @@ from ..core.service import MASQ
 
 CLIENT_SIDE = "client"
 DIRECTOR_SIDE = "director"
+COPY_WINDOW = 0.010          # seconds within which an identical packet is the same packet
 
 
 @dataclass
@@ -32,6 +40,7 @@ class ReplayStats:
     inbound: int = 0
     outbound: int = 0
     skipped: int = 0
+    copies: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
 
 
@@ -61,6 +70,8 @@ class Replayer:
         self.stats = ReplayStats()
         self._vips = {(svc.addr, svc.port) for svc in director.services if not svc.fwmark}
         self._vip_addrs = {svc.addr for svc in director.services if not svc.fwmark}
+        self._recent: dict[bytes, float] = {}
+        self._recent_order: deque[tuple[float, bytes]] = deque()
 
     def feed(self, now: float, pkt: bytes) -> None:
         st = self.stats
@@ -74,6 +85,9 @@ class Replayer:
         ihl = (pkt[0] & 15) << 2
         if proto not in (6, 17) or len(pkt) < ihl + 4:
             st.skipped += 1
+            return
+        if self._is_copy(now, pkt, ihl):
+            st.copies += 1
             return
         sport, dport = PORTS.unpack_from(pkt, ihl)
         d = self.director
@@ -104,6 +118,19 @@ class Replayer:
         verdict = d.receive(pkt, now, direction)
         key = f"{verdict.action}:{verdict.reason}"
         st.verdicts[key] = st.verdicts.get(key, 0) + 1
+
+
+    def _is_copy(self, now: float, pkt: bytes, ihl: int) -> bool:
+        """True for the second copy of a packet (see the module docstring)."""
+        recent, order = self._recent, self._recent_order
+        while order and order[0][0] < now - COPY_WINDOW:
+            del recent[order.popleft()[1]]
+        sig = pkt[2:8] + pkt[9:10] + pkt[12:20] + pkt[ihl:ihl + 20]
+        if sig in recent:
+            return True
+        recent[sig] = now
+        order.append((now, sig))
+        return False
 
 
 def _with_source(pkt: bytes, ihl: int, addr: int, port: int) -> bytes:
