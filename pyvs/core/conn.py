@@ -19,7 +19,7 @@ import heapq
 import struct
 from typing import TYPE_CHECKING, Final
 
-from .packet import IPPROTO_TCP, csum_delta
+from .packet import IPPROTO_TCP, IPPROTO_UDP, csum_delta
 
 if TYPE_CHECKING:
     from .service import Dest
@@ -36,7 +36,12 @@ def conn_key(protocol: int, saddr: int, daddr: int, sport: int, dport: int) -> b
     return key if protocol == IPPROTO_TCP else bytes((protocol,)) + key
 
 
-UDP_KEY_PREFIX: Final = bytes((17,))   # what conn_key() puts before a UDP key
+UDP_KEY_PREFIX: Final = bytes((IPPROTO_UDP,))   # what conn_key() puts before a UDP key
+
+
+def reply_key(key: bytes) -> bytes:
+    """The key of the packet going the other way: addresses and ports swapped."""
+    return key[:-12] + key[-8:-4] + key[-12:-8] + key[-2:] + key[-4:-2]
 
 
 class MasqRewrite:

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import states as S
-from .conn import CONN_KEY, UDP_KEY_PREFIX, Conn, MasqRewrite, Template, TimerWheel, conn_key
+from .conn import (
+    CONN_KEY,
+    UDP_KEY_PREFIX,
+    Conn,
+    MasqRewrite,
+    Template,
+    TimerWheel,
+    conn_key,
+    reply_key,
+)
 from .packet import (
     IPPROTO_IP,
     IPPROTO_TCP,
@@ -603,8 +612,7 @@ class Director:
             cp = self._out.get(key)
             if cp is None and self.profile.route_replies:
                 # a DR/TUN reply that crosses the director: the client-side key, reversed
-                cp = self._in.get(key[:-12] + key[-8:-4] + key[-12:-8] + key[-2:]
-                                  + key[-4:-2])
+                cp = self._in.get(reply_key(key))
                 if cp is not None and cp.fwd == MASQ:
                     cp = None
             if cp is not None:

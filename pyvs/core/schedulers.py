@@ -367,21 +367,19 @@ class _LocalityCache(Scheduler):
     scheduler sees is the kernel's."""
 
     def __init__(self) -> None:
-        self.buckets: list[dict[int, list]] = []
+        self._clear(0.0)
+
+    def init_service(self, svc: Service, now: float) -> None:
+        self._clear(now)
+
+    def _clear(self, now: float) -> None:
+        """ip_vs_lblc_init_svc(): an empty table, the first check 60 s from now."""
+        self.buckets: list[dict[int, list]] = [{} for _ in range(1 << LBLC_TAB_BITS)]
         self.count = 0
-        self.started = 0.0
+        self.started = now
         self.runs = 0              # periodic checks done
         self.counter = 1           # tbl->counter
         self.rover = 0             # tbl->rover
-
-    def init_service(self, svc: Service, now: float) -> None:
-        """ip_vs_lblc_init_svc(): an empty table, the first check 60 s from now."""
-        self.buckets = [{} for _ in range(1 << LBLC_TAB_BITS)]
-        self.count = 0
-        self.started = now
-        self.runs = 0
-        self.counter = 1
-        self.rover = 0
 
     def cached(self, daddr: int) -> list | None:
         """The entry for daddr as it stands (no checks run, not marked used)."""

@@ -59,6 +59,13 @@ TH_RST: Final = 0x04
 TH_ACK: Final = 0x10
 
 
+# Typed so that the compiled build indexes them natively on the per-packet path.
+Row = tuple[int, ...]          # the next state, indexed by the current state
+Section = tuple[Row, ...]      # rows, indexed by FLAG_ROW
+Table = tuple[Section, ...]    # sections: INPUT, OUTPUT, INPUT_ONLY
+Active = tuple[bool, ...]      # whether a state counts as ActiveConn, indexed by state
+
+
 def _flag_row(flags: int) -> int:
     if flags & TH_RST:
         return ROW_RST
@@ -75,12 +82,6 @@ def _flag_row(flags: int) -> int:
 FLAG_ROW: Final[Row] = tuple(_flag_row(f) for f in range(256))
 
 sNO, sES, sSS, sSR, sFW, sTW, sCL, sCW, sLA, sLI, sSA = range(N_TCP_STATES)
-
-# Typed so that the compiled build indexes them natively on the per-packet path.
-Row = tuple[int, ...]          # the next state, indexed by the current state
-Section = tuple[Row, ...]      # rows, indexed by FLAG_ROW
-Table = tuple[Section, ...]    # sections: INPUT, OUTPUT, INPUT_ONLY
-Active = tuple[bool, ...]      # whether a state counts as ActiveConn, indexed by state
 
 # tcp_states[]: [section][row][state]
 TCP_STATES_NORMAL: Final[Table] = (
