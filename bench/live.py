@@ -63,17 +63,17 @@ finally: q.unbind()"""
 
 
 def queued() -> int:
-    text = exec_in("pyvs-d", "cat", "/proc/net/netfilter/nfnetlink_queue").split()
+    text = exec_in(netns.ns("d"), "cat", "/proc/net/netfilter/nfnetlink_queue").split()
     return int(text[7]) if len(text) > 7 else 0
 
 
 def rx_packets() -> int:
-    return sum(int(exec_in("pyvs-d", "cat", f"/sys/class/net/{dev}/statistics/rx_packets")
+    return sum(int(exec_in(netns.ns("d"), "cat", f"/sys/class/net/{dev}/statistics/rx_packets")
                    or 0) for dev in ("eth0", "eth1"))
 
 
 def client(script: str, *args: str) -> int:
-    out = exec_in("pyvs-c1", sys.executable, "-c", script, *args, check=False,
+    out = exec_in(netns.ns("c1"), sys.executable, "-c", script, *args, check=False,
                   timeout=60).strip()
     return int(out or 0)
 
@@ -95,9 +95,9 @@ def measure(config: str, seconds: float, procs: int) -> tuple[float, float, floa
                           "--queue-num", "0", "--queue-bypass"],
                          ["mangle", "POSTROUTING", "-s", rs, "-p", "tcp", "-j", "NFQUEUE",
                           "--queue-num", "0", "--queue-bypass"]):
-                exec_in("pyvs-d", "iptables", "-t", rule[0], "-A", *rule[1:])
+                exec_in(netns.ns("d"), "iptables", "-t", rule[0], "-A", *rule[1:])
             program = f"PAYLOAD = {config == 'bare+payload'}\n" + ACCEPT_ALL
-            helper = subprocess.Popen(["ip", "netns", "exec", "pyvs-d", sys.executable, "-c",
+            helper = subprocess.Popen(["ip", "netns", "exec", netns.ns("d"), sys.executable, "-c",
                                        program])
             time.sleep(0.5)
         count = rx_packets if config == "kernel" else queued

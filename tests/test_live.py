@@ -50,7 +50,7 @@ def request_mode(request):
 
 
 def curl(state: dict, path: str = "/") -> str:
-    return subprocess.run(["ip", "netns", "exec", "pyvs-c1", "curl", "-s", "--max-time", "5",
+    return subprocess.run(["ip", "netns", "exec", netns.ns("c1"), "curl", "-s", "--max-time", "5",
                            f"http://{state['vip']}{path}"], capture_output=True, text=True,
                           timeout=10).stdout
 
@@ -86,7 +86,7 @@ def test_round_robin_and_http10_counts(lab) -> None:
 @pytest.mark.parametrize("request_mode", ["nat", "dr"], indirect=True)
 def test_held_connection_is_active_and_matches_ss(lab) -> None:
     holder = subprocess.Popen(
-        ["ip", "netns", "exec", "pyvs-c1", sys.executable, "-c",
+        ["ip", "netns", "exec", netns.ns("c1"), sys.executable, "-c",
          "import socket,sys,time; s=socket.create_connection((sys.argv[1],23),5); "
          "s.recv(100); print('up', flush=True); time.sleep(8)", lab["vip"]],
         stdout=subprocess.PIPE, text=True)
@@ -95,8 +95,8 @@ def test_held_connection_is_active_and_matches_ss(lab) -> None:
         snap = table()
         rs1, rs2 = lab["realservers"]
         assert dests(snap, 23) == {rs1: (0, 0), rs2: (1, 0)}
-        assert ss_states("pyvs-r2", 23) == ["ESTAB"]
-        assert ss_states("pyvs-r1", 23) == []
+        assert ss_states(netns.ns("r2"), 23) == ["ESTAB"]
+        assert ss_states(netns.ns("r1"), 23) == []
         assert [c["state"] for c in snap["connections"]] == ["ESTABLISHED"]
     finally:
         holder.kill()
@@ -106,7 +106,7 @@ def test_held_connection_is_active_and_matches_ss(lab) -> None:
 @pytest.mark.parametrize("request_mode", ["dr"], indirect=True)
 def test_sigkill_then_cleanup_leaves_nothing(lab) -> None:
     def director(*cmd: str) -> str:
-        return subprocess.run(["ip", "netns", "exec", "pyvs-d", *cmd], capture_output=True,
+        return subprocess.run(["ip", "netns", "exec", netns.ns("d"), *cmd], capture_output=True,
                               text=True).stdout
     assert curl(lab) == "rs2\n"
     assert "PYVS-PRE" in director("iptables", "-t", "mangle", "-S")
@@ -129,7 +129,7 @@ def test_lab_down_removes_every_namespace() -> None:
     state = json.loads(netns.STATE.read_text())
     netns.down(out=open(os.devnull, "w"))
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not [n for n in listed.splitlines() if n.startswith("pyvs-")]
+    assert not [n for n in listed.splitlines() if n.startswith(f"{netns.PREFIX}-")]
     assert not netns.STATE.exists()
     for pid in state["pids"].values():
         with pytest.raises(ProcessLookupError):
@@ -140,7 +140,7 @@ def test_lab_check_finds_a_missing_vip() -> None:
     netns.down(out=open(os.devnull, "w"))
     netns.up("dr", 1, 1, out=open(os.devnull, "w"))
     try:
-        subprocess.run(["ip", "netns", "exec", "pyvs-r1", "ip", "addr", "del",
+        subprocess.run(["ip", "netns", "exec", netns.ns("r1"), "ip", "addr", "del",
                         "203.0.113.100/32", "dev", "lo"], check=True)
         import io
         out = io.StringIO()

@@ -4,6 +4,7 @@
               the bridges live outside the director so its iptables never see bridged frames
     pyvs-d    the director, running `pyvs run` on the lab's config
     pyvs-c1.. clients          pyvs-r1.. realservers (python -m pyvs.lab.backends)
+(`pyvs` is the lab's name: PYVS_LAB=NAME builds NAME-sw, NAME-d, ... beside it.)
 
 Addresses are the Vagrant lab's (vagrant/Vagrantfile):
     NAT  clients 198.51.100.2.. , director 198.51.100.1 + VIP 198.51.100.100 | 192.0.2.1,
@@ -30,10 +31,18 @@ from ..core.service import FORWARD_BY_MODE
 
 PROJECT = Path(__file__).resolve().parents[2]
 PROVISION = PROJECT / "vagrant" / "provision"
-STATE_DIR = Path("/run/pyvs/lab")
+# PYVS_LAB names a lab (default "pyvs"): its namespaces are NAME-d, NAME-c1.., NAME-r1..,
+# NAME-sw, so several labs (parallel test runs) can stand side by side.
+PREFIX = os.environ.get("PYVS_LAB", "pyvs")
+STATE_DIR = Path("/run/pyvs/lab" if PREFIX == "pyvs" else f"/run/pyvs/lab-{PREFIX}")
 STATE = STATE_DIR / "lab.json"
-SOCKET = "/run/pyvs/pyvs.sock"
+SOCKET = "/run/pyvs/pyvs.sock" if PREFIX == "pyvs" else str(STATE_DIR / "pyvs.sock")
 MODES = tuple(FORWARD_BY_MODE)
+
+
+def ns(host: str) -> str:
+    """The namespace of a lab host: d (director), sw (switch), c1.., r1.."""
+    return f"{PREFIX}-{host}"
 
 
 class LabError(Exception):
@@ -89,10 +98,10 @@ def exec_in(ns: str, *args: str, check: bool = True, env: dict | None = None,
 
 def hosts(state: dict) -> dict[str, str]:
     """Host name -> namespace."""
-    names = {"director": "pyvs-d"}
-    names.update({f"c{i + 1}": f"pyvs-c{i + 1}" for i in range(len(state["clients"]))})
-    names.update({f"rs{i + 1}": f"pyvs-r{i + 1}" for i in range(len(state["realservers"]))})
-    names["client"] = "pyvs-c1"
+    names = {"director": ns("d")}
+    names.update({f"c{i + 1}": ns(f"c{i + 1}") for i in range(len(state["clients"]))})
+    names.update({f"rs{i + 1}": ns(f"r{i + 1}") for i in range(len(state["realservers"]))})
+    names["client"] = ns("c1")
     return names
 
 
@@ -131,46 +140,46 @@ def _save(state: dict) -> None:
 
 def _build(state: dict, out, start_director: bool = True) -> None:
     mode = state["mode"]
-    nss = ["pyvs-sw", "pyvs-d", *[f"pyvs-c{i + 1}" for i in range(len(state["clients"]))],
-           *[f"pyvs-r{i + 1}" for i in range(len(state["realservers"]))]]
-    for ns in nss:
-        _sh("ip", "netns", "add", ns)
-        state["namespaces"].append(ns)
+    nss = [ns("sw"), ns("d"), *[ns(f"c{i + 1}") for i in range(len(state["clients"]))],
+           *[ns(f"r{i + 1}") for i in range(len(state["realservers"]))]]
+    for name in nss:
+        _sh("ip", "netns", "add", name)
+        state["namespaces"].append(name)
         _save(state)
-        exec_in(ns, "ip", "link", "set", "lo", "up")
+        exec_in(name, "ip", "link", "set", "lo", "up")
     bridges = ("brc", "brr") if mode == "nat" else ("brc",)
     for br in bridges:
-        exec_in("pyvs-sw", "ip", "link", "add", br, "type", "bridge")
-        exec_in("pyvs-sw", "ip", "link", "set", br, "up")
+        exec_in(ns("sw"), "ip", "link", "add", br, "type", "bridge")
+        exec_in(ns("sw"), "ip", "link", "set", br, "up")
 
-    def port(ns: str, dev: str, peer: str, br: str, addr: str) -> None:
-        _sh("ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", peer,
-            "netns", "pyvs-sw")
-        exec_in("pyvs-sw", "ip", "link", "set", peer, "master", br, "up")
-        exec_in(ns, "ip", "addr", "add", addr, "dev", dev)
-        exec_in(ns, "ip", "link", "set", dev, "up")
+    def port(host: str, dev: str, peer: str, br: str, addr: str) -> None:
+        _sh("ip", "link", "add", dev, "netns", host, "type", "veth", "peer", "name", peer,
+            "netns", ns("sw"))
+        exec_in(ns("sw"), "ip", "link", "set", peer, "master", br, "up")
+        exec_in(host, "ip", "addr", "add", addr, "dev", dev)
+        exec_in(host, "ip", "link", "set", dev, "up")
 
     rs_br = "brr" if mode == "nat" else "brc"
-    port("pyvs-d", "eth0", "d0", "brc", f"{state['gateway']}/24")
+    port(ns("d"), "eth0", "d0", "brc", f"{state['gateway']}/24")
     if mode == "nat":
-        port("pyvs-d", "eth1", "d1", "brr", f"{state['dip']}/24")
+        port(ns("d"), "eth1", "d1", "brr", f"{state['dip']}/24")
     for i, addr in enumerate(state["clients"]):
-        ns = f"pyvs-c{i + 1}"
-        port(ns, "eth0", f"c{i + 1}", "brc", f"{addr}/24")
+        host = ns(f"c{i + 1}")
+        port(host, "eth0", f"c{i + 1}", "brc", f"{addr}/24")
         if mode == "nat":
-            exec_in(ns, "ip", "route", "add", "default", "via", state["gateway"])
-        _provision(ns, "client", state, PYVS_GATEWAY=state["gateway"])
+            exec_in(host, "ip", "route", "add", "default", "via", state["gateway"])
+        _provision(host, "client", state, PYVS_GATEWAY=state["gateway"])
     for i, addr in enumerate(state["realservers"]):
-        ns = f"pyvs-r{i + 1}"
-        port(ns, "eth0", f"r{i + 1}", rs_br, f"{addr}/24")
-        _provision(ns, "realserver", state, PYVS_NAME=f"rs{i + 1}")
+        host = ns(f"r{i + 1}")
+        port(host, "eth0", f"r{i + 1}", rs_br, f"{addr}/24")
+        _provision(host, "realserver", state, PYVS_NAME=f"rs{i + 1}")
         log = open(STATE_DIR / f"rs{i + 1}.log", "w")
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
+        proc = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m",
                                  "pyvs.lab.backends", "--name", f"rs{i + 1}"],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         state["pids"][f"rs{i + 1}"] = proc.pid
         _save(state)
-    _provision("pyvs-d", "director", state, PYVS_VIP_IFACE="eth0")
+    _provision(ns("d"), "director", state, PYVS_VIP_IFACE="eth0")
     if not start_director:                      # bench/live.py runs its own
         _wait_listening(state)
         return
@@ -178,7 +187,7 @@ def _build(state: dict, out, start_director: bool = True) -> None:
     config.write_text(config_yaml(mode, len(state["realservers"])))
     state["config"] = str(config)
     log = open(STATE_DIR / "director.log", "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", "pyvs-d", sys.executable, "-m", "pyvs.cli",
+    proc = subprocess.Popen(["ip", "netns", "exec", ns("d"), sys.executable, "-m", "pyvs.cli",
                              "run", "--config", str(config), "--socket", SOCKET],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     state["pids"]["director"] = proc.pid
@@ -203,7 +212,7 @@ def _build(state: dict, out, start_director: bool = True) -> None:
 def _wait_listening(state: dict) -> None:
     for i in range(len(state["realservers"])):
         for _ in range(100):
-            if ":80 " in exec_in(f"pyvs-r{i + 1}", "ss", "-Htln", check=False):
+            if ":80 " in exec_in(ns(f"r{i + 1}"), "ss", "-Htln", check=False):
                 break
             time.sleep(0.05)
 
@@ -240,16 +249,17 @@ def down(out=sys.stdout) -> None:
                 break
             time.sleep(0.1)
         _kill(pid, signal.SIGKILL)
-    if "pyvs-d" in _sh("ip", "netns", "list", check=False):
-        exec_in("pyvs-d", sys.executable, "-m", "pyvs.cli", "cleanup", check=False)
+    if ns("d") in _sh("ip", "netns", "list", check=False).split():
+        exec_in(ns("d"), sys.executable, "-m", "pyvs.cli", "cleanup", check=False)
     for name, pid in state["pids"].items():
         if name != "director":
             _kill(pid, signal.SIGKILL)
     existing = _sh("ip", "netns", "list", check=False)
-    for ns in reversed(state["namespaces"] or [n.split()[0] for n in existing.splitlines()
-                                               if n.startswith("pyvs-")]):
-        if ns in existing:
-            _sh("ip", "netns", "del", ns, check=False)
+    existing_names = [n.split()[0] for n in existing.splitlines() if n.strip()]
+    for name in reversed(state["namespaces"] or [n for n in existing_names
+                                                 if n.startswith(f"{PREFIX}-")]):
+        if name in existing_names:
+            _sh("ip", "netns", "del", name, check=False)
     if STATE.exists():
         STATE.unlink()
     shutil.rmtree(STATE_DIR / "ssh", ignore_errors=True)
@@ -279,29 +289,29 @@ def check(out=sys.stdout) -> int:
         problems += not ok
         print(f"{'ok     ' if ok else 'PROBLEM'} {host}: {text}", file=out)
 
-    def sysctl(ns: str, name: str) -> str:
-        return exec_in(ns, "cat", f"/proc/sys/{name.replace('.', '/')}", check=False).strip()
+    def sysctl(host: str, name: str) -> str:
+        return exec_in(host, "cat", f"/proc/sys/{name.replace('.', '/')}", check=False).strip()
 
-    report(sysctl("pyvs-d", "net.ipv4.ip_forward") == "1", "director", "ip_forward=1")
+    report(sysctl(ns("d"), "net.ipv4.ip_forward") == "1", "director", "ip_forward=1")
     report(_alive(state["pids"].get("director", 0) or 0), "director", "pyvs run is running")
     for i, addr in enumerate(state["realservers"]):
-        ns, host = f"pyvs-r{i + 1}", f"rs{i + 1} {addr}"
+        rns, host = ns(f"r{i + 1}"), f"rs{i + 1} {addr}"
         if mode == "nat":
-            route = exec_in(ns, "ip", "route", "show", "default", check=False)
+            route = exec_in(rns, "ip", "route", "show", "default", check=False)
             report(f"via {state['dip']} " in route, host,
                    f"default route via the director {state['dip']} (else replies bypass it: "
                    "incorrect routing, handshakes never complete)")
         else:
             dev = "lo" if mode == "dr" else "tunl0"
-            have = exec_in(ns, "ip", "-4", "-o", "addr", "show", "dev", dev, check=False)
+            have = exec_in(rns, "ip", "-4", "-o", "addr", "show", "dev", dev, check=False)
             report(f" {vip}/32 " in have, host, f"VIP {vip} on {dev} (else it drops the "
                    "director's packets for the VIP)")
             if mode == "dr":
                 for name, want in (("arp_ignore", "1"), ("arp_announce", "2")):
-                    got = sysctl(ns, f"net.ipv4.conf.all.{name}")
+                    got = sysctl(rns, f"net.ipv4.conf.all.{name}")
                     report(got == want, host, f"{name}={want} (is {got}; else it answers "
                            "ARP for the VIP and steals the traffic)")
-            rp = sysctl(ns, "net.ipv4.conf.all.rp_filter")
+            rp = sysctl(rns, "net.ipv4.conf.all.rp_filter")
             report(rp in ("0", "2"), host, f"rp_filter is {rp} (1 drops packets for the VIP "
                    "arriving on the wrong interface)")
     print(f"{problems} problem(s)", file=out)
