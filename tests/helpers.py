@@ -5,8 +5,8 @@ from __future__ import annotations
 from pyvs.core import states as S
 from pyvs.core.craft import ACK, FIN, PSH, RST, SYN, tcp, udp
 from pyvs.core.engine import IN, OUT, Director
+from pyvs.core.forwarding import DROUTE, MASQ
 from pyvs.core.packet import ip_to_int
-from pyvs.core.service import DROUTE, MASQ
 
 __all__ = ["ACK", "FIN", "PSH", "RST", "SYN", "IN", "OUT", "MASQ", "DROUTE", "ip",
            "make_director", "Flow", "udp", "S"]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from . import commands as C
 from . import states as S
 from .conn import (
     CONN_KEY,
@@ -25,6 +26,8 @@ from .conn import (
     conn_key,
     reply_key,
 )
+from .forwarding import DROUTE, MASQ, TUNNEL
+from .limits import DEFAULT_SCHEDULER, NETMASK_ALL
 from .packet import (
     IPPROTO_IP,
     IPPROTO_TCP,
@@ -36,17 +39,16 @@ from .packet import (
 )
 from .schedulers import SCHEDULERS, make_scheduler
 from .service import (
-    DROUTE,
     FTPDATA,
     FTPPORT,
-    MASQ,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
-    TUNNEL,
     Dest,
     Service,
 )
 from .stats import ESTIMATOR_PERIOD, Counters, Estimator
+from .sysctls import Sysctls
+from .sysctls import check as sysctl_problem
 from .verdict import (
     ACCEPT,
     R_DEST_UNAVAILABLE,
@@ -70,7 +72,6 @@ OUT: Final = 1    # realserver -> client (ip_vs_out_hook)
 EXPIRE_LATER: Final = 60.0          # a template that still controls connections waits 60 s more
 TRASH_PERIOD: Final = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
 INVALID_PORT: Final = 0xFFFF        # ports of an invalidated template
-MAX_TIMEOUT: Final = 86400 * 31     # ipvsadm's MAX_TIMEOUT for --set
 UNPRIVILEGED_PORT_START: Final = 1024
 
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
@@ -81,17 +82,6 @@ _DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_NO_DESTI
 
 class ConfigError(ValueError):
     """A control-plane request the kernel (or ipvsadm) would refuse; the text says why."""
-
-
-@dataclass
-class Sysctls:
-    """The /proc/sys/net/ipv4/vs knobs that change table behaviour, kernel defaults."""
-
-    conn_reuse_mode: int = 1
-    expire_nodest_conn: int = 0
-    expire_quiescent_template: int = 0
-    sloppy_tcp: int = 0
-    secure_tcp: int = 0
 
 
 @dataclass
@@ -157,17 +147,75 @@ class Director:
         self._rows_output: S.Section = (*table[S.OUTPUT], close)
         self._rows_input_only: S.Section = (*table[S.INPUT_ONLY], close)
 
+    # ------------------------------------------------------------------ the control plane
+    def apply(self, cmd: C.Command, now: float) -> None:
+        """Make one control-plane change at `now`, as the kernel does; ConfigError with
+        libipvs's text (or ipvsadm's, for values it never sends) when refused."""
+        if now >= self._due:
+            self.handle_timers(now)
+        problem = C.check(cmd)
+        if problem:
+            raise ConfigError(problem)
+        if isinstance(cmd, C.SetTimeouts):
+            self.set_timeouts(cmd.tcp, cmd.tcpfin, cmd.udp)
+        elif isinstance(cmd, C.SetSysctl):
+            self.set_sysctl(cmd.name, cmd.value)
+        elif isinstance(cmd, C.Flush):
+            self.clear(now)
+        elif isinstance(cmd, C.EditService):
+            k = cmd.service
+            self.edit_service(self._service(k, "No such service"), cmd.scheduler, cmd.flags,
+                              cmd.timeout, cmd.netmask, now)
+        elif isinstance(cmd, C.AddService):
+            k = cmd.service
+            self.add_service(k.protocol, k.addr, k.port, k.fwmark, cmd.scheduler, cmd.flags,
+                             cmd.timeout, cmd.netmask, now)
+        elif isinstance(cmd, C.DelService):
+            self.del_service(self._service(cmd.service, "No such service"), now)
+        elif isinstance(cmd, C.Zero):
+            self.zero(None if cmd.service is None
+                      else self._service(cmd.service, "No such service"))
+        elif isinstance(cmd, C.EditDest):
+            svc = self._service(cmd.service, "Service not defined")
+            self.edit_dest(self._dest(svc, cmd.addr, cmd.port), cmd.fwd, cmd.weight,
+                           cmd.u_threshold, cmd.l_threshold)
+        elif isinstance(cmd, C.AddDest):
+            svc = self._service(cmd.service, "Service not defined")
+            self.add_dest(svc, cmd.addr, cmd.port, cmd.fwd, cmd.weight, cmd.u_threshold,
+                          cmd.l_threshold, now)
+        elif isinstance(cmd, C.DelDest):
+            svc = self._service(cmd.service, "Service not defined")
+            self.del_dest(self._dest(svc, cmd.addr, cmd.port), now)
+        else:
+            raise ConfigError(f"not a command: {cmd!r}")
+
+    def _service(self, key: C.ServiceKey, missing: str) -> Service:
+        svc = self.find_service(key.protocol, key.addr, key.port, key.fwmark)
+        if svc is None:
+            raise ConfigError(missing)
+        return svc
+
+    @staticmethod
+    def _dest(svc: Service, addr: int, port: int) -> Dest:
+        dest = svc.find_dest(addr, port)
+        if dest is None:
+            raise ConfigError("No such destination")
+        return dest
+
     def set_sysctl(self, name: str, value: int) -> None:
-        if not hasattr(self.sysctls, name):
-            raise ConfigError(f"unknown sysctl {name!r}")
+        """A write to /proc/sys/net/ipv4/vs/NAME."""
+        problem = sysctl_problem(name, value)
+        if problem:
+            raise ConfigError(problem)
         setattr(self.sysctls, name, int(value))
         self._select_tables()
 
     def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
-        """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only."""
-        for value in (tcp, tcpfin, udp):
-            if value < 0 or value > MAX_TIMEOUT:
-                raise ConfigError(f"timeout {value} out of range 0..{MAX_TIMEOUT}")
+        """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only.  An
+        entry keeps the timeout it was armed with until its next packet re-arms it."""
+        problem = C.check(C.SetTimeouts(tcp, tcpfin, udp))
+        if problem:
+            raise ConfigError(problem)
         if tcp:
             self.timeouts.tcp = tcp
             self._tcp_timeouts[S.ESTABLISHED] = float(tcp)
@@ -185,12 +233,12 @@ class Director:
         return self._svc_by_addr.get((protocol, addr, port))
 
     def add_service(self, protocol: int, addr: int = 0, port: int = 0, fwmark: int = 0,
-                    scheduler: str = "wlc", flags: int = 0, timeout: int = 0,
-                    netmask: int = 0xFFFFFFFF, now: float = 0.0) -> Service:
+                    scheduler: str = DEFAULT_SCHEDULER, flags: int = 0, timeout: int = 0,
+                    netmask: int = NETMASK_ALL, now: float = 0.0) -> Service:
         if self.find_service(protocol, addr, port, fwmark) is not None:
             raise ConfigError("Service already exists")
         if scheduler not in SCHEDULERS:
-            raise ConfigError("Scheduler not found")
+            raise ConfigError("Scheduler or persistence engine not found")
         if fwmark:
             protocol = IPPROTO_TCP if protocol == IPPROTO_IP else protocol
         svc = Service(protocol, 0 if fwmark else addr, 0 if fwmark else port, fwmark,
@@ -212,7 +260,7 @@ class Director:
                      now: float = 0.0) -> None:
         if scheduler is not None and scheduler != svc.sched_name:
             if scheduler not in SCHEDULERS:
-                raise ConfigError("Scheduler not found")
+                raise ConfigError("Scheduler or persistence engine not found")
             svc.sched_name = scheduler
             svc.scheduler = make_scheduler(scheduler)
             svc.scheduler.init_service(svc, now)
@@ -288,6 +336,8 @@ class Director:
 
     def edit_dest(self, dest: Dest, fwd: int | None = None, weight: int | None = None,
                   u_threshold: int | None = None, l_threshold: int | None = None) -> None:
+        """ip_vs_edit_dest(): takes effect at the next scheduling; entries keep their
+        forwarding method (it was copied into each at its creation)."""
         self._update_dest(dest, dest.fwd if fwd is None else fwd,
                           dest.weight if weight is None else weight,
                           dest.u_threshold if u_threshold is None else u_threshold,
@@ -358,7 +408,11 @@ class Director:
         Estimation reads traffic counters and expiry changes only connection counters,
         so running all estimator ticks first gives the same result as interleaving them."""
         while self._next_est <= now:
-            self._estimate()
+            if not self._estimate():
+                # nothing moved and every average rests: the ticks up to `now` change
+                # nothing either, so an idle span of any length costs one tick
+                idle = int((now - self._next_est) // ESTIMATOR_PERIOD) + 1
+                self._next_est += idle * ESTIMATOR_PERIOD
         timers = self._timers
         cp = timers.pop_due(now)
         while cp is not None:
@@ -367,17 +421,21 @@ class Director:
         t = timers.next_time()
         self._due = self._next_est if t is None or self._next_est < t else t
 
-    def _estimate(self) -> None:
-        """estimation_timer(): every 2 s, copy counters to kstats and update the rates."""
+    def _estimate(self) -> bool:
+        """estimation_timer(): every 2 s, copy counters to kstats and update the rates;
+        False when no estimator changed."""
         total = Counters(*self.total_base.as_tuple())
+        moved = False
         for svc in self.services:
             live = svc.live_counters()
-            svc.est.tick(live.as_tuple())
+            moved = svc.est.tick(live.as_tuple()) or moved
             total.add(live)
             for d in svc.dests:
-                d.est.tick((d.conns, d.inpkts, d.outpkts, d.inbytes, d.outbytes))
-        self.total_est.tick(total.as_tuple())
+                moved = d.est.tick((d.conns, d.inpkts, d.outpkts, d.inbytes,
+                                    d.outbytes)) or moved
+        moved = self.total_est.tick(total.as_tuple()) or moved
         self._next_est += ESTIMATOR_PERIOD
+        return moved
 
     def _arm(self, cp: Conn, now: float) -> None:
         self._timers.arm(cp, now + cp.timeout)
@@ -690,17 +748,8 @@ class Director:
         if dest.available:
             dest.inpkts += 1
             dest.inbytes += tot_len
-        if flags >= 0:
-            # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
-            new = (self._rows_input_only if cp.noout else self._rows_input)[
-                S.FLAG_ROW[flags]][cp.state]
-            if new != cp.state:
-                self._state_change(cp, new, now)
-            timeout = self._tcp_timeouts[new]
-        else:
-            timeout = self._udp_timeout
-        cp.timeout = timeout
-        self._arm(cp, now)
+        # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
+        self._track(cp, self._rows_input_only if cp.noout else self._rows_input, flags, now)
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
@@ -717,6 +766,18 @@ class Director:
                            ipip_encapsulate(data[:tot_len], src, cp.daddr, self._tunnel_id))
         return _ACCEPT_FORWARD
 
+    def _track(self, cp: Conn, rows: S.Section, flags: int, now: float) -> None:
+        """set_tcp_state() (UDP: flags -1, one state), then ip_vs_conn_put(): every packet
+        re-arms its entry with the timeout of the state it leaves it in."""
+        if flags >= 0:
+            new = rows[S.FLAG_ROW[flags]][cp.state]
+            if new != cp.state:
+                self._state_change(cp, new, now)
+            cp.timeout = self._tcp_timeouts[new]
+        else:
+            cp.timeout = self._udp_timeout
+        self._arm(cp, now)
+
     def _out_forward(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int,
                      now: float) -> Verdict:
         """handle_response(): SNAT for Masq, then ip_vs_out_stats() and OUTPUT state."""
@@ -726,14 +787,7 @@ class Director:
             dest.outbytes += tot_len
         if flags >= 0:
             cp.noout = False                    # a reply was seen: full tracking from now on
-            new = self._rows_output[S.FLAG_ROW[flags]][cp.state]
-            if new != cp.state:
-                self._state_change(cp, new, now)
-            timeout = self._tcp_timeouts[new]
-        else:
-            timeout = self._udp_timeout
-        cp.timeout = timeout
-        self._arm(cp, now)
+        self._track(cp, self._rows_output, flags, now)
         if cp.fwd != MASQ:
             return _ACCEPT_FORWARD
         m = cp.masq

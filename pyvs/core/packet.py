@@ -21,6 +21,8 @@ IPPROTO_IP: Final = 0      # a fwmark service's protocol: any
 IPPROTO_IPIP: Final = 4
 IPPROTO_TCP: Final = 6
 IPPROTO_UDP: Final = 17
+# ip_vs_proto_name(): how listings name a protocol (fwmark templates are IP)
+PROTO_NAMES: Final = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_IP: "IP"}
 
 
 def csum_delta(old: bytes, new: bytes) -> int:

@@ -2,7 +2,7 @@
 
 The tables are the kernel's (``net/netfilter/ipvs/ip_vs_proto_tcp.c``), cell for cell, so a
 reader can hold them against the C source.  The engine never branches on a state name: it
-indexes these tables.  Kernel-version differences (reference §0) are expressed as
+indexes these tables.  Kernel-version differences (docs/ipvs.md, "kernel versions") are expressed as
 :class:`KernelProfile` values that select or patch tables, not as ``if`` trees.
 """
 
@@ -148,7 +148,7 @@ ACTIVE_ESTABLISHED_ONLY: Final[Active] = tuple(s == ESTABLISHED for s in range(N
 
 @dataclass(frozen=True)
 class KernelProfile:
-    """What differs between the kernels users compare against (reference §0)."""
+    """What differs between the kernels users compare against (docs/ipvs.md)."""
 
     name: str
     normal: Table
@@ -160,6 +160,7 @@ class KernelProfile:
     nodest_on_syn: bool       # 5.x: expire_nodest_conn also re-schedules SYNs to weight-0 dests
 
 
+DEFAULT_PROFILE: Final = "modern"
 PROFILES: Final = {
     "modern": KernelProfile("modern", TCP_STATES_NORMAL, TCP_STATES_DOS, ACTIVE_MODERN,
                             assure_templates=True, conn_reuse=True, route_replies=True,
@@ -171,3 +172,4 @@ PROFILES: Final = {
                          ACTIVE_ESTABLISHED_ONLY, assure_templates=False, conn_reuse=False,
                          route_replies=False, nodest_on_syn=False),
 }
+KERNELS: Final = tuple(PROFILES)        # the profile names, for front ends
