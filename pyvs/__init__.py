@@ -23,7 +23,7 @@ NATIVE_MODULES = (
     "pyvs.core.conn", "pyvs.core.engine", "pyvs.core.forwarding", "pyvs.core.packet",
     "pyvs.core.service",
     "pyvs.core.states", "pyvs.core.stats", "pyvs.core.verdict",
-    "pyvs.sim.events", "pyvs.sim.network", "pyvs.sim.tcp",
+    "pyvs.sim.events", "pyvs.sim.network", "pyvs.sim.tcp", "pyvs.truth.tcpstates",
 )
 NATIVE_MANIFEST = "pyvs/_native.json"
 

@@ -18,13 +18,23 @@ per-connection disagreements are integrated exactly, to the packet, not per samp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..core.conn import Conn
 from ..core.engine import Director
-from . import tcp
+from ..truth import tcpstates as tcp
 
 NONE, ACTIVE, INACTIVE = 0, 1, 2
 KINDS = ("ghost", "forgotten", "stale", "hidden")
+
+
+class Endpoint(Protocol):
+    """A realserver's end of a connection: a simulated socket, or one inferred from a
+    capture (pyvs/truth/capture.py)."""
+
+    raddr: int                  # the client's address and port
+    rport: int
+    state: int                  # pyvs/truth/tcpstates.py
 
 
 def socket_class(state: int) -> int:
@@ -82,7 +92,7 @@ class Agreement:
         elif entry is not None and entry[0] is cp:
             self._update(key, entry, now, None, NONE, "-", None)
 
-    def socket_changed(self, rs: int, sock: tcp.Socket, now: float) -> None:
+    def socket_changed(self, rs: int, sock: Endpoint, now: float) -> None:
         key = (rs, sock.raddr, sock.rport)
         rclass = socket_class(sock.state)
         rstate = tcp.STATE_NAMES[sock.state] if rclass else "-"
