@@ -4,6 +4,7 @@ and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -89,33 +90,48 @@ def _events(args: argparse.Namespace) -> list:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .drivers.pcap import CaptureError, ReadStats, read_capture
-    from .drivers.replay import CLIENT_SIDE, DIRECTOR_SIDE, replay
+    from .drivers.pcap import CaptureError, ReadStats, read_captures
+    from .drivers.replay import Replay
+    from .views import replay as view
     from .views.snapshot import snapshot
     _check_listing(args)
+    if args.at and any(t < 0 for t in args.at):
+        raise UsageError("--at: times are seconds after the first packet, not negative")
     director = _load(args).build(now=0.0)
     events = _events(args)
-    stats = ReadStats()
-    try:
-        packets = list(read_capture(args.capture, stats))
-    except CaptureError as exc:
-        raise UsageError(f"{args.capture}: {exc}") from None
-    if not packets:
-        raise UsageError(f"{args.capture}: no IPv4 packets in the capture")
-    at = args.at or [(packets[-1][0] - packets[0][0]) / 1e9]
-    if any(t < 0 for t in at):
-        raise UsageError("--at: times are seconds after the first packet, not negative")
-    point = {"auto": None, "client": CLIENT_SIDE, "director": DIRECTOR_SIDE}[args.capture_point]
+    reader = ReadStats()
+    rp = Replay(director, args.replies_via_director, args.capture_point)
+    samples: list = []
     out = sys.stdout
+    listings = 0
     try:
-        for i, (t, _) in enumerate(replay(director, packets, at, point,
-                                          args.replies_via_director, events)):
-            snap = snapshot(director, t, connections=args.connection or args.json)
-            if not args.json and len(at) > 1:
-                out.write(("\n" if i else "") + f"# at {t:g} s\n")
+        packets = read_captures(args.capture, reader)
+        first = next(packets, None)
+        if first is None:
+            raise UsageError(f"{', '.join(args.capture)}: no IPv4 packets in the capture")
+        every = 1.0 if args.plot and not args.at else None
+        for mark in rp.run(itertools.chain((first,), packets), args.at, events, every):
+            if args.plot:
+                samples += view.per_realserver(director, mark.t)
+            if mark.what == "sample":
+                continue
+            snap = snapshot(director, mark.t, connections=args.connection or args.json)
+            if args.json:
+                out.write(json.dumps({**snap, "replay": view.summary(reader, rp)}) + "\n")
+                continue
+            if args.at and len(args.at) > 1:
+                out.write(("\n" if listings else "") + f"# at {mark.t:g} s\n")
             out.write(_render(snap, args))
+            listings += 1
+        packets.close()
+    except CaptureError as exc:
+        raise UsageError(str(exc)) from None
     except ConfigError as exc:
         raise UsageError(f"pyvs replay: an event was refused: {exc}") from None
+    sys.stderr.write(view.summary_text(view.summary(reader, rp)))
+    if args.plot:
+        view.plot(samples, args.plot, Path(args.capture[0]).name)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -389,7 +405,8 @@ def _sim_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_replay(sub) -> None:
     r = sub.add_parser("replay", help="feed a capture through the director, list the table")
-    r.add_argument("capture", help="pcap or pcapng file (Ethernet, raw IP, Linux cooked)")
+    r.add_argument("capture", nargs="+", help="pcap or pcapng files (Ethernet, raw IP, Linux "
+                   "cooked); several (tcpdump -C/-G rotations) are merged in time order")
     _config_flags(r, True, "the director's configuration")
     r.add_argument("--at", type=_time, action="append", metavar="T",
                    help="list the table T seconds after the first packet (repeatable)")
@@ -400,6 +417,8 @@ def _add_replay(sub) -> None:
     r.add_argument("--capture-point", choices=("auto", "client", "director"), default="auto")
     r.add_argument("--replies-via-director", action="store_true",
                    help="DR/TUN replies cross the director (realserver gateway = director)")
+    r.add_argument("--plot", metavar="FILE.png", help="plot ActiveConn and InActConn per "
+                   "realserver over the capture (each second, or at each --at)")
     _listing_flags(r)
     r.set_defaults(func=cmd_replay)
 

@@ -621,12 +621,15 @@ class Director:
 
     # ------------------------------------------------------------------ the packet path
     def receive(self, packet: bytes | bytearray, now: float, direction: int | None = None,
-                mark: int = 0) -> Verdict:
+                mark: int = 0, headers_only: bool = False) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
         the engine decide from its tables, as the kernel's two hooks do.  `mark` is the
-        packet's netfilter mark, used to find fwmark services.
+        packet's netfilter mark, used to find fwmark services.  `headers_only`: the bytes
+        may stop before the IP total length (a capture's snaplen cut them); the packet is
+        counted and tracked by its total length, as the kernel saw it, and needs only its
+        IP and TCP/UDP headers (the verdict's packet is then cut too: not for sending).
         """
         if now >= self._due:
             self.handle_timers(now)
@@ -642,14 +645,19 @@ class Director:
         # byte indexing, not struct: as fast in CPython, and native in the compiled build
         tot_len = (data[2] << 8) | data[3]
         protocol = data[9]
-        if ihl < 20 or tot_len < ihl or tot_len > n:
+        if ihl < 20 or tot_len < ihl:
             return self._dropped(R_MALFORMED)
+        seen = tot_len
+        if tot_len > n:
+            if not headers_only:
+                return self._dropped(R_MALFORMED)
+            seen = n
         if protocol == IPPROTO_TCP:
-            if tot_len - ihl < 20:
+            if seen - ihl < 20:
                 return self._dropped(R_MALFORMED)
             flags = data[ihl + 13]
         elif protocol == IPPROTO_UDP:
-            if tot_len - ihl < 8:
+            if seen - ihl < 8:
                 return self._dropped(R_MALFORMED)
             flags = -1
         else:

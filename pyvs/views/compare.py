@@ -134,10 +134,28 @@ def plot(results: list[Result], path: str) -> list[str]:
     return written
 
 
+def style_axes(ax: Any, title: str, peak: float, empty: str, xlabel: bool) -> None:
+    """One panel as every pyvs plot draws it: title left, connections against seconds from
+    0, integer ticks, a note instead of an empty frame."""
+    from matplotlib.ticker import MaxNLocator
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_ylabel("connections", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_xlim(left=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+    if peak == 0:
+        ax.set_ylim(0, 1)
+        ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center",
+                fontsize=8, color="0.4")
+    else:
+        ax.set_ylim(0, peak * 1.1 + 0.5)
+    if xlabel:
+        ax.set_xlabel("seconds", fontsize=8)
+
+
 def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.3 * len(rows) + 1.2),
                              squeeze=False)
@@ -155,19 +173,8 @@ def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
                 peak = max([peak, *director, *truth])
                 if r.mode not in modes:
                     modes.append(r.mode)
-            ax.set_title(f"{name}: {label}", fontsize=9, loc="left")
-            ax.set_ylabel("connections", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.set_xlim(left=0)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
-            if peak == 0:
-                ax.set_ylim(0, 1)
-                ax.text(0.5, 0.5, f"no {label} on either side", transform=ax.transAxes,
-                        ha="center", va="center", fontsize=8, color="0.4")
-            else:
-                ax.set_ylim(0, peak * 1.1 + 0.5)
-            if row == len(rows) - 1:
-                ax.set_xlabel("seconds", fontsize=8)
+            style_axes(ax, f"{name}: {label}", peak, f"no {label} on either side",
+                       row == len(rows) - 1)
     handles = [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.6,
                       label=f"{m.upper()} director") for m in modes]
     handles += [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.2,
