@@ -199,21 +199,56 @@ def _modes(text: str) -> list[str]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .views import compare
+    extra: dict = {}
+    if args.at and not args.capture:
+        raise UsageError("pyvs compare: --at is for --capture (scenarios sample every second)")
     if args.from_files:
-        if args.scenario or args.live or args.ssh_config:
+        if args.scenario or args.live or args.ssh_config or args.capture:
             raise UsageError("pyvs compare: --from reads saved results; it runs no scenario")
         results = [r for f in args.from_files for r in _saved_results(f)]
+    elif args.capture:
+        if args.scenario or args.live or args.ssh_config:
+            raise UsageError("pyvs compare: --capture replays a capture; it runs no scenario")
+        results, extra = _compare_capture(args)
     elif args.live or args.ssh_config:
         results = _compare_live(args)
     else:
         results = _compare_simulated(args)
     sys.stdout.write(compare.table(results, wide=args.wide))
     if args.json:
-        Path(args.json).write_text(json.dumps(compare.as_json(results), indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({**compare.as_json(results), **extra},
+                                              indent=1) + "\n")
     if args.plot:
         for path in compare.plot(results, args.plot):
             print(f"plot written to {path}", file=sys.stderr)
     return 0
+
+
+def _compare_capture(args: argparse.Namespace) -> tuple[list, dict]:
+    """The capture's traffic through a director per mode, against the truth it shows."""
+    from dataclasses import asdict
+
+    from .drivers.capture_compare import CompareError, compare
+    from .drivers.pcap import CaptureError
+    from .views.replay import capture_summary
+    if not args.config:
+        raise UsageError("pyvs compare --capture: --config FILE: the director's services")
+    if args.at and any(t < 0 for t in args.at):
+        raise UsageError("--at: times are seconds after the first packet, not negative")
+    config = _load(args)
+    if args.kernel:
+        from dataclasses import replace
+        config = replace(config, kernel=args.kernel)
+    try:
+        results, basis, reader, stats = compare(args.capture, config,
+                                                _modes(args.modes or "nat,dr"), args.at)
+    except (CaptureError, CompareError) as exc:
+        raise UsageError(str(exc)) from None
+    summary = capture_summary(reader, stats)
+    sys.stdout.write(f"capture: {summary['capture_point']}; {summary['packets']:,} IPv4 "
+                     f"packets over {summary['duration']:.3f} s\n{basis.text()}\n\n")
+    return results, {"capture": {**summary, "truth": {**asdict(basis),
+                                                      "text": basis.text()}}}
 
 
 def _compare_simulated(args: argparse.Namespace) -> list:
@@ -514,6 +549,12 @@ def _add_simulation(sub) -> None:
                    "client, director, rs1.. (vagrant ssh-config > FILE)")
     m.add_argument("--from", dest="from_files", action="append", metavar="FILE.json",
                    help="print (and --plot) results saved with --json (repeatable)")
+    m.add_argument("--capture", nargs="+", metavar="FILE",
+                   help="replay captures (pcap/pcapng) through a director per mode, against "
+                   "the realservers' sockets inferred from them (needs --config)")
+    m.add_argument("--at", type=_time, action="append", metavar="T",
+                   help="with --capture: sample T seconds after the first packet "
+                   "(repeatable; default every second)")
     _sim_flags(m)
     m.set_defaults(func=cmd_compare)
 

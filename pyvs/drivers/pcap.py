@@ -115,13 +115,14 @@ class _Reader:
             self.f: BinaryIO = open(path, "rb")
         except OSError as exc:
             raise CaptureError(f"{path}: cannot read: {exc.strerror}") from None
-        try:
-            self.buf = self.f.read(BLOCK)
-        except OSError as exc:
-            self.f.close()
-            raise CaptureError(f"{path}: cannot read: {exc.strerror}") from None
+        self.buf = b""
         self.pos = 0
         self.base = 0                    # file offset of buf[0]
+        try:
+            self._fill(4)
+        except CaptureError:
+            self.f.close()
+            raise
         magic = self.buf[:4]
         if magic in PCAP_MAGIC:
             self.records = self._pcap_header(magic)

@@ -11,30 +11,40 @@ from ..core.packet import int_to_ip
 
 if TYPE_CHECKING:
     from ..drivers.pcap import ReadStats
-    from ..drivers.replay import Replay
+    from ..drivers.replay import Replay, ReplayStats
 
 NS = 1_000_000_000
 
 
-def summary(reader: ReadStats, rp: Replay) -> dict[str, Any]:
-    """The replay's counts so far, as plain data (the `replay` field of --json listings)."""
-    st, feed = rp.stats, rp.feed.stats
-    ignored = {**reader.skipped, **st.ignored}
-    for reason, n in feed.ignored.items():
-        ignored[reason] = ignored.get(reason, 0) + n
+def capture_summary(reader: ReadStats, st: ReplayStats) -> dict[str, Any]:
+    """What the capture held and where it was taken, whatever director it is fed to."""
     first = st.first_ns
     return {
         "files": list(reader.files),
         "capture_point": st.capture_point(),
         "frames": st.packets + sum(reader.skipped.values()),
         "packets": st.packets,
-        "inbound": feed.inbound, "outbound": feed.outbound,
         "copies": st.copies, "truncated": st.truncated,
         "reordered": st.reordered, "reordered_max": st.reordered_max_ns / NS,
-        "ignored": dict(sorted(ignored.items(), key=lambda kv: -kv[1])),
+        "ignored": _by_count({**reader.skipped, **st.ignored}),
         "first": None if first is None else first / NS,
-        "duration": 0.0 if first is None else (st.last_ns - first) / NS,
+        "duration": 0.0 if first is None or st.last_ns is None else (st.last_ns - first) / NS,
     }
+
+
+def summary(reader: ReadStats, rp: Replay) -> dict[str, Any]:
+    """The replay's counts so far, as plain data (the `replay` field of --json listings)."""
+    out = capture_summary(reader, rp.stats)
+    feed = rp.feed.stats
+    ignored = dict(out["ignored"])
+    for reason, n in feed.ignored.items():
+        ignored[reason] = ignored.get(reason, 0) + n
+    out.update(inbound=feed.inbound, outbound=feed.outbound, ignored=_by_count(ignored))
+    return out
+
+
+def _by_count(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def summary_text(s: dict[str, Any]) -> str:
