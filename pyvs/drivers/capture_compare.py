@@ -8,7 +8,9 @@ their packets withheld from the directors too.  The second feeds every mode's di
 NAT director gets both directions, a DR/TUN director only what reaches it, as in `pyvs
 replay`) and the inferred truth together, and compares them with the simulator's own code:
 per-connection Agreement from every entry change (Director.watch) and every socket change,
-samples every second (or at each --at), summarize() and explain().  Memory stays bounded
+samples every second (or at each --at; a sample is taken before the packets of its
+instant, so it never falls between a SYN and the answer that shows the server's socket),
+summarize() and explain().  Memory stays bounded
 by the live connections, plus a record of each one-way connection.
 
 Each inferred connection counts for the realserver the mode's director gave it (its entry
@@ -185,7 +187,7 @@ def compare(paths: list[str], config: Config, modes: list[str], at: list[float] 
     rel = -1
     for ns, pkt in read_captures(paths, reader):
         rel = order(ns)
-        for t in marks.before(rel, idle, False):
+        for t in marks.before(rel, idle, True):
             advance(t / NS)
             for run in runs:
                 run.sample(t / NS)
