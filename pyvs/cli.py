@@ -106,6 +106,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if any(t < 0 for t in at):
         raise UsageError("--at: times are seconds after the first packet, not negative")
     point = {"auto": None, "client": CLIENT_SIDE, "director": DIRECTOR_SIDE}[args.capture_point]
+    late = sum(e.at > max(at) for e in events)
+    if late:
+        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
+              f"({max(at):g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
     out = sys.stdout
     try:
         for i, (t, _) in enumerate(replay(director, packets, at, point,

@@ -33,6 +33,7 @@ from .packet import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     addr_bytes,
+    icmp_port_unreachable,
     ipip_encapsulate,
     masq,
     port_bytes,
@@ -51,6 +52,7 @@ from .sysctls import Sysctls
 from .sysctls import check as sysctl_problem
 from .verdict import (
     ACCEPT,
+    DROP,
     R_DEST_UNAVAILABLE,
     R_FORWARD,
     R_FRAGMENT,
@@ -61,6 +63,7 @@ from .verdict import (
     R_NOT_IPV4,
     R_NOT_SCHEDULED,
     R_NOT_TCP_UDP,
+    R_REUSE_CONNTRACK,
     Verdict,
     accept,
     drop,
@@ -77,7 +80,7 @@ UNPRIVILEGED_PORT_START: Final = 1024
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
 _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
                                   R_NO_CONNECTION, R_NOT_SCHEDULED)}
-_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_NO_DESTINATION)}
+_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK)}
 
 
 class ConfigError(ValueError):
@@ -330,9 +333,8 @@ class Director:
                 self._route_marks[dest.addr] = mark
             dest.mark = mark
             dest.route_verdict = Verdict(ACCEPT, R_FORWARD, mark=mark)
-        else:
-            dest.mark = 0
-            dest.route_verdict = _ACCEPT_FORWARD
+        # A dest edited away from Route keeps its mark verdict: its existing Route entries
+        # still go to its address (each entry copied the forwarding method at creation).
 
     def edit_dest(self, dest: Dest, fwd: int | None = None, weight: int | None = None,
                   u_threshold: int | None = None, l_threshold: int | None = None) -> None:
@@ -362,7 +364,7 @@ class Director:
         self._trash[self._trash_key(svc, dest.addr, dest.port)] = dest
         if not self._dest_refs(dest):
             dest.idle_since = now
-        if self.sysctls.expire_nodest_conn:
+        if self.sysctls.expire_nodest_conn and self.profile.nodest_flush:
             self._expire_nodest_conns(now)
 
     @staticmethod
@@ -685,26 +687,34 @@ class Director:
 
     def _in_existing(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                      mark: int) -> Verdict:
+        """ip_vs_in_hook() for an entry that a SYN reuses or whose realserver is gone."""
         dest = cp.dest
-        if flags >= 0 and flags & S.TH_SYN:
-            # is_new_conn(): a SYN for an entry that is closing (or quiesced) starts anew
-            resched = False
-            if (self.sysctls.expire_nodest_conn and self.profile.nodest_on_syn
-                    and dest.weight == 0):
-                resched = True
-            elif (self.sysctls.conn_reuse_mode and self.profile.conn_reuse
-                  and cp.control is None and (
-                      cp.state == S.TIME_WAIT or cp.state == S.CLOSE or (
-                          self.sysctls.conn_reuse_mode & 2 and cp.state == S.FIN_WAIT
-                          and cp.noout))):
-                resched = True
-            if resched:
-                return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+        sysctls, profile = self.sysctls, self.profile
+        if flags >= 0 and flags & S.TH_SYN and (
+                (sysctls.expire_nodest_conn and profile.nodest_on_syn and dest.weight == 0)
+                or (sysctls.conn_reuse_mode and profile.conn_reuse
+                    and self._new_conn_expected(cp))):
+            # is_new_conn(): this SYN starts a new connection on the entry's port
+            if sysctls.conntrack and profile.reuse_drops_conntrack:
+                self._expire(cp, now)      # conntrack must be redirected: drop this one SYN
+                return self._dropped(R_REUSE_CONNTRACK)
+            return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
         if not dest.available:
-            if self.sysctls.expire_nodest_conn:
+            if not sysctls.expire_nodest_conn:
+                return self._dropped(R_DEST_UNAVAILABLE)    # blackholed until it expires
+            if profile.nodest_reschedules and not sysctls.conntrack:
                 return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+            self._expire(cp, now)          # 4.x, or its conntrack is the old one: dropped
             return self._dropped(R_DEST_UNAVAILABLE)
         return self._in_forward(cp, data, ihl, tot_len, flags, now)
+
+    def _new_conn_expected(self, cp: Conn) -> bool:
+        """is_new_conn_expected(): a controlled entry never; TCP in TIME_WAIT or CLOSE, or
+        (conn_reuse_mode bit 2) FIN_WAIT of a DR/TUN entry; UDP never."""
+        if cp.control is not None or cp.protocol != IPPROTO_TCP:
+            return False
+        return (cp.state == S.TIME_WAIT or cp.state == S.CLOSE or (
+            bool(self.sysctls.conn_reuse_mode & 2) and cp.state == S.FIN_WAIT and cp.noout))
 
     def _reschedule(self, old: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                     mark: int) -> Verdict:
@@ -734,7 +744,10 @@ class Director:
                 return _ACCEPT[R_NOT_SCHEDULED]
             if svc.port == FTPPORT and dport != FTPPORT:
                 return _ACCEPT[R_NOT_SCHEDULED]
-            return self._dropped(R_NO_DESTINATION)
+            # ip_vs_leave(): ICMP port unreachable (for TCP too), and the packet dropped
+            self.drops[R_NO_DESTINATION] = self.drops.get(R_NO_DESTINATION, 0) + 1
+            return Verdict(DROP, R_NO_DESTINATION,
+                           reply=icmp_port_unreachable(data, tot_len))
         if svc.flags & SVC_F_ONEPACKET and protocol == IPPROTO_UDP:
             verdict = self._in_forward(cp, data, ihl, tot_len, flags, now)
             self._expire(cp, now)          # ONE_PACKET: timeout 0, never kept in the table
