@@ -9,7 +9,9 @@
 # DIR/console.log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-[ $# = 1 ] && [ -d "$1" ] || { echo "usage: boot.sh DIR (DIR/run is the guest's script)" >&2; exit 2; }
+if [ $# != 1 ] || [ ! -d "$1" ]; then
+  echo "usage: boot.sh DIR (DIR/run is the guest's script)" >&2; exit 2
+fi
 share=$(cd "$1" && pwd)
 cache=$("$here/image.sh")
 rm -f "$share/rc"

@@ -33,6 +33,7 @@ fi
 
 host_mirror() {
   # The URI the host's apt uses for the suite's main Packages index.
+  # shellcheck disable=SC2016  # $(...) are apt's format fields
   apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(IDENTIFIER)' 2>/dev/null \
     | awk -v s="$1" '$2 == s && $3 == "Packages" {print $1; exit}'
 }
