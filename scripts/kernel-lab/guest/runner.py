@@ -141,8 +141,10 @@ class Lab:
         self.sh(ns, f"ip link set {ifname} up")
 
     def build(self) -> None:
+        created = self.record["netns_created"] = {}
         for ns in ["sw"] + self.hosts:
-            self.sh(None, f"ip netns add {ns}")
+            res = self.sh(None, f"ip netns add {ns}")
+            created[ns] = [res["t0"], res["t1"]]    # the estimator's phase starts here
             self.sh(ns, "ip link set lo up")
             for knob in ("all", "default"):
                 self.write_sysctl(ns, f"net.ipv6.conf.{knob}.disable_ipv6", "1")
@@ -215,7 +217,8 @@ class Lab:
 
     def capture(self, name: str, ns: str, iface: str, expr: list[str]) -> None:
         path = self.out / f"{name}.pcap"
-        argv = ["tcpdump", "-i", iface, "-s", "0", "-U", "-n", "-Z", "root", "-w", str(path), *expr]
+        argv = ["tcpdump", "-i", iface, "-s", "0", "-U", "-n", "-Z", "root", "-w", str(path),
+                *expr]
         p = self.popen(ns, argv, stderr=subprocess.PIPE, text=True)
         assert p.stderr is not None
         lines: list[str] = []                    # "tcpdump: listening on ..., link-type ..."
