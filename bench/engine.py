@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyvs  # noqa: E402
 from pyvs.core.craft import ACK, FIN, PSH, SYN, tcp  # noqa: E402
 from pyvs.core.engine import IN, OUT, Director  # noqa: E402
+from pyvs.core.forwarding import DROUTE, MASQ  # noqa: E402
 from pyvs.core.packet import IP_ADDRS, TCP_HEAD, ip_to_int  # noqa: E402
-from pyvs.core.service import DROUTE, MASQ  # noqa: E402
-from pyvs.views.ipvsadm import Fmt, list_all  # noqa: E402
+from pyvs.views.listing import Fmt, list_all  # noqa: E402
 from pyvs.views.snapshot import snapshot  # noqa: E402
 
 VIP = ip_to_int("10.0.0.100")

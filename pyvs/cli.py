@@ -1,4 +1,5 @@
-"""The `pyvs` command.  Bad input gets one line naming what is wrong and exit status 2."""
+"""The `pyvs` command: argument wiring only.  Bad input gets one line naming what is wrong
+and exit status 2."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigFileError, load
-from .drivers.pcap import CaptureError, ReadStats, read_capture
-from .drivers.replay import CLIENT_SIDE, DIRECTOR_SIDE, replay
-from .views.ipvsadm import Fmt, list_all, list_conn, list_timeout
-from .views.snapshot import snapshot
-
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+from . import __version__
+from .config import FORMATS, ConfigFileError, load
+from .config.events import read_events
+from .core.engine import ConfigError
+from .core.forwarding import MODES
+from .core.states import KERNELS
+from .views.listing import Fmt, render, state_counts
 
 
 class UsageError(Exception):
@@ -40,27 +41,20 @@ def _listing_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="the table as JSON, one object per time")
 
 
+def _fmt(args: argparse.Namespace) -> Fmt:
+    fmt = Fmt.NONE if args.names else Fmt.NUMERIC
+    for flag, bit in (("exact", Fmt.EXACT), ("nosort", Fmt.NOSORT),
+                      ("persistent_conn", Fmt.PERSISTENTCONN), ("stats", Fmt.STATS),
+                      ("rate", Fmt.RATE), ("thresholds", Fmt.THRESHOLDS)):
+        if getattr(args, flag):
+            fmt |= bit
+    return fmt
+
+
 def _render(snap: dict, args: argparse.Namespace) -> str:
     if args.json:
         return json.dumps(snap) + "\n"
-    fmt = Fmt.NONE if args.names else Fmt.NUMERIC
-    if args.exact:
-        fmt |= Fmt.EXACT
-    if args.nosort:
-        fmt |= Fmt.NOSORT
-    if args.persistent_conn:
-        fmt |= Fmt.PERSISTENTCONN
-    if args.connection:
-        return list_conn(snap, fmt)
-    if args.timeout:
-        return list_timeout(snap)
-    if args.stats:
-        fmt |= Fmt.STATS
-    elif args.rate:
-        fmt |= Fmt.RATE
-    elif args.thresholds:
-        fmt |= Fmt.THRESHOLDS
-    return list_all(snap, fmt)
+    return render(snap, _fmt(args), args.connection, args.timeout)
 
 
 def _check_listing(args: argparse.Namespace) -> None:
@@ -71,10 +65,36 @@ def _check_listing(args: argparse.Namespace) -> None:
         raise UsageError("options conflicts in the list command")
 
 
+def _load(args: argparse.Namespace, name: str = "config"):
+    path = getattr(args, name)
+    cfg = load(path, args.config_format)
+    for warning in cfg.warnings:
+        print(f"pyvs: warning: {warning}", file=sys.stderr)
+    return cfg
+
+
+def _events(args: argparse.Namespace) -> list:
+    events = []
+    if args.events:
+        try:
+            lines = Path(args.events).read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"{args.events}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{args.events}: not a text file") from None
+        events += read_events(lines, f"{args.events}: line ")
+    if args.event:
+        events += read_events(args.event, "--event ")
+    return sorted(events, key=lambda e: e.at)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .drivers.pcap import CaptureError, ReadStats, read_capture
+    from .drivers.replay import CLIENT_SIDE, DIRECTOR_SIDE, replay
+    from .views.snapshot import snapshot
     _check_listing(args)
-    cfg = load(args.config)
-    director = cfg.build(now=0.0)
+    director = _load(args).build(now=0.0)
+    events = _events(args)
     stats = ReadStats()
     try:
         packets = list(read_capture(args.capture, stats))
@@ -82,25 +102,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.capture}: {exc}") from None
     if not packets:
         raise UsageError(f"{args.capture}: no IPv4 packets in the capture")
-    last = packets[-1][0] - packets[0][0]
-    at = args.at if args.at else [last]
+    at = args.at or [(packets[-1][0] - packets[0][0]) / 1e9]
     if any(t < 0 for t in at):
         raise UsageError("--at: times are seconds after the first packet, not negative")
     point = {"auto": None, "client": CLIENT_SIDE, "director": DIRECTOR_SIDE}[args.capture_point]
+    late = sum(e.at > max(at) for e in events)
+    if late:
+        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
+              f"({max(at):g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
     out = sys.stdout
-    for i, (t, _) in enumerate(replay(director, packets, at, point, args.replies_via_director)):
-        snap = snapshot(director, t, connections=args.connection or args.json)
-        if not args.json and len(at) > 1:
-            out.write(("\n" if i else "") + f"# at {t:g} s\n")
-        out.write(_render(snap, args))
+    try:
+        for i, (t, _) in enumerate(replay(director, packets, at, point,
+                                          args.replies_via_director, events)):
+            snap = snapshot(director, t, connections=args.connection or args.json)
+            if not args.json and len(at) > 1:
+                out.write(("\n" if i else "") + f"# at {t:g} s\n")
+            out.write(_render(snap, args))
+    except ConfigError as exc:
+        raise UsageError(f"pyvs replay: an event was refused: {exc}") from None
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    cfg = load(args.config)
-    director = cfg.build()
+    from .views.listing import list_all
+    from .views.snapshot import snapshot
+    director = _load(args).build()
     sys.stdout.write(list_all(snapshot(director, 0.0, connections=False),
                               Fmt.NUMERIC | Fmt.RULE))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .config.yamlfile import dump
+    sys.stdout.write(dump(_load(args)))
     return 0
 
 
@@ -109,6 +143,8 @@ def _time(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
     return value
 
 
@@ -120,39 +156,26 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def _sim_config(args: argparse.Namespace):
-    return load(args.config) if args.config else None
+    return _load(args) if args.config else None
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .sim import scenarios
     from .sim.run import run
-    from .views.compare import truth_text
+    from .views.compare import simulation_text
     _check_listing(args)
     scenario = scenarios.get(args.scenario)
     at = tuple(args.at) if args.at else scenario.show or (scenario.duration,)
     result = run(scenario, args.mode, args.kernel, args.seed, _sim_config(args), at)
-    out = []
-    for snap, states in result.snapshots:
-        if args.json:
-            out.append(json.dumps({**snap, "truth": states}) + "\n")
-            continue
-        out.append(f"--- {scenario.name} at {snap['time']:g} s (mode {result.mode}, "
-                   f"kernel {result.kernel}): the director's table\n")
-        out.append(_render(snap, args))
-        out.append("--- the realservers' sockets (netstat -n | awk '/^tcp/ {++S[$NF]} ...', "
-                   "LISTEN left out)\n")
-        out.append(truth_text(states))
-        out.append("\n")
-    if not args.json:
-        drops = ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"
-        out.append(f"--- the run: {result.packets} packets sent, {result.lost} lost, "
-                   f"{result.firewall_resets} firewall resets, director drops: {drops}\n")
-    sys.stdout.write("".join(out).rstrip("\n") + "\n")
+    if args.json:
+        for snap, states in result.snapshots:
+            sys.stdout.write(json.dumps({**snap, "truth": states}) + "\n")
+        return 0
+    sys.stdout.write(simulation_text(result, lambda snap: _render(snap, args)))
     return 0
 
 
 def _modes(text: str) -> list[str]:
-    from .sim.run import MODES
     modes = [m.strip() for m in text.split(",") if m.strip()]
     for m in modes:
         if m not in MODES:
@@ -163,8 +186,6 @@ def _modes(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .sim import scenarios
-    from .sim.run import run
     from .views import compare
     if args.from_files:
         if args.scenario or args.live or args.ssh_config:
@@ -173,23 +194,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif args.live or args.ssh_config:
         results = _compare_live(args)
     else:
-        modes = _modes(args.modes or "nat,dr")
-        chosen = [scenarios.get(n) for n in args.scenario or list(scenarios.BUILTIN)]
-        config = _sim_config(args)
-        progress = Progress(len(chosen) * len(modes))
-        results = []
-        for sc in chosen:
-            for mode in modes:
-                progress.step(f"{sc.name} {mode}")
-                results.append(run(sc, mode, args.kernel, args.seed, config))
-        progress.done()
-    sys.stdout.write(compare.table(results))
+        results = _compare_simulated(args)
+    sys.stdout.write(compare.table(results, wide=args.wide))
     if args.json:
         Path(args.json).write_text(json.dumps(compare.as_json(results), indent=1) + "\n")
     if args.plot:
-        compare.plot(results, args.plot)
-        print(f"plot written to {args.plot}", file=sys.stderr)
+        for path in compare.plot(results, args.plot):
+            print(f"plot written to {path}", file=sys.stderr)
     return 0
+
+
+def _compare_simulated(args: argparse.Namespace) -> list:
+    from .sim import scenarios
+    from .sim.run import run
+    from .views.progress import Progress
+    modes = _modes(args.modes or "nat,dr")
+    chosen = [scenarios.get(n) for n in args.scenario or list(scenarios.BUILTIN)]
+    config = _sim_config(args)
+    progress = Progress(len(chosen) * len(modes))
+    results = []
+    for sc in chosen:
+        for mode in modes:
+            progress.step(f"{sc.name} {mode}")
+            results.append(run(sc, mode, args.kernel, args.seed, config))
+    progress.done()
+    return results
 
 
 def _saved_results(path: str) -> list:
@@ -210,6 +239,7 @@ def _saved_results(path: str) -> list:
 def _compare_live(args: argparse.Namespace) -> list:
     from .lab import live_compare, netns
     from .lab.cluster import ClusterError, Ssh
+    from .views.progress import Progress
     names = args.scenario or list(live_compare.SCENARIOS)
     for n in names:
         if n not in live_compare.SCENARIOS:
@@ -234,9 +264,6 @@ def _compare_live(args: argparse.Namespace) -> list:
         progress.done()
         return results
     modes = _modes(args.modes or "nat,dr")
-    if "tun" in modes:
-        raise UsageError("pyvs compare --live: tun needs an IPIP driver on the realservers; "
-                         "use --modes nat,dr")
     progress = Progress(len(names) * len(modes))
     try:
         results = live_compare.compare(names, modes, progress)
@@ -246,58 +273,15 @@ def _compare_live(args: argparse.Namespace) -> list:
     return results
 
 
-class Progress:
-    """A progress bar on stderr once a run has taken more than a second."""
-
-    def __init__(self, total: int) -> None:
-        import time
-        self.clock = time.monotonic
-        self.start = self.clock()
-        self.total = total
-        self.n = 0
-        self.shown = False
-        self.tty = sys.stderr.isatty()
-
-    def step(self, label: str) -> None:
-        if self.clock() - self.start > 1.0:
-            self._show(label)
-        self.n += 1
-
-    def _show(self, label: str) -> None:
-        width = 30
-        fill = width * self.n // max(self.total, 1)
-        bar = f"[{'#' * fill}{'.' * (width - fill)}] {self.n}/{self.total} {label}"
-        if self.tty:
-            sys.stderr.write("\r" + bar.ljust(70))
-        else:
-            sys.stderr.write(bar + "\n")
-        sys.stderr.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            self._show("done")
-            if self.tty:
-                sys.stderr.write("\n")
-
-
 def _table_snapshot(args: argparse.Namespace, connections: bool) -> dict:
     """The table from a saved snapshot (--from) or the running director's socket."""
     from .control import NoDirector, default_socket, request
+    from .views.snapshot import SnapshotError, read_saved
     if args.from_file:
         try:
-            data = json.loads(Path(args.from_file).read_text())
-        except OSError as exc:
-            raise UsageError(f"{args.from_file}: cannot read: {exc.strerror}") from None
-        except ValueError as exc:
-            raise UsageError(f"{args.from_file}: not a JSON snapshot ({exc})") from None
-        if isinstance(data, dict) and "snapshot" in data:
-            data = data["snapshot"]
-        if not isinstance(data, dict) or "services" not in data:
-            raise UsageError(f"{args.from_file}: not a pyvs snapshot (no 'services')")
-        if connections and "connections" not in data:
-            raise UsageError(f"{args.from_file}: snapshot has no connection list")
-        return data
+            return read_saved(args.from_file, connections)
+        except SnapshotError as exc:
+            raise UsageError(str(exc)) from None
     try:
         return request(args.socket or default_socket(),
                        {"op": "snapshot", "connections": connections})["snapshot"]
@@ -308,26 +292,18 @@ def _table_snapshot(args: argparse.Namespace, connections: bool) -> dict:
 
 def cmd_list(args: argparse.Namespace) -> int:
     _check_listing(args)
-    snap = _table_snapshot(args, args.connection or args.json)
-    sys.stdout.write(_render(snap, args))
+    if args.save_yaml:
+        from .config import from_snapshot
+        from .config.yamlfile import dump
+        sys.stdout.write(dump(from_snapshot(_table_snapshot(args, False))))
+        return 0
+    sys.stdout.write(_render(_table_snapshot(args, args.connection or args.json), args))
     return 0
 
 
 def cmd_states(args: argparse.Namespace) -> int:
     """The seeds' netstat | awk view of the director's table."""
-    snap = _table_snapshot(args, True)
-    groups: dict[str, dict[str, int]] = {}
-    for c in snap["connections"]:
-        if c["template"]:
-            continue
-        key = c["dest"].rsplit(":", 1)[0] if args.per_realserver else ""
-        counts = groups.setdefault(key, {})
-        counts[c["state"]] = counts.get(c["state"], 0) + 1
-    for key in sorted(groups):
-        if args.per_realserver:
-            print(f"realserver {key}:")
-        for state, n in sorted(groups[key].items()):
-            print(state, n)
+    sys.stdout.write(state_counts(_table_snapshot(args, True), args.per_realserver))
     return 0
 
 
@@ -339,28 +315,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """A director with no packet source: a control plane to drive with pyvsadm."""
-    import signal
-    import threading
-
     from .control import default_socket
     from .core.engine import Director
-    from .drivers.daemon import Runtime
-    director = load(args.config).build(0.0) if args.config else Director()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    from .drivers.daemon import serve
+    director = _load(args).build(0.0) if args.config else Director()
     try:
-        runtime = Runtime(director, args.socket or default_socket(), args.procfs,
-                          args.metrics).start()
+        return serve(director, args.socket or default_socket(), args.procfs, args.metrics)
     except OSError as exc:
         raise UsageError(f"pyvs serve: {exc}") from None
-    print(f"pyvs: serving {runtime.control.path}", file=sys.stderr)
-    try:
-        while not stop.wait(0.5):
-            runtime.tick()
-    finally:
-        runtime.close()
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -369,7 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .control import default_socket
     from .drivers import live, netfilter
     logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
-    director = load(args.config).build(0.0)
+    director = _load(args).build(0.0)
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
                         args.fail_closed, args.procfs, args.metrics)
@@ -416,32 +378,50 @@ def _table_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", help="the director's control socket")
 
 
+def _config_flags(p: argparse.ArgumentParser, required: bool, text: str) -> None:
+    p.add_argument("--config", required=required, help=text + " (pyvs YAML, an ipvsadm "
+                   "rules file as ipvsadm -S writes it, or a shipped name: nat, dr, ...)")
+    p.add_argument("--config-format", choices=FORMATS,
+                   help="the config's format (default: detected from its content)")
+
+
 def _sim_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="director services (YAML); default: the seed's director")
-    p.add_argument("--kernel", choices=("modern", "4.4", "2.6"),
-                   help="kernel profile (default: the config's)")
+    _config_flags(p, False, "the director's services (default: the built-in lab's)")
+    p.add_argument("--kernel", choices=KERNELS, help="kernel profile (default: the config's)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pyvs", description="A userspace LVS/IPVS director and table emulator.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+def _add_replay(sub) -> None:
     r = sub.add_parser("replay", help="feed a capture through the director, list the table")
     r.add_argument("capture", help="pcap or pcapng file (Ethernet, raw IP, Linux cooked)")
-    r.add_argument("--config", required=True, help="director configuration (YAML)")
+    _config_flags(r, True, "the director's configuration")
     r.add_argument("--at", type=_time, action="append", metavar="T",
                    help="list the table T seconds after the first packet (repeatable)")
+    r.add_argument("--event", action="append", metavar="'T COMMAND'",
+                   help="a control-plane change at T: 'T ipvsadm ARGS' or "
+                   "'T sysctl NAME=VALUE' (repeatable)")
+    r.add_argument("--events", metavar="FILE", help="events, one 'T COMMAND' a line")
     r.add_argument("--capture-point", choices=("auto", "client", "director"), default="auto")
     r.add_argument("--replies-via-director", action="store_true",
                    help="DR/TUN replies cross the director (realserver gateway = director)")
     _listing_flags(r)
     r.set_defaults(func=cmd_replay)
+
+
+def _add_tables(sub) -> None:
     c = sub.add_parser("check-config", help="validate a configuration, print it as ipvsadm -S")
     c.add_argument("config")
+    c.add_argument("--config-format", choices=FORMATS)
     c.set_defaults(func=cmd_check)
+    im = sub.add_parser("import", help="print a configuration (any format) as pyvs YAML")
+    im.add_argument("config")
+    im.add_argument("--config-format", choices=FORMATS)
+    im.set_defaults(func=cmd_import)
     li = sub.add_parser("list", help="list the running director's table (ipvsadm -L)")
     _table_source(li)
     _listing_flags(li)
+    li.add_argument("--save-yaml", action="store_true",
+                    help="print the director's configuration as pyvs YAML")
     li.set_defaults(func=cmd_list)
     st = sub.add_parser("states", help="state counts of the director's table (netstat|awk)")
     st.add_argument("--per-realserver", action="store_true")
@@ -452,29 +432,33 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dir", help="DIR: writes DIR/net/ip_vs, ip_vs_conn, ip_vs_stats")
     _table_source(ex)
     ex.set_defaults(func=cmd_export)
-    sv = sub.add_parser("serve", help="run a director with no packet source (control plane)")
-    sv.add_argument("--config", help="services to start with (YAML); default: none")
-    sv.add_argument("--socket", help="control socket path")
-    sv.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
-    sv.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
-    sv.set_defaults(func=cmd_serve)
-    rn = sub.add_parser("run", help="the live director: NFQUEUE, iptables, policy routes")
-    rn.add_argument("--config", required=True, help="director configuration (YAML)")
-    rn.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
-    rn.add_argument("--fail-closed", action="store_true",
-                    help="drop queued traffic while no director runs (default: bypass)")
-    rn.add_argument("--socket", help="control socket path")
-    rn.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
-    rn.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
-    rn.set_defaults(func=cmd_run)
+
+
+def _add_director(sub) -> None:
+    for name, text in (("serve", "run a director with no packet source (control plane)"),
+                       ("run", "the live director: NFQUEUE, iptables, policy routes")):
+        p = sub.add_parser(name, help=text)
+        _config_flags(p, name == "run", "the director's configuration"
+                      + (" (default: none)" if name == "serve" else ""))
+        p.add_argument("--socket", help="control socket path")
+        p.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
+        p.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
+        if name == "run":
+            p.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
+            p.add_argument("--fail-closed", action="store_true",
+                           help="drop queued traffic while no director runs (default: bypass)")
+        p.set_defaults(func=cmd_serve if name == "serve" else cmd_run)
     sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
                    "left in this network namespace").set_defaults(func=cmd_cleanup)
+
+
+def _add_lab(sub) -> None:
     lab = sub.add_parser("lab", help="a cluster of network namespaces running pyvs (root)")
     lsub = lab.add_subparsers(dest="action", required=True, parser_class=_Parser)
     lu = lsub.add_parser("up", help="build the cluster and start the director")
     lc = lsub.add_parser("config", help="print the lab director's config")
     for q in (lu, lc):
-        q.add_argument("--mode", choices=("nat", "dr", "tun"), default="nat")
+        q.add_argument("--mode", choices=MODES, default="nat")
         q.add_argument("--realservers", type=int, default=2)
     lu.add_argument("--clients", type=int, default=1)
     lsub.add_parser("down", help="stop everything, delete the namespaces")
@@ -486,11 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("host", help="client, c1.., director, rs1..")
     le.add_argument("cmd", nargs=argparse.REMAINDER)
     lab.set_defaults(func=cmd_lab)
+
+
+def _add_simulation(sub) -> None:
     sub.add_parser("scenarios", help="list the built-in scenarios").set_defaults(
         func=cmd_scenarios)
     s = sub.add_parser("simulate", help="run a scenario; list the table and the truth")
     s.add_argument("scenario", help="a built-in scenario name or a scenario YAML file")
-    s.add_argument("--mode", choices=("nat", "dr", "tun"),
+    s.add_argument("--mode", choices=MODES,
                    help="forward every realserver this way (default: as configured)")
     s.add_argument("--at", type=_time, action="append", metavar="T",
                    help="show the table at T simulated seconds (repeatable)")
@@ -501,8 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("scenario", nargs="*", help="scenario names or YAML files (default: all)")
     m.add_argument("--modes", help="comma-separated: nat,dr,tun (default nat,dr; with "
                    "--ssh-config: the cluster's own mode)")
-    m.add_argument("--plot", metavar="FILE.png", help="write a plot of the runs")
+    m.add_argument("--plot", metavar="FILE.png|DIR/",
+                   help="write a plot of the runs (DIR/: an overview and one per scenario)")
     m.add_argument("--json", metavar="FILE", help="write samples and summaries as JSON")
+    m.add_argument("--wide", action="store_true", help="every column of the table")
     m.add_argument("--live", action="store_true",
                    help="run the live scenarios on the namespace lab (root)")
     m.add_argument("--ssh-config", metavar="FILE",
@@ -512,6 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print (and --plot) results saved with --json (repeatable)")
     _sim_flags(m)
     m.set_defaults(func=cmd_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pyvs", description="A userspace LVS/IPVS director and table emulator.")
+    p.add_argument("--version", action="version", version=f"pyvs {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    for add in (_add_replay, _add_tables, _add_director, _add_lab, _add_simulation):
+        add(sub)
     return p
 
 
@@ -530,5 +527,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

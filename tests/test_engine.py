@@ -6,8 +6,9 @@ from scapy.layers.inet import IP, TCP, UDP
 
 from pyvs.core.craft import tcp
 from pyvs.core.engine import OUT, Director
+from pyvs.core.forwarding import TUNNEL
 from pyvs.core.packet import int_to_ip
-from pyvs.core.service import SVC_F_ONEPACKET, TUNNEL
+from pyvs.core.service import SVC_F_ONEPACKET
 from tests.helpers import (
     ACK,
     DROUTE,

@@ -5,16 +5,9 @@ from pathlib import Path
 import pytest
 
 from pyvs.core.engine import Director
-from pyvs.core.service import (
-    DROUTE,
-    MASQ,
-    SVC_F_ONEPACKET,
-    SVC_F_PERSISTENT,
-    SVC_F_SCHED1,
-    SVC_F_SCHED2,
-    TUNNEL,
-)
-from pyvs.views.ipvsadm import Fmt, largenum, list_all, list_conn, list_timeout
+from pyvs.core.forwarding import DROUTE, MASQ, TUNNEL
+from pyvs.core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2
+from pyvs.views.listing import Fmt, largenum, list_all, list_conn, list_timeout
 from pyvs.views.snapshot import snapshot
 from tests.helpers import ACK, FIN, SYN, Flow, ip
 

@@ -200,5 +200,6 @@ def test_compare_over_ssh_as_on_the_vms(tmp_path) -> None:
                            str(tmp_path / "dr.json")], capture_output=True, text=True,
                           timeout=60)
     assert both.returncode == 0, both.stderr
-    rows = [line.split()[:2] for line in both.stdout.splitlines()[1:]]
+    lines = both.stdout.splitlines()
+    rows = [line.split()[:2] for line in lines[2:lines.index("")] if not line.startswith(" ")]
     assert rows == [["held", "nat"], ["held", "dr"]]

@@ -3,8 +3,9 @@
 import pytest
 
 from pyvs.core.engine import Director
+from pyvs.core.forwarding import DROUTE
 from pyvs.core.packet import int_to_ip
-from pyvs.core.service import DROUTE, SVC_F_PERSISTENT
+from pyvs.core.service import SVC_F_PERSISTENT
 from tests.helpers import ACK, FIN, SYN, Flow, ip
 
 VIP = "10.0.0.100"

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from pyvs.core import states as S
 from pyvs.core.craft import tcp, udp
 from pyvs.core.engine import IN, OUT, Director
-from pyvs.core.service import DROUTE, MASQ, SVC_F_PERSISTENT
+from pyvs.core.forwarding import DROUTE, MASQ
+from pyvs.core.service import SVC_F_PERSISTENT
 from tests.helpers import ip
 
 VIP = ip("10.0.0.100")

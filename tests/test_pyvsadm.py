@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyvs import ipvsadm
+from pyvs import pyvsadm as ipvsadm
 from pyvs.cli import main as pyvs_main
 from pyvs.core import craft
 from pyvs.core.engine import IN, Director
@@ -110,7 +110,7 @@ def test_changes_edit_delete_and_their_errors(director) -> None:
 
 @pytest.mark.parametrize("args, status, message", [
     (("-A", "-t", "10.0.0.100:80"), 255, "Service already exists\n"),
-    (("-A", "-t", "10.0.0.9:80", "-s", "nope"), 255, "Scheduler not found\n"),
+    (("-A", "-t", "10.0.0.9:80", "-s", "nope"), 255, "Scheduler or persistence engine not found\n"),
     (("-E", "-t", "10.0.0.9:80"), 255, "No such service\n"),
     (("-D", "-t", "10.0.0.9:80"), 255, "No such service\n"),
     (("-Z", "-t", "10.0.0.9:80"), 255, "No such service\n"),

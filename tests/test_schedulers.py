@@ -3,9 +3,10 @@
 from collections import Counter
 
 from pyvs.core.engine import Director
+from pyvs.core.forwarding import MASQ
 from pyvs.core.packet import int_to_ip, ip_to_int
 from pyvs.core.schedulers import hash_32
-from pyvs.core.service import MASQ, SVC_F_SCHED1, SVC_F_SCHED2
+from pyvs.core.service import SVC_F_SCHED1, SVC_F_SCHED2
 from pyvs.core.siphash import siphash
 from tests.helpers import ip
 

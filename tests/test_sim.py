@@ -234,9 +234,12 @@ def test_compare_cli_json_and_plot(tmp_path, capsys) -> None:
     assert main(["compare", "http10", "telnet", "--json", str(out_json),
                  "--plot", str(out_png)]) == 0
     text = capsys.readouterr().out.splitlines()
-    assert text[0].startswith("scenario")
-    assert [line.split()[:2] for line in text[1:]] == [
+    assert text[1].startswith("scenario")
+    assert max(len(line) for line in text) <= 120
+    body = text[2:text.index("")]
+    assert [line.split()[:2] for line in body if not line.startswith(" ")] == [
         ["http10", "nat"], ["http10", "dr"], ["telnet", "nat"], ["telnet", "dr"]]
+    assert sum(line.startswith("  cause: ") for line in body) == 4
     data = json.loads(out_json.read_text())
     first = data["results"][0]
     assert set(first) >= {"scenario", "mode", "kernel", "samples", "summary"}

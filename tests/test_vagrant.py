@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 VAGRANT = Path(__file__).resolve().parents[1] / "vagrant"
-SCRIPTS = sorted((VAGRANT / "provision").glob("*.sh"))
+PROVISION = Path(__file__).resolve().parents[1] / "pyvs" / "data" / "provision"
+SCRIPTS = sorted(PROVISION.glob("*.sh"))
 
 
 def test_provisioning_scripts_pass_shellcheck() -> None:
@@ -20,7 +21,7 @@ def test_provisioning_scripts_pass_shellcheck() -> None:
         pytest.skip("shellcheck is not installed (Debian: shellcheck)")
     assert {p.name for p in SCRIPTS} == {"common.sh", "director.sh", "realserver.sh",
                                          "client.sh"}
-    proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], cwd=VAGRANT / "provision",
+    proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], cwd=PROVISION,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
@@ -51,7 +52,7 @@ def test_vagrantfile_rejects_a_bad_mode() -> None:
 
 def test_provisioning_fails_loudly_on_bad_input(tmp_path) -> None:
     env = {"PATH": os.environ["PATH"], "PYVS_MODE": "nat2", "PYVS_VIP": "10.0.0.1"}
-    proc = subprocess.run(["bash", str(VAGRANT / "provision" / "client.sh")], env=env,
+    proc = subprocess.run(["bash", str(PROVISION / "client.sh")], env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "PYVS_MODE must be nat, dr or tun (got 'nat2')" in proc.stderr

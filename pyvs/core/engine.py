@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from . import commands as C
 from . import states as S
 from .conn import (
     CONN_KEY,
@@ -25,30 +26,33 @@ from .conn import (
     conn_key,
     reply_key,
 )
+from .forwarding import DROUTE, MASQ, TUNNEL
+from .limits import DEFAULT_SCHEDULER, NETMASK_ALL
 from .packet import (
     IPPROTO_IP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     addr_bytes,
+    icmp_port_unreachable,
     ipip_encapsulate,
     masq,
     port_bytes,
 )
 from .schedulers import SCHEDULERS, make_scheduler
 from .service import (
-    DROUTE,
     FTPDATA,
     FTPPORT,
-    MASQ,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
-    TUNNEL,
     Dest,
     Service,
 )
 from .stats import ESTIMATOR_PERIOD, Counters, Estimator
+from .sysctls import Sysctls
+from .sysctls import check as sysctl_problem
 from .verdict import (
     ACCEPT,
+    DROP,
     R_DEST_UNAVAILABLE,
     R_FORWARD,
     R_FRAGMENT,
@@ -59,6 +63,7 @@ from .verdict import (
     R_NOT_IPV4,
     R_NOT_SCHEDULED,
     R_NOT_TCP_UDP,
+    R_REUSE_CONNTRACK,
     Verdict,
     accept,
     drop,
@@ -70,28 +75,16 @@ OUT: Final = 1    # realserver -> client (ip_vs_out_hook)
 EXPIRE_LATER: Final = 60.0          # a template that still controls connections waits 60 s more
 TRASH_PERIOD: Final = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
 INVALID_PORT: Final = 0xFFFF        # ports of an invalidated template
-MAX_TIMEOUT: Final = 86400 * 31     # ipvsadm's MAX_TIMEOUT for --set
 UNPRIVILEGED_PORT_START: Final = 1024
 
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
 _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
                                   R_NO_CONNECTION, R_NOT_SCHEDULED)}
-_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_NO_DESTINATION)}
+_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK)}
 
 
 class ConfigError(ValueError):
     """A control-plane request the kernel (or ipvsadm) would refuse; the text says why."""
-
-
-@dataclass
-class Sysctls:
-    """The /proc/sys/net/ipv4/vs knobs that change table behaviour, kernel defaults."""
-
-    conn_reuse_mode: int = 1
-    expire_nodest_conn: int = 0
-    expire_quiescent_template: int = 0
-    sloppy_tcp: int = 0
-    secure_tcp: int = 0
 
 
 @dataclass
@@ -157,17 +150,75 @@ class Director:
         self._rows_output: S.Section = (*table[S.OUTPUT], close)
         self._rows_input_only: S.Section = (*table[S.INPUT_ONLY], close)
 
+    # ------------------------------------------------------------------ the control plane
+    def apply(self, cmd: C.Command, now: float) -> None:
+        """Make one control-plane change at `now`, as the kernel does; ConfigError with
+        libipvs's text (or ipvsadm's, for values it never sends) when refused."""
+        if now >= self._due:
+            self.handle_timers(now)
+        problem = C.check(cmd)
+        if problem:
+            raise ConfigError(problem)
+        if isinstance(cmd, C.SetTimeouts):
+            self.set_timeouts(cmd.tcp, cmd.tcpfin, cmd.udp)
+        elif isinstance(cmd, C.SetSysctl):
+            self.set_sysctl(cmd.name, cmd.value)
+        elif isinstance(cmd, C.Flush):
+            self.clear(now)
+        elif isinstance(cmd, C.EditService):
+            k = cmd.service
+            self.edit_service(self._service(k, "No such service"), cmd.scheduler, cmd.flags,
+                              cmd.timeout, cmd.netmask, now)
+        elif isinstance(cmd, C.AddService):
+            k = cmd.service
+            self.add_service(k.protocol, k.addr, k.port, k.fwmark, cmd.scheduler, cmd.flags,
+                             cmd.timeout, cmd.netmask, now)
+        elif isinstance(cmd, C.DelService):
+            self.del_service(self._service(cmd.service, "No such service"), now)
+        elif isinstance(cmd, C.Zero):
+            self.zero(None if cmd.service is None
+                      else self._service(cmd.service, "No such service"))
+        elif isinstance(cmd, C.EditDest):
+            svc = self._service(cmd.service, "Service not defined")
+            self.edit_dest(self._dest(svc, cmd.addr, cmd.port), cmd.fwd, cmd.weight,
+                           cmd.u_threshold, cmd.l_threshold)
+        elif isinstance(cmd, C.AddDest):
+            svc = self._service(cmd.service, "Service not defined")
+            self.add_dest(svc, cmd.addr, cmd.port, cmd.fwd, cmd.weight, cmd.u_threshold,
+                          cmd.l_threshold, now)
+        elif isinstance(cmd, C.DelDest):
+            svc = self._service(cmd.service, "Service not defined")
+            self.del_dest(self._dest(svc, cmd.addr, cmd.port), now)
+        else:
+            raise ConfigError(f"not a command: {cmd!r}")
+
+    def _service(self, key: C.ServiceKey, missing: str) -> Service:
+        svc = self.find_service(key.protocol, key.addr, key.port, key.fwmark)
+        if svc is None:
+            raise ConfigError(missing)
+        return svc
+
+    @staticmethod
+    def _dest(svc: Service, addr: int, port: int) -> Dest:
+        dest = svc.find_dest(addr, port)
+        if dest is None:
+            raise ConfigError("No such destination")
+        return dest
+
     def set_sysctl(self, name: str, value: int) -> None:
-        if not hasattr(self.sysctls, name):
-            raise ConfigError(f"unknown sysctl {name!r}")
+        """A write to /proc/sys/net/ipv4/vs/NAME."""
+        problem = sysctl_problem(name, value)
+        if problem:
+            raise ConfigError(problem)
         setattr(self.sysctls, name, int(value))
         self._select_tables()
 
     def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
-        """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only."""
-        for value in (tcp, tcpfin, udp):
-            if value < 0 or value > MAX_TIMEOUT:
-                raise ConfigError(f"timeout {value} out of range 0..{MAX_TIMEOUT}")
+        """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only.  An
+        entry keeps the timeout it was armed with until its next packet re-arms it."""
+        problem = C.check(C.SetTimeouts(tcp, tcpfin, udp))
+        if problem:
+            raise ConfigError(problem)
         if tcp:
             self.timeouts.tcp = tcp
             self._tcp_timeouts[S.ESTABLISHED] = float(tcp)
@@ -185,12 +236,12 @@ class Director:
         return self._svc_by_addr.get((protocol, addr, port))
 
     def add_service(self, protocol: int, addr: int = 0, port: int = 0, fwmark: int = 0,
-                    scheduler: str = "wlc", flags: int = 0, timeout: int = 0,
-                    netmask: int = 0xFFFFFFFF, now: float = 0.0) -> Service:
+                    scheduler: str = DEFAULT_SCHEDULER, flags: int = 0, timeout: int = 0,
+                    netmask: int = NETMASK_ALL, now: float = 0.0) -> Service:
         if self.find_service(protocol, addr, port, fwmark) is not None:
             raise ConfigError("Service already exists")
         if scheduler not in SCHEDULERS:
-            raise ConfigError("Scheduler not found")
+            raise ConfigError("Scheduler or persistence engine not found")
         if fwmark:
             protocol = IPPROTO_TCP if protocol == IPPROTO_IP else protocol
         svc = Service(protocol, 0 if fwmark else addr, 0 if fwmark else port, fwmark,
@@ -212,7 +263,7 @@ class Director:
                      now: float = 0.0) -> None:
         if scheduler is not None and scheduler != svc.sched_name:
             if scheduler not in SCHEDULERS:
-                raise ConfigError("Scheduler not found")
+                raise ConfigError("Scheduler or persistence engine not found")
             svc.sched_name = scheduler
             svc.scheduler = make_scheduler(scheduler)
             svc.scheduler.init_service(svc, now)
@@ -282,12 +333,13 @@ class Director:
                 self._route_marks[dest.addr] = mark
             dest.mark = mark
             dest.route_verdict = Verdict(ACCEPT, R_FORWARD, mark=mark)
-        else:
-            dest.mark = 0
-            dest.route_verdict = _ACCEPT_FORWARD
+        # A dest edited away from Route keeps its mark verdict: its existing Route entries
+        # still go to its address (each entry copied the forwarding method at creation).
 
     def edit_dest(self, dest: Dest, fwd: int | None = None, weight: int | None = None,
                   u_threshold: int | None = None, l_threshold: int | None = None) -> None:
+        """ip_vs_edit_dest(): takes effect at the next scheduling; entries keep their
+        forwarding method (it was copied into each at its creation)."""
         self._update_dest(dest, dest.fwd if fwd is None else fwd,
                           dest.weight if weight is None else weight,
                           dest.u_threshold if u_threshold is None else u_threshold,
@@ -312,7 +364,7 @@ class Director:
         self._trash[self._trash_key(svc, dest.addr, dest.port)] = dest
         if not self._dest_refs(dest):
             dest.idle_since = now
-        if self.sysctls.expire_nodest_conn:
+        if self.sysctls.expire_nodest_conn and self.profile.nodest_flush:
             self._expire_nodest_conns(now)
 
     @staticmethod
@@ -358,7 +410,11 @@ class Director:
         Estimation reads traffic counters and expiry changes only connection counters,
         so running all estimator ticks first gives the same result as interleaving them."""
         while self._next_est <= now:
-            self._estimate()
+            if not self._estimate():
+                # nothing moved and every average rests: the ticks up to `now` change
+                # nothing either, so an idle span of any length costs one tick
+                idle = int((now - self._next_est) // ESTIMATOR_PERIOD) + 1
+                self._next_est += idle * ESTIMATOR_PERIOD
         timers = self._timers
         cp = timers.pop_due(now)
         while cp is not None:
@@ -367,17 +423,21 @@ class Director:
         t = timers.next_time()
         self._due = self._next_est if t is None or self._next_est < t else t
 
-    def _estimate(self) -> None:
-        """estimation_timer(): every 2 s, copy counters to kstats and update the rates."""
+    def _estimate(self) -> bool:
+        """estimation_timer(): every 2 s, copy counters to kstats and update the rates;
+        False when no estimator changed."""
         total = Counters(*self.total_base.as_tuple())
+        moved = False
         for svc in self.services:
             live = svc.live_counters()
-            svc.est.tick(live.as_tuple())
+            moved = svc.est.tick(live.as_tuple()) or moved
             total.add(live)
             for d in svc.dests:
-                d.est.tick((d.conns, d.inpkts, d.outpkts, d.inbytes, d.outbytes))
-        self.total_est.tick(total.as_tuple())
+                moved = d.est.tick((d.conns, d.inpkts, d.outpkts, d.inbytes,
+                                    d.outbytes)) or moved
+        moved = self.total_est.tick(total.as_tuple()) or moved
         self._next_est += ESTIMATOR_PERIOD
+        return moved
 
     def _arm(self, cp: Conn, now: float) -> None:
         self._timers.arm(cp, now + cp.timeout)
@@ -627,26 +687,34 @@ class Director:
 
     def _in_existing(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                      mark: int) -> Verdict:
+        """ip_vs_in_hook() for an entry that a SYN reuses or whose realserver is gone."""
         dest = cp.dest
-        if flags >= 0 and flags & S.TH_SYN:
-            # is_new_conn(): a SYN for an entry that is closing (or quiesced) starts anew
-            resched = False
-            if (self.sysctls.expire_nodest_conn and self.profile.nodest_on_syn
-                    and dest.weight == 0):
-                resched = True
-            elif (self.sysctls.conn_reuse_mode and self.profile.conn_reuse
-                  and cp.control is None and (
-                      cp.state == S.TIME_WAIT or cp.state == S.CLOSE or (
-                          self.sysctls.conn_reuse_mode & 2 and cp.state == S.FIN_WAIT
-                          and cp.noout))):
-                resched = True
-            if resched:
-                return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+        sysctls, profile = self.sysctls, self.profile
+        if flags >= 0 and flags & S.TH_SYN and (
+                (sysctls.expire_nodest_conn and profile.nodest_on_syn and dest.weight == 0)
+                or (sysctls.conn_reuse_mode and profile.conn_reuse
+                    and self._new_conn_expected(cp))):
+            # is_new_conn(): this SYN starts a new connection on the entry's port
+            if sysctls.conntrack and profile.reuse_drops_conntrack:
+                self._expire(cp, now)      # conntrack must be redirected: drop this one SYN
+                return self._dropped(R_REUSE_CONNTRACK)
+            return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
         if not dest.available:
-            if self.sysctls.expire_nodest_conn:
+            if not sysctls.expire_nodest_conn:
+                return self._dropped(R_DEST_UNAVAILABLE)    # blackholed until it expires
+            if profile.nodest_reschedules and not sysctls.conntrack:
                 return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+            self._expire(cp, now)          # 4.x, or its conntrack is the old one: dropped
             return self._dropped(R_DEST_UNAVAILABLE)
         return self._in_forward(cp, data, ihl, tot_len, flags, now)
+
+    def _new_conn_expected(self, cp: Conn) -> bool:
+        """is_new_conn_expected(): a controlled entry never; TCP in TIME_WAIT or CLOSE, or
+        (conn_reuse_mode bit 2) FIN_WAIT of a DR/TUN entry; UDP never."""
+        if cp.control is not None or cp.protocol != IPPROTO_TCP:
+            return False
+        return (cp.state == S.TIME_WAIT or cp.state == S.CLOSE or (
+            bool(self.sysctls.conn_reuse_mode & 2) and cp.state == S.FIN_WAIT and cp.noout))
 
     def _reschedule(self, old: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                     mark: int) -> Verdict:
@@ -676,7 +744,10 @@ class Director:
                 return _ACCEPT[R_NOT_SCHEDULED]
             if svc.port == FTPPORT and dport != FTPPORT:
                 return _ACCEPT[R_NOT_SCHEDULED]
-            return self._dropped(R_NO_DESTINATION)
+            # ip_vs_leave(): ICMP port unreachable (for TCP too), and the packet dropped
+            self.drops[R_NO_DESTINATION] = self.drops.get(R_NO_DESTINATION, 0) + 1
+            return Verdict(DROP, R_NO_DESTINATION,
+                           reply=icmp_port_unreachable(data, tot_len))
         if svc.flags & SVC_F_ONEPACKET and protocol == IPPROTO_UDP:
             verdict = self._in_forward(cp, data, ihl, tot_len, flags, now)
             self._expire(cp, now)          # ONE_PACKET: timeout 0, never kept in the table
@@ -690,17 +761,8 @@ class Director:
         if dest.available:
             dest.inpkts += 1
             dest.inbytes += tot_len
-        if flags >= 0:
-            # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
-            new = (self._rows_input_only if cp.noout else self._rows_input)[
-                S.FLAG_ROW[flags]][cp.state]
-            if new != cp.state:
-                self._state_change(cp, new, now)
-            timeout = self._tcp_timeouts[new]
-        else:
-            timeout = self._udp_timeout
-        cp.timeout = timeout
-        self._arm(cp, now)
+        # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
+        self._track(cp, self._rows_input_only if cp.noout else self._rows_input, flags, now)
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
@@ -717,6 +779,18 @@ class Director:
                            ipip_encapsulate(data[:tot_len], src, cp.daddr, self._tunnel_id))
         return _ACCEPT_FORWARD
 
+    def _track(self, cp: Conn, rows: S.Section, flags: int, now: float) -> None:
+        """set_tcp_state() (UDP: flags -1, one state), then ip_vs_conn_put(): every packet
+        re-arms its entry with the timeout of the state it leaves it in."""
+        if flags >= 0:
+            new = rows[S.FLAG_ROW[flags]][cp.state]
+            if new != cp.state:
+                self._state_change(cp, new, now)
+            cp.timeout = self._tcp_timeouts[new]
+        else:
+            cp.timeout = self._udp_timeout
+        self._arm(cp, now)
+
     def _out_forward(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int,
                      now: float) -> Verdict:
         """handle_response(): SNAT for Masq, then ip_vs_out_stats() and OUTPUT state."""
@@ -726,14 +800,7 @@ class Director:
             dest.outbytes += tot_len
         if flags >= 0:
             cp.noout = False                    # a reply was seen: full tracking from now on
-            new = self._rows_output[S.FLAG_ROW[flags]][cp.state]
-            if new != cp.state:
-                self._state_change(cp, new, now)
-            timeout = self._tcp_timeouts[new]
-        else:
-            timeout = self._udp_timeout
-        cp.timeout = timeout
-        self._arm(cp, now)
+        self._track(cp, self._rows_output, flags, now)
         if cp.fwd != MASQ:
             return _ACCEPT_FORWARD
         m = cp.masq

@@ -7,10 +7,11 @@ comparisons cross-multiply, never divide.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import gcd
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
-from .service import SVC_F_SCHED1, SVC_F_SCHED2
+from .service import SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3
 from .siphash import hsiphash_u32
 
 if TYPE_CHECKING:
@@ -25,6 +26,47 @@ LBLC_MAX_SIZE = (1 << LBLC_TAB_BITS) * 16   # above this, the periodic check pur
 LBLC_CHECK_INTERVAL = 60                # CHECK_EXPIRE_INTERVAL
 LBLC_ENTRY_TIMEOUT = 6 * 60             # idle time after which a purge may drop an entry
 LBLC_FULL_EVERY = 30                    # COUNT_FOR_FULL_EXPIRATION
+
+
+@dataclass(frozen=True)
+class SchedFlag:
+    """One `-b` flag: its service flag bit and the scheduler it belongs to (None: any)."""
+
+    name: str
+    bit: int
+    scheduler: str | None
+
+
+# ipvsadm.c parse_sched_flags() / print_sched_flags(): the sh- and mh- names are the
+# scheduler-specific spellings of the generic bits.
+SCHED_FLAGS: Final = (
+    SchedFlag("flag-1", SVC_F_SCHED1, None), SchedFlag("flag-2", SVC_F_SCHED2, None),
+    SchedFlag("flag-3", SVC_F_SCHED3, None),
+    SchedFlag("sh-fallback", SVC_F_SCHED1, "sh"), SchedFlag("sh-port", SVC_F_SCHED2, "sh"),
+    SchedFlag("mh-fallback", SVC_F_SCHED1, "mh"), SchedFlag("mh-port", SVC_F_SCHED2, "mh"),
+)
+SCHED_FLAG: Final = {f.name: f for f in SCHED_FLAGS}
+SCHED_FLAG_BITS: Final = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
+
+
+def sched_flags(scheduler: str, names: list[str]) -> int:
+    """parse_sched_flags(): the bits for `names`; ValueError with ipvsadm's text."""
+    bits = 0
+    for name in names:
+        flag = SCHED_FLAG.get(name)
+        if flag is None:
+            raise ValueError(f"invalid scheduler flag `{name}'")
+        if flag.scheduler is not None and flag.scheduler != scheduler:
+            raise ValueError(f"incompatible scheduler flag `{name}'")
+        bits |= flag.bit
+    return bits
+
+
+def sched_flag_names(scheduler: str, flags: int) -> list[str]:
+    """print_sched_flags(): sh and mh show their own two flags, others flag-1..3."""
+    own = [f for f in SCHED_FLAGS if f.scheduler == scheduler]
+    shown = own or [f for f in SCHED_FLAGS if f.scheduler is None]
+    return [f.name for f in shown if flags & f.bit]
 
 
 def hash_32(val: int, bits: int = TAB_BITS) -> int:
@@ -155,6 +197,15 @@ class WeightedRoundRobin(Scheduler):
                 stop = last
 
 
+def _conn_overhead(d: Dest) -> int:
+    """ip_vs_dest_conn_overhead(): an active connection weighs 256 inactive ones."""
+    return (d.activeconns << 8) + d.inactconns
+
+
+def _sed_overhead(d: Dest) -> int:
+    return d.activeconns + 1
+
+
 class LeastConnection(Scheduler):
     name: ClassVar[str] = "lc"
 
@@ -165,7 +216,7 @@ class LeastConnection(Scheduler):
         for d in svc.dests:
             if d.overload or d.weight == 0:
                 continue
-            doh = (d.activeconns << 8) + d.inactconns
+            doh = _conn_overhead(d)
             if least is None or doh < loh:
                 least, loh = d, doh
         return least
@@ -189,14 +240,6 @@ def _weighted_least(dests: list[Dest], overhead) -> Dest | None:
         if loh * d.weight > doh * least.weight:
             least, loh = d, doh
     return least
-
-
-def _conn_overhead(d: Dest) -> int:
-    return (d.activeconns << 8) + d.inactconns
-
-
-def _sed_overhead(d: Dest) -> int:
-    return d.activeconns + 1
 
 
 class WeightedLeastConnection(Scheduler):

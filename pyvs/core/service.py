@@ -11,25 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from .packet import IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP
+from .forwarding import MASQ
 from .stats import Counters, Estimator
 from .verdict import R_FORWARD, Verdict, accept
 
 if TYPE_CHECKING:
     from .schedulers import Scheduler
-
-# Forwarding methods (IP_VS_CONN_F_FWD_MASK values) and their ipvsadm names.
-MASQ: Final = 0
-LOCALNODE: Final = 1
-TUNNEL: Final = 2
-DROUTE: Final = 3
-FWD_NAMES: Final = {MASQ: "Masq", LOCALNODE: "Local", TUNNEL: "Tunnel", DROUTE: "Route"}
-FWD_BY_CONFIG: Final = {"masq": MASQ, "route": DROUTE, "tunnel": TUNNEL}
-FWD_CONFIG_NAMES: Final = {v: k for k, v in FWD_BY_CONFIG.items()}
-# An LVS mode is a cluster whose realservers are all forwarded one way.
-FORWARD_BY_MODE: Final = {"nat": "masq", "dr": "route", "tun": "tunnel"}
-
-PROTO_NAMES: Final = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_IP: "IP"}
 
 # Service flags (include/uapi/linux/ip_vs.h)
 SVC_F_PERSISTENT: Final = 0x1
@@ -78,10 +65,6 @@ class Dest:
     def counters(self) -> Counters:
         return Counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
 
-    def overhead(self) -> int:
-        """ip_vs_dest_conn_overhead(): active connections weigh 256 inactive ones."""
-        return (self.activeconns << 8) + self.inactconns
-
     def check_overload_on_bind(self) -> None:
         if self.u_threshold and self.activeconns + self.inactconns >= self.u_threshold:
             self.overload = True
@@ -99,10 +82,6 @@ class Dest:
                 self.overload = False
         else:
             self.overload = False
-
-    @property
-    def fwd_name(self) -> str:
-        return FWD_NAMES[self.fwd]
 
 
 class Service:
@@ -135,9 +114,6 @@ class Service:
     @property
     def ops(self) -> bool:
         return bool(self.flags & SVC_F_ONEPACKET)
-
-    def key(self) -> tuple[int, int, int, int]:
-        return (self.fwmark, self.protocol, self.addr, self.port)
 
     def find_dest(self, addr: int, port: int) -> Dest | None:
         for d in self.dests:

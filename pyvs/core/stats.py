@@ -2,7 +2,7 @@
 
 Live counters are bumped on the packet path.  What ipvsadm shows (``--stats``) is the
 *kstats* copy, taken by the estimator every 2 s, minus the ``-Z`` zero point: the listing
-lags by up to 2 s exactly as on a real director (reference §0.1).
+lags by up to 2 s exactly as on a real director (docs/ipvs.md, "counters and rates").
 """
 
 from __future__ import annotations
@@ -52,8 +52,13 @@ class Estimator:
         self.last = (0, 0, 0, 0, 0)
         self.cps = self.inpps = self.outpps = self.inbps = self.outbps = 0
 
-    def tick(self, live: tuple[int, int, int, int, int]) -> None:
-        """One 2-second estimation: copy the live counters, update the averages."""
+    def tick(self, live: tuple[int, int, int, int, int]) -> bool:
+        """One 2-second estimation: copy the live counters, update the averages.  False
+        when it changed nothing: no traffic, and every average already decayed to 0."""
+        if live == self.last and not (self.cps or self.inpps or self.outpps or self.inbps
+                                      or self.outbps):
+            self.kstats = live
+            return False
         self.kstats = live
         conns, inpkts, outpkts, inbytes, outbytes = live
         lc, li, lo, lib, lob = self.last
@@ -65,6 +70,7 @@ class Estimator:
         # bytes scaled by 2^5 per second (delta << 4 over 2 s)
         self.inbps += (((inbytes - lib) << 4) - self.inbps) >> 2
         self.outbps += (((outbytes - lob) << 4) - self.outbps) >> 2
+        return True
 
     def zero(self) -> None:
         """``ipvsadm -Z``: the current kstats become the zero point, rates restart."""

@@ -13,14 +13,15 @@ import threading
 import time
 from typing import Any
 
-from ..control import Control, ControlError, ControlServer
+from ..control import Control, ControlServer
+from ..core import commands as C
 from ..core.engine import ConfigError, Director
-from ..ipvsadm import apply
 from ..views import procfs
 from ..views.snapshot import snapshot
 
 log = logging.getLogger("pyvs")
 PROCFS_PERIOD = 2.0
+MAX_SLEEP = 3600.0          # a timer-less director still wakes hourly (nothing is due)
 
 
 class Runtime:
@@ -28,6 +29,7 @@ class Runtime:
                  metrics: str | None = None) -> None:
         self.director = director
         self.lock = threading.Lock()
+        self.changed = threading.Event()
         self._t0 = time.monotonic()
         self.procfs_dir = procfs_dir
         self._next_procfs = 0.0
@@ -56,26 +58,30 @@ class Runtime:
         """ipvsadm changes, in order, with no packet in between: None or libipvs's text for
         each; a refused change does not stop the rest (as ipvsadm -R goes on)."""
         errors: list[str | None] = []
+        self.changed.set()          # a timer may now be due sooner: wake the sleeper
         with self.lock:
             now = self.now()
-            for cmd in commands:
+            for raw in commands:
                 try:
-                    apply(self.director, cmd, now)
+                    self.director.apply(C.from_dict(raw), now)
                     errors.append(None)
-                except (ControlError, ConfigError) as exc:
+                except (C.CommandError, ConfigError) as exc:
                     errors.append(str(exc))
-                except (KeyError, TypeError, ValueError) as exc:
-                    errors.append(f"malformed command ({exc})")
         return errors
 
-    def tick(self) -> None:
-        """Run due timers; refresh the procfs export every 2 s."""
+    def tick(self) -> float:
+        """Run due timers; refresh the procfs export every 2 s.  Returns how long the
+        caller may sleep: until the director's next timer or the next export."""
         now = self.now()
         with self.lock:
             self.director.handle_timers(now)
+            due = self.director.next_timer()
         if self.procfs_dir and now >= self._next_procfs:
             procfs.export(self.snapshot(connections=True), self.procfs_dir)
             self._next_procfs = now + PROCFS_PERIOD
+        if self.procfs_dir:
+            due = self._next_procfs if due is None else min(due, self._next_procfs)
+        return MAX_SLEEP if due is None else max(0.0, min(MAX_SLEEP, due - self.now()))
 
     def _start_metrics(self, where: str) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
@@ -92,3 +98,28 @@ class Runtime:
         self.control.close()
         if self.metrics_server is not None:
             self.metrics_server[0].shutdown()
+
+
+def serve(director: Director, socket_path: str, procfs_dir: str | None = None,
+          metrics: str | None = None) -> int:
+    """`pyvs serve`: the director with no packet source, until SIGINT/SIGTERM.  The loop
+    sleeps until the director's next timer (or the next procfs export), or until a
+    control-plane change wakes it."""
+    import signal
+    import sys
+    stop = threading.Event()
+    runtime = Runtime(director, socket_path, procfs_dir, metrics).start()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        runtime.changed.set()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    print(f"pyvs: serving {runtime.control.path}", file=sys.stderr)
+    try:
+        while not stop.is_set():
+            runtime.changed.wait(runtime.tick())
+            runtime.changed.clear()
+    finally:
+        runtime.close()
+    return 0

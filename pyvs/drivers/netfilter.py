@@ -6,7 +6,7 @@ marks, so nothing pyvs did not add is ever touched.  Every change is written to 
 file (one per network namespace) *before* it is made; `undo()` reverses the file, so
 `pyvs cleanup` after a SIGKILL removes exactly what the dead director added.
 
-Why each piece (see ../shared/reference/nfqueue-lab.md):
+Why each piece (docs/live.md):
   raw PYVS          CT --notrack on queued flows: conntrack would see client->VIP and
                     RS->client as unrelated flows and drop the replies as INVALID
   mangle PYVS-PRE   client->VIP to the queue (dst rewritten or marked before routing)
@@ -25,8 +25,8 @@ import subprocess
 from pathlib import Path
 
 from ..core.engine import Director
-from ..core.packet import int_to_ip
-from ..core.service import DROUTE, MASQ, PROTO_NAMES
+from ..core.forwarding import DROUTE, MASQ
+from ..core.packet import PROTO_NAMES, int_to_ip
 
 log = logging.getLogger("pyvs")
 CHAINS = (("raw", "PREROUTING", "PYVS"), ("mangle", "PREROUTING", "PYVS-PRE"),

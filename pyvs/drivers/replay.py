@@ -25,9 +25,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from ..core.commands import Event
 from ..core.engine import IN, OUT, Director
+from ..core.forwarding import MASQ
 from ..core.packet import IP_ADDRS, PORTS
-from ..core.service import MASQ
 
 CLIENT_SIDE = "client"
 DIRECTOR_SIDE = "director"
@@ -140,19 +141,35 @@ def _with_source(pkt: bytes, ihl: int, addr: int, port: int) -> bytes:
     return bytes(buf)
 
 
-def replay(director: Director, packets: list[tuple[float, bytes]], at: list[float],
-           capture_point: str | None = None, replies_via_director: bool = False
-           ) -> Iterator[tuple[float, Replayer]]:
+NS = 1_000_000_000
+
+
+def replay(director: Director, packets: list[tuple[int, bytes]], at: list[float],
+           capture_point: str | None = None, replies_via_director: bool = False,
+           events: list[Event] = ()) -> Iterator[tuple[float, Replayer]]:
     """Yield (T, replayer) for each T in `at` (seconds after the first packet), with the
-    director advanced to that instant."""
+    director advanced to that instant: every packet up to T (a packet at T included, to
+    the nanosecond) and every event up to T, an event before a packet at the same
+    instant.  Packet times are integer nanoseconds (pcap.read_capture)."""
     if capture_point is None:
         capture_point = detect_capture_point(director, packets)
     rp = Replayer(director, capture_point, replies_via_director)
-    t0 = packets[0][0] if packets else 0.0
-    i = 0
+    t0 = packets[0][0] if packets else 0
+    todo = sorted(events, key=lambda e: e.at)
+    i = j = 0
     for t in sorted(at):
-        while i < len(packets) and packets[i][0] - t0 <= t:
-            rp.feed(packets[i][0] - t0, packets[i][1])
-            i += 1
+        limit = round(t * NS)
+        while True:
+            packet_ns = packets[i][0] - t0 if i < len(packets) else None
+            event_ns = round(todo[j].at * NS) if j < len(todo) else None
+            if event_ns is not None and event_ns <= limit and (
+                    packet_ns is None or event_ns <= packet_ns):
+                director.apply(todo[j].command, todo[j].at)
+                j += 1
+            elif packet_ns is not None and packet_ns <= limit:
+                rp.feed(packet_ns / NS, packets[i][1])
+                i += 1
+            else:
+                break
         director.handle_timers(t)
         yield t, rp

@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 from ..control import request
-from ..core.service import FORWARD_BY_MODE
+from ..core.forwarding import BY_WORD
 from . import netns
 
-MODES = {name: mode for mode, name in FORWARD_BY_MODE.items()}     # forward -> mode
 SS_NAMES = {"ESTAB": "ESTABLISHED", "SYN-RECV": "SYN_RECV", "SYN-SENT": "SYN_SENT",
             "FIN-WAIT-1": "FIN_WAIT1", "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT",
             "CLOSE-WAIT": "CLOSE_WAIT", "LAST-ACK": "LAST_ACK", "CLOSING": "CLOSING"}
@@ -186,10 +185,10 @@ class Ssh(Cluster):
                                "(is it running the lab's config?)")
         self.vip = web[0]["address"]
         forwards = {d["forward"] for s in snap["services"] for d in s["dests"]}
-        if len(forwards) != 1 or next(iter(forwards)) not in MODES:
+        if len(forwards) != 1 or BY_WORD[next(iter(forwards))].mode is None:
             raise ClusterError(f"director: realservers forwarded as {sorted(forwards)}; "
                                "a comparison needs one mode (masq, route or tunnel)")
-        self.mode = MODES[forwards.pop()]
+        self.mode = str(BY_WORD[forwards.pop()].mode)
         route = self.run("client", "ip", "-o", "-4", "route", "get", self.vip)
         m = re.search(r"\bsrc (\S+)", route)
         if not m:

@@ -11,7 +11,7 @@ Addresses are the Vagrant lab's (vagrant/Vagrantfile):
          realservers 192.0.2.11.. (default route via 192.0.2.1)
     DR, TUN  one segment 203.0.113.0/24: director .1, clients .2.., realservers .11..,
          VIP 203.0.113.100 (on the realservers' lo / tunl0; routed via the director)
-Each host is set up by the same provisioning scripts as the VMs (vagrant/provision/*.sh,
+Each host is set up by the same provisioning scripts as the VMs (pyvs/data/provision/*.sh,
 PYVS_INIT=none); the lab then starts the director and the backends itself.
 """
 
@@ -27,17 +27,16 @@ import time
 from pathlib import Path
 
 from ..control import NoDirector, request
-from ..core.service import FORWARD_BY_MODE
+from ..core.forwarding import BY_MODE, MODES
+from ..resources import PROVISION
 
 PROJECT = Path(__file__).resolve().parents[2]
-PROVISION = PROJECT / "vagrant" / "provision"
 # PYVS_LAB names a lab (default "pyvs"): its namespaces are NAME-d, NAME-c1.., NAME-r1..,
 # NAME-sw, so several labs (parallel test runs) can stand side by side.
 PREFIX = os.environ.get("PYVS_LAB", "pyvs")
 STATE_DIR = Path("/run/pyvs/lab" if PREFIX == "pyvs" else f"/run/pyvs/lab-{PREFIX}")
 STATE = STATE_DIR / "lab.json"
 SOCKET = "/run/pyvs/pyvs.sock" if PREFIX == "pyvs" else str(STATE_DIR / "pyvs.sock")
-MODES = tuple(FORWARD_BY_MODE)
 
 
 def ns(host: str) -> str:
@@ -65,7 +64,7 @@ def config_yaml(mode: str, realservers: int) -> str:
     """The lab director's services: www and telnet rr, an all-ports persistent service
     (ftp-like control and data) on the first realserver, as in seed article 000."""
     lay = layout(mode, realservers, 1)
-    fwd = FORWARD_BY_MODE[mode]
+    fwd = BY_MODE[mode].word
     vip, rs = lay["vip"], lay["realservers"]
 
     def dests(port: int, which: list[str]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core.engine import IN, OUT, Director
-from ..core.service import MASQ
+from ..core.forwarding import MASQ
 from ..core.verdict import DROP, R_FORWARD
 from .apps import ClientApp, Registry, ServerApp, Session
 from .events import Simulation

@@ -8,16 +8,14 @@ from typing import Any
 
 from ..config import Config, ConfigFileError
 from ..core.engine import ConfigError
+from ..core.forwarding import BY_CODE, BY_MODE
 from ..core.packet import int_to_ip
-from ..core.service import FORWARD_BY_MODE, FWD_BY_CONFIG
 from ..views.snapshot import snapshot
 from . import tcp
 from .events import Simulation
 from .network import Lab
 from .scenarios import Scenario, lab_config
 from .truth import KINDS, Agreement, RealserverTruth, explain
-
-MODES = {mode: FWD_BY_CONFIG[name] for mode, name in FORWARD_BY_MODE.items()}
 
 
 @dataclass
@@ -87,7 +85,7 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     wall = time.perf_counter()
     cfg = config if config is not None else lab_config()
     if mode is not None:
-        cfg = cfg.with_forward(MODES[mode])
+        cfg = cfg.with_forward(BY_MODE[mode].code)
     if kernel is not None:
         cfg = replace(cfg, kernel=kernel)
     director = cfg.build(0.0)
@@ -153,8 +151,7 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
 
 
 def _mode_of(cfg: Config) -> str:
-    names = {v: k for k, v in MODES.items()}
-    kinds = {names[rs.forward] for vs in cfg.services for rs in vs.realservers}
+    kinds = {BY_CODE[rs.forward].mode for vs in cfg.services for rs in vs.realservers}
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigFileError, Reader, parse, read_yaml
+from ..config import Config, ConfigFileError
+from ..config.yamlfile import Reader, parse, read_yaml
 from .apps import ENDS, Session
 from .network import LabParams
 from .tcp import TcpParams

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..sim.run import Result
+
+
+def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> str:
+    """`pyvs simulate`'s report: at each instant, the director's listing (as `render`
+    draws it) beside the realservers' sockets, then what the run did."""
+    out = []
+    for snap, states in result.snapshots:
+        out.append(f"--- {result.scenario} at {snap['time']:g} s (mode {result.mode}, "
+                   f"kernel {result.kernel}): the director's table\n")
+        out.append(render(snap))
+        out.append("--- the realservers' sockets (netstat -n | awk '/^tcp/ {++S[$NF]} ...', "
+                   "LISTEN left out)\n")
+        out.append(truth_text(states))
+        out.append("\n")
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"
+    out.append(f"--- the run: {result.packets} packets sent, {result.lost} lost, "
+               f"{result.firewall_resets} firewall resets, director drops: {drops}\n")
+    return "".join(out).rstrip("\n") + "\n"
 
 
 def truth_text(states: dict[str, dict[str, int]]) -> str:
@@ -41,22 +62,43 @@ def _means(result: Result) -> tuple[float, float, float, float]:
     return tuple(sum(v[i] for v in totals.values()) / n for i in range(4))   # type: ignore
 
 
-HEADER = (f"{'scenario':<18} {'mode':<4} {'kernel':<6} "
-          f"{'ActiveConn dir/true':>19} {'MAE':>6} {'max':>4}  "
-          f"{'InActConn dir/true':>18} {'MAE':>7} {'max':>5}  "
-          f"{'ghost s':>8} {'forgot s':>8}  dominant cause")
+WIDTH = 120
+LEGEND = ("director/truth: the cluster's total, mean over the samples (connections); "
+          "|err|, max: absolute error per realserver and sample (connections); "
+          "ghost: entries counted ActiveConn with no ESTABLISHED socket, forgotten: sockets "
+          "with no entry, stale: InActConn entries with no socket, hidden: InActConn entries "
+          "whose socket is ESTABLISHED (connection-seconds)")
+_HEAD = (f"{'':29} {'ActiveConn (connections)':<25}  {'InActConn (connections)':<27}  "
+         f"{'ghost':>6} {'forgotten':>9}",
+         "scenario          mode kernel director truth |err|  max  "
+         "director truth  |err|   max  conn-s    conn-s")
 
 
-def table(results: list[Result]) -> str:
-    lines = [HEADER]
+def _row(r: Result) -> str:
+    a, ta, i, ti = _means(r)
+    s = r.summary
+    return (f"{r.scenario[:17]:<17} {r.mode:<4} {r.kernel:<6} {a:>8.2f} {ta:>5.2f} "
+            f"{s['active_mae']:>5.2f} {s['active_max']:>4}  {i:>8.2f} {ti:>5.2f} "
+            f"{s['inactive_mae']:>6.2f} {s['inactive_max']:>5}  {s['ghost_seconds']:>6.0f} "
+            f"{s['forgotten_seconds']:>9.0f}")
+
+
+def table(results: list[Result], wide: bool = False) -> str:
+    """The accuracy report: one row per run, its dominant cause below it (within 120
+    columns); `wide`: the stale and hidden columns and the cause on the row itself."""
+    lines = list(_HEAD)
+    if wide:
+        lines = [lines[0], lines[1] + " stale conn-s hidden conn-s  dominant cause"]
     for r in results:
-        a, ta, i, ti = _means(r)
-        s = r.summary
-        lines.append(
-            f"{r.scenario:<18} {r.mode:<4} {r.kernel:<6} "
-            f"{a:>9.2f}/{ta:<9.2f} {s['active_mae']:>6.2f} {s['active_max']:>4}  "
-            f"{i:>8.2f}/{ti:<9.2f} {s['inactive_mae']:>7.2f} {s['inactive_max']:>5}  "
-            f"{s['ghost_seconds']:>8.0f} {s['forgotten_seconds']:>8.0f}  {r.cause}")
+        if wide:
+            s = r.summary
+            lines.append(f"{_row(r)} {s['stale_seconds']:>12.0f} {s['hidden_seconds']:>13.0f}"
+                         f"  {r.cause}")
+        else:
+            lines.append(_row(r))
+            lines.extend(textwrap.wrap(r.cause, WIDTH, initial_indent="  cause: ",
+                                       subsequent_indent="         "))
+    lines.extend([""] + textwrap.wrap(LEGEND, WIDTH))
     return "\n".join(lines) + "\n"
 
 
@@ -64,45 +106,80 @@ def as_json(results: list[Result]) -> dict[str, Any]:
     return {"results": [r.as_json() for r in results]}
 
 
-# (color, director line width): NAT drawn wide underneath so DR/TUN stay visible on top
-_STYLE = {"nat": ("tab:blue", 3.0), "dr": ("tab:orange", 1.3), "tun": ("tab:green", 1.0),
-          "mixed": ("tab:purple", 1.3)}
+# one colour per mode; the director drawn solid, the realservers' truth dashed
+_COLOURS = {"nat": "tab:blue", "dr": "tab:orange", "tun": "tab:green", "mixed": "tab:purple"}
+_PANELS = ("ActiveConn", "InActConn")
 
 
-def plot(results: list[Result], path: str) -> None:
-    """Per scenario: ActiveConn and InActConn over time, each mode's director against the
-    realservers' truth (summed over realservers)."""
+def plot(results: list[Result], path: str) -> list[str]:
+    """Each scenario's ActiveConn and InActConn over time, every mode's director against
+    its realservers' truth (both summed over the realservers).  A path ending in / is a
+    directory: an overview.png and one PNG per scenario.  Returns the files written."""
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scenarios: dict[str, list[Result]] = {}
     for r in results:
         scenarios.setdefault(r.scenario, []).append(r)
-    rows = len(scenarios)
-    fig, axes = plt.subplots(rows, 2, figsize=(13, 2.4 * rows + 0.8), squeeze=False)
-    for row, (name, runs) in enumerate(scenarios.items()):
-        for col, label in enumerate(("ActiveConn", "InActConn")):
+    if not path.endswith("/"):
+        _figure(list(scenarios.items()), path)
+        return [path]
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [str(out / "overview.png")]
+    _figure(list(scenarios.items()), written[0])
+    for name, runs in scenarios.items():
+        target = out / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.png"
+        _figure([(name, runs)], str(target))
+        written.append(str(target))
+    return written
+
+
+def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.3 * len(rows) + 1.2),
+                             squeeze=False)
+    modes: list[str] = []
+    for row, (name, runs) in enumerate(rows):
+        for col, label in enumerate(_PANELS):
             ax = axes[row][col]
+            peak = 0
             for r in runs:
                 times, director, truth = _series(r, col == 0)
-                color, width = _STYLE.get(r.mode, ("tab:gray", 1.3))
-                ax.plot(times, director, color=color, linewidth=width, alpha=0.85,
-                        label=f"director, {r.mode.upper()}", drawstyle="steps-post")
-                ax.plot(times, truth, color=color, linewidth=1.2, linestyle=(0, (2, 2)),
-                        label=f"truth on the realservers, {r.mode.upper()}",
+                colour = _COLOURS.get(r.mode, "tab:gray")
+                ax.plot(times, director, color=colour, linewidth=1.6, drawstyle="steps-post")
+                ax.plot(times, truth, color=colour, linewidth=1.2, linestyle=(0, (3, 2)),
                         drawstyle="steps-post")
+                peak = max([peak, *director, *truth])
+                if r.mode not in modes:
+                    modes.append(r.mode)
             ax.set_title(f"{name}: {label}", fontsize=9, loc="left")
+            ax.set_ylabel("connections", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.set_xlim(left=0)
-            ax.set_ylim(bottom=0)
-            if row == rows - 1:
-                ax.set_xlabel("simulated seconds", fontsize=8)
-            if row == 0 and col == 1:
-                ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle("pyvs compare: the director's ActiveConn / InActConn against the "
-                 "realservers' truth", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.985))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+            if peak == 0:
+                ax.set_ylim(0, 1)
+                ax.text(0.5, 0.5, f"no {label} on either side", transform=ax.transAxes,
+                        ha="center", va="center", fontsize=8, color="0.4")
+            else:
+                ax.set_ylim(0, peak * 1.1 + 0.5)
+            if row == len(rows) - 1:
+                ax.set_xlabel("seconds", fontsize=8)
+    handles = [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.6,
+                      label=f"{m.upper()} director") for m in modes]
+    handles += [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.2,
+                       linestyle=(0, (3, 2)), label=f"{m.upper()} truth (realservers)")
+                for m in modes]
+    top = 1 - 0.9 / fig.get_figheight()
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 1 - 0.35 / fig.get_figheight()))
+    fig.suptitle("pyvs compare: the director's ActiveConn / InActConn (solid) against the "
+                 "realservers' sockets (dashed), summed over the realservers", fontsize=10,
+                 y=1 - 0.08 / fig.get_figheight())
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..core.forwarding import BY_WORD
 from ..core.packet import ip_to_int
-from .ipvsadm import FWD_NAMES, VERSION_LINE
+from .listing import VERSION_LINE
 
 HZ = 250
 
@@ -40,7 +41,7 @@ def ip_vs(snap: dict[str, Any]) -> str:
         out.append(line)
         for d in svc["dests"]:
             out.append(f"  -> {_hexaddr(d['address'])}:{d['port']:04X}      "
-                       f"{FWD_NAMES[d['forward']]:<7s} {d['weight']:<6d} {d['active']:<10d} "
+                       f"{BY_WORD[d['forward']].name:<7s} {d['weight']:<6d} {d['active']:<10d} "
                        f"{d['inactive']:<10d}\n")
     return "".join(out)
 

@@ -7,31 +7,19 @@ O(connections) only when the connection list is asked for.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from ..core.engine import Director
-from ..core.packet import int_to_ip
-from ..core.service import (
-    FWD_CONFIG_NAMES,
-    PROTO_NAMES,
-    SVC_F_SCHED1,
-    SVC_F_SCHED2,
-    SVC_F_SCHED3,
-    Service,
-)
+from ..core.forwarding import BY_CODE
+from ..core.packet import PROTO_NAMES, int_to_ip
+from ..core.schedulers import sched_flag_names
+from ..core.service import Service
 
 RATE_FIELDS = ("cps", "inpps", "outpps", "inbps", "outbps")
-
-
-def sched_flag_names(sched: str, flags: int) -> list[str]:
-    """print_sched_flags(): the names ipvsadm prints for the scheduler flag bits."""
-    if sched in ("sh", "mh"):
-        names = (f"{sched}-fallback", f"{sched}-port", "flag-3")
-    else:
-        names = ("flag-1", "flag-2", "flag-3")
-    return [n for n, bit in zip(names, (SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3))
-            if flags & bit]
 
 
 def expires_in(expires: float, now: float) -> int:
@@ -44,7 +32,7 @@ def _service(svc: Service) -> dict[str, Any]:
     for d in svc.dests:
         dests.append({
             "address": int_to_ip(d.addr), "port": d.port,
-            "forward": FWD_CONFIG_NAMES.get(d.fwd, "local"), "weight": d.weight,
+            "forward": BY_CODE[d.fwd].word, "weight": d.weight,
             "active": d.activeconns, "inactive": d.inactconns, "persistent": d.persistconns,
             "uthreshold": d.u_threshold, "lthreshold": d.l_threshold,
             "stats": d.est.shown().as_dict(), "rate": dict(zip(RATE_FIELDS, d.est.rates())),
@@ -70,6 +58,9 @@ def snapshot(director: Director, now: float, connections: bool = True,
         "kernel": director.profile.name,
         "timeouts": {"tcp": director.timeouts.tcp, "tcpfin": director.timeouts.tcpfin,
                      "udp": director.timeouts.udp},
+        "sysctls": dataclasses.asdict(director.sysctls),
+        "tunnel_source": (None if director.tunnel_source is None
+                          else int_to_ip(director.tunnel_source)),
         "total": {"stats": director.total_est.shown().as_dict(),
                   "rate": dict(zip(RATE_FIELDS, director.total_est.rates()))},
         "services": [_service(svc) for svc in director.services],
@@ -88,3 +79,25 @@ def snapshot(director: Director, now: float, connections: bool = True,
             for cp in director.connections()
         ]
     return snap
+
+
+class SnapshotError(Exception):
+    """A saved snapshot that cannot be read; the text says why."""
+
+
+def read_saved(path: str, connections: bool) -> dict[str, Any]:
+    """A table saved by `pyvs list --json` (or replay/simulate --json, or the control
+    socket's reply); SnapshotError naming the file if it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"{path}: not a JSON snapshot ({exc})") from None
+    if isinstance(data, dict) and "snapshot" in data:
+        data = data["snapshot"]
+    if not isinstance(data, dict) or "services" not in data:
+        raise SnapshotError(f"{path}: not a pyvs snapshot (no 'services')")
+    if connections and "connections" not in data:
+        raise SnapshotError(f"{path}: snapshot has no connection list")
+    return data

@@ -11,12 +11,12 @@ from enum import Flag, auto
 from functools import cmp_to_key
 from typing import Any
 
-from ..core.packet import ip_to_int
+from ..core.forwarding import BY_WORD
+from ..core.limits import CONN_TAB_SIZE
+from ..core.packet import PROTO_NAMES, ip_to_int
 
-VERSION_LINE = "IP Virtual Server version 1.2.1 (size=4096)"
-FWD_NAMES = {"masq": "Masq", "route": "Route", "tunnel": "Tunnel", "local": "Local"}
-FWD_SWITCHES = {"masq": "-m", "route": "-g", "tunnel": "-i", "local": "-g"}
-PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "FWM": 0}
+VERSION_LINE = f"IP Virtual Server version 1.2.1 (size={CONN_TAB_SIZE})"
+PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()} | {"FWM": 0}
 
 
 class Fmt(Flag):
@@ -169,7 +169,7 @@ def service_entry(svc: dict, fmt: Fmt) -> str:
     for d in dests:
         dname = addrport(d["address"], d["port"], proto, fmt)
         if fmt & Fmt.RULE:
-            out.append(f"-a {name} -r {dname} {FWD_SWITCHES[d['forward']]} -w {d['weight']}\n")
+            out.append(f"-a {name} -r {dname} {BY_WORD[d['forward']].switch} -w {d['weight']}\n")
             continue
         dname = dname[:28]
         if fmt & Fmt.STATS:
@@ -188,7 +188,7 @@ def service_entry(svc: dict, fmt: Fmt) -> str:
             out.append(f"  -> {dname:<28s} {d['weight']:<9d} {d['persistent']:<11d} "
                        f"{d['active']:<10d} {d['inactive']:<10d}\n")
         else:
-            out.append(f"  -> {dname:<28s} {FWD_NAMES[d['forward']]:<7s} {d['weight']:<6d} "
+            out.append(f"  -> {dname:<28s} {BY_WORD[d['forward']].name:<7s} {d['weight']:<6d} "
                        f"{d['active']:<10d} {d['inactive']:<10d}\n")
     return "".join(out)
 
@@ -230,3 +230,31 @@ def list_conn(snap: dict[str, Any], fmt: Fmt = Fmt.NUMERIC) -> str:
 def list_timeout(snap: dict[str, Any]) -> str:
     t = snap["timeouts"]
     return f"Timeout (tcp tcpfin udp): {t['tcp']} {t['tcpfin']} {t['udp']}\n"
+
+
+def render(snap: dict[str, Any], fmt: Fmt, connections: bool = False,
+           timeout: bool = False) -> str:
+    """The listing ipvsadm -L prints with these options (-c, --timeout, or the table)."""
+    if connections:
+        return list_conn(snap, fmt)
+    if timeout:
+        return list_timeout(snap)
+    return list_all(snap, fmt)
+
+
+def state_counts(snap: dict[str, Any], per_realserver: bool = False) -> str:
+    """The director's entries counted by state, as `netstat -n | awk '{++S[$NF]}'` counts
+    a host's sockets (templates left out), overall or per realserver."""
+    groups: dict[str, dict[str, int]] = {}
+    for c in snap["connections"]:
+        if c["template"]:
+            continue
+        key = c["dest"].rsplit(":", 1)[0] if per_realserver else ""
+        counts = groups.setdefault(key, {})
+        counts[c["state"]] = counts.get(c["state"], 0) + 1
+    out = []
+    for key in sorted(groups):
+        if per_realserver:
+            out.append(f"realserver {key}:\n")
+        out.extend(f"{state} {n}\n" for state, n in sorted(groups[key].items()))
+    return "".join(out)

@@ -1,10 +1,12 @@
-"""`pyvsadm`: ipvsadm 1.31's command line against a running pyvs director.
+"""`pyvsadm`: ipvsadm 1.31's command line, against a running pyvs director.
 
-The parsing follows ipvsadm.c: popt-style options (combined short flags such as -Ln,
--Lnc, -At; `-p` with an optional argument), the commands_v_options legality table and its
-error texts, the same exit statuses (2 for a usage error, 255 when the director refuses a
-change, with libipvs's message), `-S` in ipvsadm-save format and `-R` reading it back.
-Listings are rendered from a snapshot fetched over the control socket.
+Parsing follows ipvsadm.c's parse_options() and process_options(): popt-style options
+(combined short flags such as -Ln, -Lnc, -At; `-p` with an optional argument), the
+commands_v_options legality table and its error texts, the same exit statuses (2 for a
+usage error, 255 when the director refuses a change, with libipvs's message).  A parsed
+command line is an :class:`Invocation`; a change becomes a core control-plane command
+(:mod:`pyvs.core.commands`) that the director applies, so ipvsadm rules files and replay
+events share this parser.  Listings are rendered here from a snapshot of the director.
 """
 
 from __future__ import annotations
@@ -12,29 +14,39 @@ from __future__ import annotations
 import re
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .control import ControlError, NoDirector, default_socket, request
-from .core.engine import Director
-from .core.service import DROUTE, MASQ, SVC_F_ONEPACKET, SVC_F_PERSISTENT, TUNNEL
-from .views.ipvsadm import Fmt, list_all, list_conn, list_timeout, service_entry, title
+from .control import NoDirector, default_socket, request
+from .core import commands as C
+from .core.forwarding import DROUTE, MASQ, TUNNEL
+from .core.limits import (
+    DEFAULT_SCHEDULER,
+    MAX_FWMARK,
+    MAX_PORT,
+    MAX_THRESHOLD,
+    MAX_TIMEOUT,
+    MAX_WEIGHT,
+    NETMASK_ALL,
+    PERSISTENT_TIMEOUT,
+    SCHEDNAME_MAXLEN,
+)
+from .core.packet import IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, int_to_ip
+from .core.schedulers import SCHED_FLAG_BITS, sched_flags
+from .core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
+from .views.listing import Fmt, list_all, list_conn, list_timeout, service_entry, title
 
 VERSION = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)"
-MAX_TIMEOUT = 86400 * 31
-PERSISTENT_TIMEOUT = 360
-IPPROTO = {"t": 6, "u": 17}
 
-CMDS = ("add-service", "edit-service", "delete-service", "flush", "list", "add-server",
-        "delete-server", "edit-server", "set", "start-daemon", "stop-daemon", "restore",
-        "save", "zero")
+# ipvsadm.c's optnames[] and commands_v_options[][]: '+' compulsory, 'x' illegal,
+# '1' exclusive, ' ' optional
 OPTS = ("numeric", "connection", "service-address", "scheduler", "persistent", "netmask",
         "real-server", "forwarding-method", "weight", "u-threshold", "l-threshold",
         "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
         "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags",
         "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen", "tun-info", "tun-type",
         "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
-# ipvsadm.c's commands_v_options: '+' compulsory, 'x' illegal, '1' exclusive, ' ' optional
 LEGAL = {
     "add-service":    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
     "edit-service":   "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
@@ -52,36 +64,37 @@ LEGAL = {
     "zero":           "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
 }
 
-# option spelling -> (tag, takes an argument: 0 no, 1 yes, 2 optional)
+# the first option: a command (or help/version)
 _COMMANDS = {"A": "add-service", "E": "edit-service", "D": "delete-service", "C": "flush",
              "L": "list", "l": "list", "Z": "zero", "a": "add-server", "e": "edit-server",
-             "d": "delete-server", "R": "restore", "S": "save", "set": "set"}
-_SHORT = {"A": ("A", 0), "E": ("E", 0), "D": ("D", 0), "C": ("C", 0), "L": ("L", 0),
-          "l": ("l", 0), "Z": ("Z", 0), "a": ("a", 0), "e": ("e", 0), "d": ("d", 0),
-          "h": ("h", 0), "v": ("v", 0), "R": ("R", 0), "S": ("S", 0), "t": ("t", 1),
-          "u": ("u", 1), "f": ("f", 1), "s": ("s", 1), "p": ("p", 2), "M": ("M", 1),
-          "r": ("r", 1), "m": ("m", 0), "i": ("i", 0), "g": ("g", 0), "w": ("w", 1),
-          "x": ("x", 1), "y": ("y", 1), "n": ("n", 0), "c": ("c", 0), "X": ("X", 0),
-          "6": ("6", 0), "o": ("o", 0), "b": ("b", 1)}
+             "d": "delete-server", "R": "restore", "S": "save", "set": "set",
+             "start-daemon": "start-daemon", "stop-daemon": "stop-daemon"}
+# spelling -> tag; which tags take an argument (2: optional, as -p)
+_SHORT = {c: c for c in "AEDCLlZaedhvRStufsMrmigwxyncX6ob"} | {"p": "p"}
 _LONG = {"add-service": "A", "edit-service": "E", "delete-service": "D", "clear": "C",
          "list": "L", "zero": "Z", "add-server": "a", "edit-server": "e",
-         "delete-server": "d", "set": "set", "help": "h", "version": "v", "restore": "R",
-         "save": "S", "start-daemon": "start-daemon", "stop-daemon": "stop-daemon",
-         "tcp-service": "t", "udp-service": "u", "sctp-service": "sctp", "fwmark-service": "f",
-         "scheduler": "s", "persistent": "p", "netmask": "M", "real-server": "r",
-         "masquerading": "m", "ipip": "i", "gatewaying": "g", "weight": "w",
-         "u-threshold": "x", "l-threshold": "y", "numeric": "n", "connection": "c",
-         "mcast-interface": "mcast-interface", "syncid": "syncid", "timeout": "timeout",
-         "daemon": "daemon", "stats": "stats", "rate": "rate", "thresholds": "thresholds",
-         "persistent-conn": "persistent-conn", "nosort": "nosort", "sort": "sort",
-         "exact": "X", "ipv6": "6", "ops": "o", "pe": "pe", "sched-flags": "b",
-         "mcast-group": "mcast-group", "mcast-port": "mcast-port", "mcast-ttl": "mcast-ttl",
-         "sync-maxlen": "sync-maxlen", "tun-info": "tun-info", "tun-type": "tun-type",
-         "tun-port": "tun-port", "tun-nocsum": "tun-nocsum", "tun-csum": "tun-csum",
-         "tun-remcsum": "tun-remcsum"}
-_ARG = {"t", "u", "sctp", "f", "s", "M", "r", "w", "x", "y", "b", "start-daemon", "stop-daemon",
-        "mcast-interface", "syncid", "pe", "mcast-group", "mcast-port", "mcast-ttl",
-        "sync-maxlen", "tun-type", "tun-port"}
+         "delete-server": "d", "help": "h", "version": "v", "restore": "R", "save": "S",
+         "tcp-service": "t", "udp-service": "u", "fwmark-service": "f", "scheduler": "s",
+         "persistent": "p", "netmask": "M", "real-server": "r", "masquerading": "m",
+         "ipip": "i", "gatewaying": "g", "weight": "w", "u-threshold": "x",
+         "l-threshold": "y", "numeric": "n", "connection": "c", "exact": "X", "ipv6": "6",
+         "ops": "o", "sched-flags": "b"}
+for _name in ("set", "start-daemon", "stop-daemon", "sctp-service", "mcast-interface",
+              "syncid", "timeout", "daemon", "stats", "rate", "thresholds",
+              "persistent-conn", "nosort", "sort", "pe", "mcast-group", "mcast-port",
+              "mcast-ttl", "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum",
+              "tun-csum", "tun-remcsum"):
+    _LONG[_name] = _name
+_ARG = {"t": 1, "u": 1, "sctp-service": 1, "f": 1, "s": 1, "M": 1, "r": 1, "w": 1, "x": 1,
+        "y": 1, "b": 1, "start-daemon": 1, "stop-daemon": 1, "mcast-interface": 1,
+        "syncid": 1, "pe": 1, "mcast-group": 1, "mcast-port": 1, "mcast-ttl": 1,
+        "sync-maxlen": 1, "tun-type": 1, "tun-port": 1, "p": 2}
+# listing options: the Fmt bit each sets
+_FORMATS = {"n": Fmt.NUMERIC, "stats": Fmt.STATS, "rate": Fmt.RATE,
+            "thresholds": Fmt.THRESHOLDS, "persistent-conn": Fmt.PERSISTENTCONN,
+            "nosort": Fmt.NOSORT, "X": Fmt.EXACT, "c": Fmt.NONE, "timeout": Fmt.NONE,
+            "daemon": Fmt.NONE, "tun-info": Fmt.NONE}
+_OPTION_OF = {"n": "numeric", "c": "connection", "X": "exact", "tun-info": "tun-info"}
 
 
 class Exit(Exception):
@@ -91,6 +104,7 @@ class Exit(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.line: int | None = None      # the rules-file line it came from
 
 
 def fail(message: str) -> Exit:
@@ -98,20 +112,20 @@ def fail(message: str) -> Exit:
 
 
 @dataclass
-class Command:
-    """One parsed ipvsadm invocation (or -R line)."""
+class Invocation:
+    """One parsed ipvsadm command line (or -R line), before the director is asked."""
 
     cmd: str = ""
     options: set[str] = field(default_factory=set)
     fmt: Fmt = Fmt.NONE
-    protocol: int = 6
+    protocol: int = IPPROTO_TCP
     addr: int = 0
     port: int = 0
     fwmark: int = 0
     sched: str = ""
     flags: int = 0
     timeout: int = 0
-    netmask: int = 0xFFFFFFFF
+    netmask: int = NETMASK_ALL
     daddr: int = 0
     dport: int = 0
     fwd: int = DROUTE
@@ -119,18 +133,38 @@ class Command:
     u_threshold: int = 0
     l_threshold: int = 0
     timeouts: tuple[int, int, int] = (0, 0, 0)
+    sched_flags: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in vars(self).items() if k not in ("options", "fmt")}
-        d["has_service"] = "service-address" in self.options
-        return d
+    @property
+    def service(self) -> C.ServiceKey:
+        return C.ServiceKey(self.protocol, 0 if self.fwmark else self.addr,
+                            0 if self.fwmark else self.port, self.fwmark)
+
+    def command(self) -> C.Command:
+        """The control-plane change this command line asks for."""
+        svc = self.service
+        if self.cmd in ("add-service", "edit-service"):
+            cls = C.AddService if self.cmd == "add-service" else C.EditService
+            return cls(svc, self.sched, self.flags, self.timeout, self.netmask)
+        if self.cmd in ("add-server", "edit-server"):
+            cls2 = C.AddDest if self.cmd == "add-server" else C.EditDest
+            return cls2(svc, self.daddr, self.dport, self.fwd, self.weight,
+                        self.u_threshold, self.l_threshold)
+        simple: dict[str, Callable[[], C.Command]] = {
+            "delete-service": lambda: C.DelService(svc),
+            "delete-server": lambda: C.DelDest(svc, self.daddr, self.dport),
+            "flush": C.Flush,
+            "zero": lambda: C.Zero(svc if "service-address" in self.options else None),
+            "set": lambda: C.SetTimeouts(*self.timeouts),
+        }
+        return simple[self.cmd]()
 
 
-# ---------------------------------------------------------------------- parsing
+# ---------------------------------------------------------------------- parsing helpers
 _STRTOL = re.compile(r"\s*[+-]?[0-9]+")
 
 
-def _number(text: str, low: int, high: int) -> int:
+def number(text: str, low: int, high: int) -> int:
     """string_to_number(): strtol over the whole string, in range, else -1."""
     if not _STRTOL.fullmatch(text):
         return -1
@@ -138,7 +172,11 @@ def _number(text: str, low: int, high: int) -> int:
     return value if low <= value <= high else -1
 
 
-def _host(name: str) -> int | None:
+def host(name: str) -> int | None:
+    """inet_aton() (so 010.0.0.1 is octal: 8.0.0.1, and 10 is 0.0.0.10), else a host
+    name; None for neither.  An empty name is no address (glibc resolves none)."""
+    if not name:
+        return None
     try:
         return int.from_bytes(socket.inet_aton(name), "big")
     except OSError:
@@ -149,38 +187,40 @@ def _host(name: str) -> int | None:
         return None
 
 
-def _service(text: str, protocol: int) -> tuple[int, int, int | None]:
-    """parse_service(): (result bits, addr, port); bit 1 = address, bit 2 = port."""
+def parse_service(text: str, protocol: int) -> tuple[int, int, int | None]:
+    """parse_service(): (bits, addr, port); bit 1 = an address, bit 2 = a port."""
     if not text or text.isdigit():
         return 0, 0, None
-    host, sep, port_text = text.rpartition(":")
+    name, sep, port_text = text.rpartition(":")
     if not sep:
-        host, port_text = text, None
-    addr = _host(host)
+        name, port_text = text, ""
+    addr = host(name)
     if addr is None:
         return 0, 0, None
-    if port_text is None:
+    if not sep:
         return 1, addr, None
-    port = _number(port_text, 0, 65535)
+    port = number(port_text, 0, MAX_PORT)
     if port == -1:
         try:
-            port = socket.getservbyname(port_text, {6: "tcp", 17: "udp"}.get(protocol, "tcp"))
+            port = socket.getservbyname(port_text, PROTO_NAMES.get(protocol, "tcp").lower())
         except OSError:
             return 0, 0, None
     return 3, addr, port
 
 
 def _timeout(text: str | None, low: int, high: int) -> int:
+    """parse_timeout(): -p with no value is 360 s."""
     if text is None:
         return PERSISTENT_TIMEOUT
-    value = _number(text, low, high)
+    value = number(text, low, high)
     if value == -1:
         raise fail(f"invalid timeout value `{text}' specified")
     return value
 
 
-def _tokens(argv: list[str]):
-    """popt-like: yield (tag, argument, spelling) for options, (None, arg, arg) for args."""
+def _tokens(argv: list[str]) -> Iterator[tuple[str | None, str | None, str]]:
+    """popt-like: (tag, argument, spelling) for options, (None, arg, arg) for arguments;
+    tag "?" for an unknown option, "!" for one missing its argument."""
     i = 0
     while i < len(argv):
         tok = argv[i]
@@ -192,10 +232,10 @@ def _tokens(argv: list[str]):
         if tok.startswith("--"):
             name, eq, value = tok[2:].partition("=")
             tag = _LONG.get(name)
+            needs = _ARG.get(tag or "", 0)
             if tag is None:
                 yield "?", None, tok
                 continue
-            needs = 2 if tag == "p" else (1 if tag in _ARG else 0)
             if needs and not eq:
                 if i < len(argv) and (needs == 1 or not argv[i].startswith("-")):
                     value = argv[i]
@@ -204,170 +244,198 @@ def _tokens(argv: list[str]):
                     yield "!", None, tok
                     continue
                 else:
-                    value = None
+                    yield tag, None, tok
+                    continue
             yield tag, (value if needs else None), tok
         elif tok.startswith("-") and len(tok) > 1:
-            j = 1
-            while j < len(tok):
-                ch = tok[j]
-                j += 1
-                if ch not in _SHORT:
+            for j, ch in enumerate(tok[1:], 2):
+                tag = _SHORT.get(ch)
+                if tag is None:
                     yield "?", None, tok
                     break
-                tag, needs = _SHORT[ch]
+                needs = _ARG.get(tag, 0)
                 if not needs:
                     yield tag, None, tok
                     continue
-                value: str | None = tok[j:] or None
-                if value is None and i < len(argv) and (
+                attached: str | None = tok[j:] or None
+                if attached is None and i < len(argv) and (
                         needs == 1 or not argv[i].startswith("-")):
-                    value = argv[i]
+                    attached = argv[i]
                     i += 1
-                if value is None and needs == 1:
-                    yield "!", None, tok
-                else:
-                    yield tag, value, tok
+                yield ("!", None, tok) if attached is None and needs == 1 else (
+                    tag, attached, tok)
                 break
         else:
             yield None, tok, tok
 
 
-def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -> Command:
-    """process_options() up to the point where the kernel would be called."""
-    c = Command()
+# ---------------------------------------------------------------------- option handlers
+def _opt(c: Invocation, name: str) -> None:
+    if name in c.options:
+        raise fail(f"multiple '{name}' options specified")
+    c.options.add(name)
+
+
+def _on_service(c: Invocation, tag: str, value: str) -> None:
+    _opt(c, "service-address")
+    if tag == "sctp-service":
+        raise Exit(255, "pyvs does not do SCTP services")
+    c.protocol = IPPROTO_TCP if tag == "t" else IPPROTO_UDP
+    bits, c.addr, port = parse_service(value, c.protocol)
+    if not bits & 1:
+        raise fail("illegal virtual server address[:port] specified")
+    c.port = port or 0
+
+
+def _on_fwmark(c: Invocation, tag: str, value: str) -> None:
+    _opt(c, "service-address")
+    mark = number(value, 1, MAX_FWMARK)
+    if mark == -1:
+        raise fail(f"invalid fwmark value `{value}' specified")
+    c.protocol, c.fwmark = IPPROTO_TCP, mark
+
+
+def _on_scheduler(c: Invocation, tag: str, value: str) -> None:
+    _opt(c, "scheduler")
+    c.sched = value[:SCHEDNAME_MAXLEN - 1]
+
+
+def _on_persistent(c: Invocation, tag: str, value: str | None) -> None:
+    _opt(c, "persistent")
+    c.flags |= SVC_F_PERSISTENT
+    c.timeout = _timeout(value, 1, MAX_TIMEOUT)
+
+
+def _on_netmask(c: Invocation, tag: str, value: str) -> None:
+    _opt(c, "netmask")
+    mask = host(value)
+    if mask is None:
+        raise fail("illegal virtual server persistent mask specified")
+    c.netmask = mask
+
+
+def _on_real_server(c: Invocation, tag: str, value: str) -> None:
+    _opt(c, "real-server")
+    bits, c.daddr, port = parse_service(value, c.protocol)
+    if not bits & 1:
+        raise fail("illegal real server address[:port] specified")
+    c.dport = c.port if bits == 1 else port or 0       # no port: the service's
+
+
+def _on_forward(c: Invocation, tag: str, value: None) -> None:
+    _opt(c, "forwarding-method")
+    c.fwd = {"i": TUNNEL, "g": DROUTE, "m": MASQ}[tag]
+
+
+_NUMBERS = {"w": ("weight", "weight", MAX_WEIGHT), "x": ("u-threshold", "u_threshold",
+            MAX_THRESHOLD), "y": ("l-threshold", "l_threshold", MAX_THRESHOLD)}
+
+
+def _on_number(c: Invocation, tag: str, value: str) -> None:
+    option, attr, high = _NUMBERS[tag]
+    _opt(c, option)
+    n = number(value, 0, high)
+    if n == -1:
+        raise fail(f"illegal {attr} specified")
+    setattr(c, attr, n)
+
+
+def _on_format(c: Invocation, tag: str, value: None) -> None:
+    _opt(c, _OPTION_OF.get(tag, tag))
+    c.fmt |= _FORMATS[tag]
+
+
+def _on_ipv6(c: Invocation, tag: str, value: None) -> None:
+    raise fail("pyvs does not do IPv6" if c.fwmark else "-6 used before -f\n")
+
+
+def _on_ops(c: Invocation, tag: str, value: None) -> None:
+    _opt(c, "ops")
+    c.flags |= SVC_F_ONEPACKET
+
+
+def _on_sched_flags(c: Invocation, tag: str, value: str) -> None:
+    _opt(c, "sched-flags")
+    c.sched_flags = value
+
+
+def _on_unmodelled(c: Invocation, tag: str, value: str | None) -> None:
+    """Options pyvs parses but does not model: refused, never accepted and ignored."""
+    _opt(c, tag)
+    if tag == "pe":
+        raise Exit(255, f"--pe {value}: pyvs has no persistence engines")
+    if tag == "tun-type" and value == "ipip":
+        return
+    raise Exit(255, f"--{tag}: pyvs tunnels with IPIP only (gue and gre are not modelled)")
+
+
+def _on_daemon_option(c: Invocation, tag: str, value: str) -> None:
+    _opt(c, tag)
+
+
+_HANDLERS: dict[str, Callable[[Invocation, str, Any], None]] = {
+    "t": _on_service, "u": _on_service, "sctp-service": _on_service, "f": _on_fwmark,
+    "s": _on_scheduler, "p": _on_persistent, "M": _on_netmask, "r": _on_real_server,
+    "i": _on_forward, "g": _on_forward, "m": _on_forward, "w": _on_number,
+    "x": _on_number, "y": _on_number, "6": _on_ipv6, "o": _on_ops, "b": _on_sched_flags,
+    "pe": _on_unmodelled, "tun-type": _on_unmodelled, "tun-port": _on_unmodelled,
+    "tun-nocsum": _on_unmodelled, "tun-csum": _on_unmodelled, "tun-remcsum": _on_unmodelled,
+    "sort": lambda c, tag, value: None,
+    **{tag: _on_format for tag in _FORMATS},
+    **{tag: _on_daemon_option for tag in ("mcast-interface", "syncid", "mcast-group",
+                                          "mcast-port", "mcast-ttl", "sync-maxlen")},
+}
+
+
+def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -> Invocation:
+    """parse_options() and process_options(), up to where the kernel would be called."""
+    c = Invocation()
     args: list[str] = []
-    sched_flags = ""
     tokens = _tokens(argv)
     first = next((t for t in tokens if t[0] is not None), None)
     tryhelp = Exit(255, f"Try `{prog} -h' or '{prog} --help' for more information.")
-    if first is None or first[0] in ("?", "!"):
+    if first is None or first[0] not in (*_COMMANDS, "h", "v"):
         raise tryhelp
-    tag, value, _ = first
-    if tag == "h":
+    if first[0] == "h":
         raise Exit(0, usage(prog))
-    if tag == "v":
+    if first[0] == "v":
         raise Exit(0, VERSION)
-    if tag in ("start-daemon", "stop-daemon"):
+    if first[0] in ("start-daemon", "stop-daemon"):
         raise Exit(255, "pyvs has no connection sync daemon")
-    if tag not in _COMMANDS:
-        raise tryhelp
-    c.cmd = _COMMANDS[tag]
-
-    def option(name: str) -> None:
-        if name in c.options:
-            raise fail(f"multiple '{name}' options specified")
-        c.options.add(name)
-
+    c.cmd = _COMMANDS[first[0]]
     for tag, value, spelling in tokens:
         if tag is None:
-            args.append(value)
+            args.append(value or "")
         elif tag == "?":
             raise Exit(255, f"{spelling}: unknown option")
         elif tag == "!":
             raise Exit(255, f"{spelling}: missing argument")
-        elif tag in ("t", "u", "sctp"):
-            option("service-address")
-            if tag == "sctp":
-                raise Exit(255, "pyvs does not do SCTP services")
-            c.protocol = IPPROTO[tag]
-            bits, c.addr, port = _service(value, c.protocol)
-            if not bits & 1:
-                raise fail("illegal virtual server address[:port] specified")
-            c.port = port or 0
-        elif tag == "f":
-            option("service-address")
-            mark = _number(value, 1, 0xFFFFFFFF)
-            if mark == -1:
-                raise fail(f"invalid fwmark value `{value}' specified")
-            c.protocol, c.fwmark = 6, mark
-        elif tag == "s":
-            option("scheduler")
-            c.sched = value[:15]
-        elif tag == "p":
-            option("persistent")
-            c.flags |= SVC_F_PERSISTENT
-            c.timeout = _timeout(value, 1, MAX_TIMEOUT)
-        elif tag == "M":
-            option("netmask")
-            mask = _host(value)
-            if mask is None:
-                raise fail("illegal virtual server persistent mask specified")
-            c.netmask = mask
-        elif tag == "r":
-            option("real-server")
-            bits, c.daddr, port = _service(value, c.protocol)
-            if not bits & 1:
-                raise fail("illegal real server address[:port] specified")
-            c.dport = c.port if bits == 1 else port or 0
-        elif tag in ("i", "g", "m"):
-            option("forwarding-method")
-            c.fwd = {"i": TUNNEL, "g": DROUTE, "m": MASQ}[tag]
-        elif tag in ("w", "x", "y"):
-            name, high = {"w": ("weight", 65535), "x": ("u-threshold", 2**31 - 1),
-                          "y": ("l-threshold", 2**31 - 1)}[tag]
-            option(name)
-            number = _number(value, 0, high)
-            if number == -1:
-                raise fail(f"illegal {name.replace('-', '_')} specified")
-            setattr(c, {"w": "weight", "x": "u_threshold", "y": "l_threshold"}[tag], number)
-        elif tag == "c":
-            option("connection")
-        elif tag == "n":
-            option("numeric")
-            c.fmt |= Fmt.NUMERIC
-        elif tag in ("timeout", "daemon", "stats", "rate", "thresholds", "persistent-conn",
-                     "nosort", "tun-info", "tun-nocsum", "tun-csum", "tun-remcsum"):
-            option(tag)
-            c.fmt |= {"stats": Fmt.STATS, "rate": Fmt.RATE, "thresholds": Fmt.THRESHOLDS,
-                      "persistent-conn": Fmt.PERSISTENTCONN, "nosort": Fmt.NOSORT}.get(
-                          tag, Fmt.NONE)
-        elif tag == "sort":
-            pass
-        elif tag == "X":
-            option("exact")
-            c.fmt |= Fmt.EXACT
-        elif tag == "6":
-            raise fail("-6 used before -f\n" if not c.fwmark else "pyvs does not do IPv6")
-        elif tag == "o":
-            option("ops")
-            c.flags |= SVC_F_ONEPACKET
-        elif tag == "b":
-            option("sched-flags")
-            sched_flags = value
-        elif tag in ("mcast-interface", "syncid", "pe", "mcast-group", "mcast-port",
-                     "mcast-ttl", "sync-maxlen", "tun-type", "tun-port"):
-            option({"pe": "pe"}.get(tag, tag))
+        elif tag in _HANDLERS:
+            _HANDLERS[tag](c, tag, value)
         else:                                   # a second command
             raise fail(f"invalid option `{spelling}'")
     if c.cmd == "set":
         if len(args) < 3:
             raise fail("--set option requires 3 timeout values")
-        c.timeouts = tuple(_timeout(a, 0, MAX_TIMEOUT) for a in args[:3])   # type: ignore
+        tcp, tcpfin, udp = (_timeout(a, 0, MAX_TIMEOUT) for a in args[:3])
+        c.timeouts = (tcp, tcpfin, udp)
         args = args[3:]
     if args:
         raise fail(f"unexpected argument {args[0]}")
-    if sched_flags:
-        c.flags |= _sched_flags(c.sched or "wlc", sched_flags)
+    if c.sched_flags:
+        c.flags &= ~SCHED_FLAG_BITS
+        try:
+            c.flags |= sched_flags(c.sched or DEFAULT_SCHEDULER,
+                                   c.sched_flags.split(","))
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     if c.cmd == "restore" and reading_stdin:
         raise tryhelp
     _check(c)
     return c
 
 
-def _sched_flags(sched: str, text: str) -> int:
-    bits = {"flag-1": 0x8, "flag-2": 0x10, "flag-3": 0x20, "sh-fallback": 0x8,
-            "sh-port": 0x10, "mh-fallback": 0x8, "mh-port": 0x10}
-    flags = 0
-    for flag in [f for f in text.split(",") if f] or [""]:
-        if flag not in bits:
-            raise fail(f"invalid scheduler flag `{flag}'")
-        if flag[:3] in ("sh-", "mh-") and sched != flag[:2]:
-            raise fail(f"incompatible scheduler flag `{flag}'")
-        flags |= bits[flag]
-    return flags
-
-
-def _check(c: Command) -> None:
+def _check(c: Invocation) -> None:
     """generic_opt_check() and the per-command rules of process_options()."""
     row = LEGAL[c.cmd]
     last = None
@@ -387,13 +455,12 @@ def _check(c: Command) -> None:
     if c.cmd in ("add-service", "edit-service"):
         if not c.fwmark and not c.port and not c.flags & SVC_F_PERSISTENT:
             raise fail("Zero port specified for non-persistent service")
-        if c.flags & SVC_F_ONEPACKET and not c.fwmark and c.protocol != 17:
+        if c.flags & SVC_F_ONEPACKET and not c.fwmark and c.protocol != IPPROTO_UDP:
             raise fail("One-Packet Scheduling is only for UDP virtual services")
-        if not c.sched:
-            c.sched = "wlc"
+        c.sched = c.sched or DEFAULT_SCHEDULER
     if c.cmd in ("add-server", "edit-server"):
         if not c.fwmark and c.fwd in (TUNNEL, DROUTE):
-            c.dport = c.port
+            c.dport = c.port                    # DR/TUN cannot change the port
         if c.options & {"tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum"} \
                 and c.fwd != TUNNEL:
             raise fail("Tunnel options conflict with forward method")
@@ -404,52 +471,26 @@ def _check(c: Command) -> None:
             raise fail("options conflicts in the list command")
 
 
-# ---------------------------------------------------------------------- the director side
-def apply(director: Director, cmd: dict[str, Any], now: float) -> None:
-    """Run one change on the director, failing with libipvs's message as ipvsadm would."""
-    kind = cmd["cmd"]
-    if kind == "flush":
-        director.clear(now)
-        return
-    if kind == "set":
-        director.set_timeouts(*cmd["timeouts"])
-        return
-    svc = director.find_service(cmd["protocol"], cmd["addr"], cmd["port"], cmd["fwmark"])
-    if kind == "add-service":
-        if svc is not None:
-            raise ControlError("Service already exists")
-        director.add_service(cmd["protocol"], cmd["addr"], cmd["port"], cmd["fwmark"],
-                             cmd["sched"], cmd["flags"], cmd["timeout"], cmd["netmask"], now)
-    elif kind == "zero":
-        if cmd["has_service"] and svc is None:
-            raise ControlError("No such service")
-        director.zero(svc if cmd["has_service"] else None)
-    elif kind in ("edit-service", "delete-service"):
-        if svc is None:
-            raise ControlError("No such service")
-        if kind == "delete-service":
-            director.del_service(svc, now)
-        else:
-            director.edit_service(svc, cmd["sched"], cmd["flags"], cmd["timeout"],
-                                  cmd["netmask"], now)
-    else:
-        if svc is None:
-            raise ControlError("Service not defined")
-        dest = svc.find_dest(cmd["daddr"], cmd["dport"])
-        if kind == "add-server":
-            director.add_dest(svc, cmd["daddr"], cmd["dport"], cmd["fwd"], cmd["weight"],
-                              cmd["u_threshold"], cmd["l_threshold"], now)
-        elif dest is None:
-            raise ControlError("No such destination")
-        elif kind == "edit-server":
-            director.edit_dest(dest, cmd["fwd"], cmd["weight"], cmd["u_threshold"],
-                               cmd["l_threshold"])
-        else:
-            director.del_dest(dest, now)
+def rules(lines: list[str], prog: str = "ipvsadm") -> Iterator[tuple[int, Invocation]]:
+    """The commands of an ipvsadm rules file (what ipvsadm-save writes and ipvsadm -R
+    reads): (line number, invocation) for each; '#' lines are comments as
+    ipvsadm-restore drops them, and a leading 'ipvsadm' token is skipped."""
+    for n, line in enumerate(lines, 1):
+        words = line.split()
+        if words and words[0] == "ipvsadm":
+            words = words[1:]
+        if not words or words[0].startswith("#"):
+            continue
+        try:
+            inv = parse(words, prog, reading_stdin=True)
+        except Exit as exc:
+            exc.line = n
+            raise
+        yield n, inv
 
 
 # ---------------------------------------------------------------------- the client side
-def render_list(c: Command, snap: dict[str, Any]) -> str:
+def render_list(c: Invocation, snap: dict[str, Any]) -> str:
     if "connection" in c.options:
         return list_conn(snap, c.fmt)
     if "service-address" in c.options:
@@ -464,13 +505,12 @@ def render_list(c: Command, snap: dict[str, Any]) -> str:
     return list_all(snap, c.fmt)
 
 
-def find_service(snap: dict[str, Any], c: Command) -> dict[str, Any] | None:
-    from .core.packet import int_to_ip
+def find_service(snap: dict[str, Any], c: Invocation) -> dict[str, Any] | None:
     for svc in snap["services"]:
         if c.fwmark:
             if svc["fwmark"] == c.fwmark:
                 return svc
-        elif (not svc["fwmark"] and svc["proto"] == {6: "TCP", 17: "UDP"}[c.protocol]
+        elif (not svc["fwmark"] and svc["proto"] == PROTO_NAMES[c.protocol]
               and svc["address"] == int_to_ip(c.addr) and svc["port"] == c.port):
             return svc
     return None
@@ -492,8 +532,11 @@ class Client:
     def snapshot(self, connections: bool) -> dict[str, Any]:
         return self.call({"op": "snapshot", "connections": connections})["snapshot"]
 
-    def apply(self, commands: list[Command], err: TextIO) -> int:
-        reply = self.call({"op": "apply", "commands": [c.as_dict() for c in commands]})
+    def apply(self, commands: list[Invocation], err: TextIO) -> int:
+        reply = self.call({"op": "apply",
+                           "commands": [C.to_dict(c.command()) for c in commands]})
+        if not reply.get("ok"):
+            raise Exit(255, reply.get("error", "the director refused the request"))
         result = 0
         for error in reply.get("errors", []):
             if error:
@@ -502,7 +545,7 @@ class Client:
         return result
 
 
-def run(c: Command, client: Client, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+def run(c: Invocation, client: Client, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     if c.cmd == "list":
         out.write(render_list(c, client.snapshot("connection" in c.options)))
         return 0
@@ -515,22 +558,12 @@ def run(c: Command, client: Client, out: TextIO, err: TextIO, stdin: TextIO) -> 
 
 
 def restore(client: Client, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    """ipvsadm -R: every line parsed first, then applied as one batch (no packet sees a
-    half-restored table).  Lines starting with '#' are comments, as ipvsadm-restore drops
-    them; a leading 'ipvsadm' token is skipped."""
-    commands: list[Command] = []
-    for line in stdin:
-        words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
-        if words[0] == "ipvsadm":
-            words = words[1:]
-        if not words:
-            continue
-        commands.append(parse(words, client.prog, reading_stdin=True))
+    """ipvsadm -R.  Unlike ipvsadm, which applies each line as it reads it, every line is
+    parsed first and the changes go as one batch: a bad line leaves the table as it was,
+    and no packet sees a half-restored table.  A refused change does not stop the rest."""
     result = 0
-    batch: list[Command] = []
-    for c in [*commands, None]:
+    batch: list[Invocation] = []
+    for c in [inv for _, inv in rules(stdin.readlines(), client.prog)] + [None]:
         if c is not None and c.cmd not in ("list", "save"):
             batch.append(c)
             continue
@@ -621,4 +654,3 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
-

@@ -1,0 +1,33 @@
+"""Configuration files -> the one model (:class:`Config`), whatever their format.
+
+Formats: pyvs YAML, ipvsadm rules (`ipvsadm -S` output, as `ipvsadm -R` reads it) and
+keepalived.conf, detected from the content or named with `--config-format`.
+"""
+
+from __future__ import annotations
+
+from ..resources import find_config
+from . import rules, yamlfile
+from .model import Config, ConfigFileError, RealServer, VirtualService, from_snapshot
+
+FORMATS = ("yaml", "ipvsadm")
+
+__all__ = ["Config", "ConfigFileError", "RealServer", "VirtualService", "FORMATS",
+           "detect", "from_snapshot", "load"]
+
+
+def detect(text: str) -> str:
+    """The format of a configuration file's text."""
+    if rules.looks_like(text):
+        return "ipvsadm"
+    return "yaml"
+
+
+def load(path: str, fmt: str | None = None) -> Config:
+    """A configuration file in any format (a shipped one by name: `nat`, `dr`, ...)."""
+    path = find_config(str(path))
+    text = yamlfile.read_text(path)
+    fmt = fmt or detect(text)
+    if fmt == "ipvsadm":
+        return rules.parse(text, path)
+    return yamlfile.load(path, text)
