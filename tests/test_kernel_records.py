@@ -81,8 +81,9 @@ ROW = "TCP {}  {:<11} 198.51.100.2:{:<5}  198.51.100.100:80  192.0.2.11:80\n"
 
 
 def test_connection_rows_compare_as_a_set_with_expiry_slack() -> None:
-    ours = HEAD + ROW.format("01:59", "TIME_WAIT", 40000) + ROW.format("14:58", "ESTABLISHED", 40001)
-    kernel = HEAD + ROW.format("14:57", "ESTABLISHED", 40001) + ROW.format("02:00", "TIME_WAIT", 40000)
+    tw, es = ("TIME_WAIT", 40000), ("ESTABLISHED", 40001)
+    ours = HEAD + ROW.format("01:59", *tw) + ROW.format("14:58", *es)
+    kernel = HEAD + ROW.format("14:57", *es) + ROW.format("02:00", *tw)      # hash order
     assert kc.compare_conns(kernel, ours, ours, proc=False) == (True, "")
     late = kernel.replace("14:57", "14:55")
     ok, note = kc.compare_conns(late, ours, ours, proc=False)

@@ -62,6 +62,7 @@ MODES = ("nat", "dr", "tun")
 EVENT_COMMANDS = ("--set", "-Z", "--zero")
 DAEMON_COMMANDS = ("--start-daemon", "--stop-daemon")
 SYSCTL_PREFIX = "net.ipv4.vs."
+NS = 1_000_000_000                  # capture timestamps are integer nanoseconds
 ESTIMATOR = 2.0                     # seconds between the kernel's estimator ticks
 STATS_VIEWS = ("-L -n --stats --exact", "-L -n --rate", "/proc/net/ip_vs_stats")
 # IPv4/UDP 192.0.2.254:9 -> 192.0.2.253:9, no payload: a packet no service takes
@@ -181,8 +182,8 @@ class Inputs:
 
 def first_packet_time(capture: Path) -> float:
     from ..drivers.pcap import read_capture
-    for ts, _ in read_capture(capture):
-        return ts
+    for ns, _ in read_capture(capture):
+        return ns / NS
     raise ScenarioError(f"{capture}: no IPv4 packets")
 
 
@@ -242,7 +243,7 @@ class Pyvs:
         capture = inputs.capture
         if shift:
             from ..drivers.pcap import read_capture, write_pcap
-            packets = list(read_capture(capture))
+            packets = [(ns / NS, pkt) for ns, pkt in read_capture(capture)]
             capture = workdir / "shifted.pcap"
             write_pcap(capture, [(inputs.first - shift, MARKER)] + packets)
         self.base = ["replay", str(capture), "--config", str(rules)]
@@ -290,7 +291,7 @@ def render(view: str, snap: dict[str, Any]) -> str:
     """A view rendered from replay's JSON snapshot by the code `pyvs list --from` and `pyvs
     export procfs` use (-S and /proc, which replay does not print; the phase fit's runs)."""
     from ..views import procfs
-    from ..views.ipvsadm import Fmt, list_all, list_conn, list_timeout
+    from ..views.listing import Fmt, list_all, list_conn, list_timeout
     fmt = Fmt.NUMERIC
     if view == "-S -n":
         return list_all(snap, fmt | Fmt.RULE)
@@ -490,7 +491,7 @@ def fit_phase(inputs: Inputs, checks: list[Check], rec: dict[str, Any],
     if not checks:
         return {}
     from ..drivers.pcap import read_capture
-    marks = [ts for ts, _ in read_capture(inputs.capture)]
+    marks = [ns / NS for ns, _ in read_capture(inputs.capture)]
     marks += [c.t0 + inputs.first for c in checks] + [c.t1 + inputs.first for c in checks]
     cuts = sorted({round((inputs.first - m) % ESTIMATOR, 3) for m in marks})
     shifts = [(a + b) / 2 for a, b in zip(cuts, cuts[1:] + [cuts[0] + ESTIMATOR])]
