@@ -18,11 +18,14 @@ command ran (either may be what the kernel saw).  What is tolerated, and why:
 * the connection list (``-c``, ``/proc/net/ip_vs_conn``) is compared as a multiset of rows
   (the kernel lists in hash order), each row's expiry within [pyvs after - 1, pyvs before
   + 1] s; a kernel row showing 0 s that pyvs has already expired is the 4.8+ timer wheel
-  firing late (up to 1/8 of the timeout), as are the counts it still holds in ``-L``;
-* counters (``--stats``, ``/proc/net/ip_vs_stats``) are the kernel's as of its last 2 s
-  estimator tick, whose phase is set when the namespace was made: a kernel counter must lie
-  between pyvs's at T-2 and at the first pyvs tick at or after T; rates lie within pyvs's
-  over the same ticks;
+  firing late (up to 1/8 of the timeout; the ActiveConn/InActConn it still holds in
+  ``-L`` are not excused: such an observation shows as a difference);
+* counters and rates (``--stats``, ``--rate``, ``/proc/net/ip_vs_stats``) are the
+  kernel's as of its last 2 s estimator tick, whose phase is set when the namespace was
+  made and is not in the capture: a listing that differs is replayed again with pyvs's
+  clock started earlier by each shift (0-2 s) that moves a tick across a packet or a
+  command, and matches if one shift gives it; failing that, a --stats counter may lie
+  between pyvs's at T-2 and at its first tick at or after T;
 * ``/proc/net/ip_vs`` is compared as a set of lines (hash order).
 
 Every other view is compared byte for byte.
@@ -466,7 +469,7 @@ def compare_record(recdir: Path) -> Report:
             else:
                 ok, note = compare_view(c.view, c.kernel, pv, c.t0, c.t1)
                 results.append(Result(c.view, c.observation, ok, note))
-        fitted = fit_phase(inputs, [checks[i] for i in unfitted], rec, Path(tmp))
+        fitted = fit_phase(inputs, [checks[i] for i in unfitted], Path(tmp))
         for i in unfitted:
             c = checks[i]
             if c in fitted:
@@ -482,8 +485,7 @@ def compare_record(recdir: Path) -> Report:
     return report
 
 
-def fit_phase(inputs: Inputs, checks: list[Check], rec: dict[str, Any],
-              workdir: Path) -> dict[Check, str]:
+def fit_phase(inputs: Inputs, checks: list[Check], workdir: Path) -> dict[Check, str]:
     """Counters and rates the kernel showed that pyvs shows if its estimator ticks `shift`
     seconds earlier: {check: note}.  The listings change with the shift only where a tick
     crosses a packet, an event or a command, so one shift between each two such
