@@ -29,7 +29,7 @@ SAVE = """\
 -A -u 10.0.0.100:53 -s wlc -p 360 -M 255.255.255.0 -o
 -a -u 10.0.0.100:53 -r 192.168.10.3:53 -g -w 0
 -A -f 1 -s sh -b sh-fallback,sh-port
--a -f 1 -r 192.168.10.2:0 -i -w 2
+-a -f 1 -r 192.168.10.2:0 -i -w 2 --tun-type ipip
 """
 
 
@@ -104,7 +104,7 @@ def test_changes_edit_delete_and_their_errors(director) -> None:
     assert adm("-S", "-n")[1] == ("-A -t 10.0.0.100:80 -s wrr -p 60\n"
                                   "-a -t 10.0.0.100:80 -r 192.168.10.2:8080 -m -w 1\n"
                                   "-A -f 1 -s sh -b sh-fallback,sh-port\n"
-                                  "-a -f 1 -r 192.168.10.2:0 -i -w 2\n")
+                                  "-a -f 1 -r 192.168.10.2:0 -i -w 2 --tun-type ipip\n")
     assert adm("-Z")[0] == 0 and adm("-Z", "-f", "1")[0] == 0
 
 
