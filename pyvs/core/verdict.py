@@ -20,6 +20,8 @@ R_DEST_UNAVAILABLE: Final = "dest-unavailable"  # its realserver removed, expire
 R_NO_DESTINATION: Final = "no-destination"      # scheduler found none: ICMP port unreachable
 R_REUSE_CONNTRACK: Final = "reuse-conntrack"    # a SYN reusing an entry, conntrack=1 (4.10-5.8):
                                                 # dropped once, the client retransmits
+R_DROP_PACKET: Final = "drop-packet"            # the drop_packet defense: a new connection
+R_NO_MEMORY: Final = "no-memory"                # the memory budget is spent: no new entry
 
 
 class Verdict:
