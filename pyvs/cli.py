@@ -104,6 +104,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     samples: list = []
     out = sys.stdout
     listings = 0
+    last = 0.0
     try:
         packets = read_captures(args.capture, reader)
         first = next(packets, None)
@@ -111,6 +112,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise UsageError(f"{', '.join(args.capture)}: no IPv4 packets in the capture")
         every = 1.0 if args.plot and not args.at else None
         for mark in rp.run(itertools.chain((first,), packets), args.at, events, every):
+            last = mark.t
             if args.plot:
                 samples += view.per_realserver(director, mark.t)
             if mark.what == "sample":
@@ -128,6 +130,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except ConfigError as exc:
         raise UsageError(f"pyvs replay: an event was refused: {exc}") from None
+    end = max(args.at) if args.at else last
+    late = sum(e.at > end for e in events)
+    if late:
+        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
+              f"({end:g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
     sys.stderr.write(view.summary_text(view.summary(reader, rp)))
     if args.plot:
         view.plot(samples, args.plot, Path(args.capture[0]).name)
@@ -360,29 +367,48 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> int:
+    """512M, 2G, 300000 (bytes): a memory budget."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 2G)")
+    return int(digits) * scale
+
+
+def _director(args: argparse.Namespace):
+    from .core.engine import Director
+    director = _load(args).build(0.0) if args.config else Director()
+    if args.max_memory:
+        director.set_memory_limit(args.max_memory, 0.0)
+    return director
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """A director with no packet source: a control plane to drive with pyvsadm."""
-    from .control import default_socket
-    from .core.engine import Director
+    from .control import SocketPathError, default_socket
     from .drivers.daemon import serve
-    director = _load(args).build(0.0) if args.config else Director()
     try:
-        return serve(director, args.socket or default_socket(), args.procfs, args.metrics)
-    except OSError as exc:
+        return serve(_director(args), args.socket or default_socket(), args.procfs,
+                     args.metrics)
+    except (OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs serve: {exc}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from .control import default_socket
-    from .drivers import live, netfilter
+    from .control import SocketPathError, default_socket
+    from .drivers import daemon, live, netfilter
     logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
-    director = _load(args).build(0.0)
+    director = _director(args)
+    state = None if args.no_state else Path(args.state) if args.state else daemon.state_path()
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
-                        args.fail_closed, args.procfs, args.metrics)
-    except (netfilter.SetupError, OSError) as exc:
+                        args.fail_closed, args.procfs, args.metrics, state,
+                        args.restart_grace)
+    except (netfilter.SetupError, OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs run: {exc}") from None
 
 
@@ -492,11 +518,24 @@ def _add_director(sub) -> None:
                       + (" (default: none)" if name == "serve" else ""))
         p.add_argument("--socket", help="control socket path")
         p.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
-        p.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
+        p.add_argument("--metrics", metavar="[HOST]:PORT",
+                       help="serve Prometheus metrics (all addresses unless HOST is given)")
+        p.add_argument("--max-memory", type=_size, metavar="SIZE",
+                       help="the table's memory budget (e.g. 512M): the kernel's defenses "
+                       "(amemthresh, drop_entry, drop_packet, secure_tcp) act on it, and "
+                       "no entry is made past it")
         if name == "run":
             p.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
             p.add_argument("--fail-closed", action="store_true",
                            help="drop queued traffic while no director runs (default: bypass)")
+            p.add_argument("--state", metavar="FILE",
+                           help="the table is saved here at stop (and every minute) and "
+                           "loaded at start (default: in the runtime directory)")
+            p.add_argument("--no-state", action="store_true",
+                           help="neither save nor load the table")
+            p.add_argument("--restart-grace", type=float, default=10.0, metavar="S",
+                           help="a stop holds the queued traffic S seconds for a restart "
+                           "(default 10; 0: remove every rule at once)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_run)
     sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
                    "left in this network namespace").set_defaults(func=cmd_cleanup)

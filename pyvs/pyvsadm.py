@@ -93,7 +93,7 @@ _ARG = {"t": 1, "u": 1, "sctp-service": 1, "f": 1, "s": 1, "M": 1, "r": 1, "w": 
 _FORMATS = {"n": Fmt.NUMERIC, "stats": Fmt.STATS, "rate": Fmt.RATE,
             "thresholds": Fmt.THRESHOLDS, "persistent-conn": Fmt.PERSISTENTCONN,
             "nosort": Fmt.NOSORT, "X": Fmt.EXACT, "c": Fmt.NONE, "timeout": Fmt.NONE,
-            "daemon": Fmt.NONE, "tun-info": Fmt.NONE}
+            "daemon": Fmt.NONE, "tun-info": Fmt.TUN_INFO}
 _OPTION_OF = {"n": "numeric", "c": "connection", "X": "exact", "tun-info": "tun-info"}
 
 

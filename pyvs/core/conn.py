@@ -66,7 +66,7 @@ class Conn:
 
     __slots__ = (
         "key", "protocol", "daddr", "dport", "dest", "fwd", "state", "timeout", "expires",
-        "heap_at", "inactive", "noout", "control", "out_key", "alive", "masq",
+        "heap_at", "inactive", "noout", "control", "out_key", "alive", "masq", "in_pkts",
     )
     template = False
     n_control = 0                   # only a Template controls other entries
@@ -89,6 +89,7 @@ class Conn:
         self.out_key: bytes | None = None
         self.alive = True
         self.masq: MasqRewrite | None = None
+        self.in_pkts = 0            # inbound packets (drop_entry's rate, the sync rules)
 
     @property
     def caddr(self) -> int:

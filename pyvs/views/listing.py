@@ -11,7 +11,7 @@ from enum import Flag, auto
 from functools import cmp_to_key
 from typing import Any
 
-from ..core.forwarding import BY_WORD
+from ..core.forwarding import BY_WORD, TUNNEL
 from ..core.limits import CONN_TAB_SIZE
 from ..core.packet import PROTO_NAMES, ip_to_int
 
@@ -31,6 +31,7 @@ class Fmt(Flag):
     NOSORT = auto()
     EXACT = auto()
     RULE = auto()
+    TUN_INFO = auto()
 
 
 def _s32(value: int) -> int:
@@ -113,6 +114,10 @@ def title(fmt: Fmt) -> str:
         return ("%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n"
                 % ("Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn",
                    "InActConn"))
+    if fmt & Fmt.TUN_INFO:
+        return ("Prot LocalAddress:Port Scheduler Flags\n"
+                "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn "
+                "InActConn\n")
     return ("Prot LocalAddress:Port Scheduler Flags\n"
             "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 
@@ -168,8 +173,11 @@ def service_entry(svc: dict, fmt: Fmt) -> str:
         dests = sorted(dests, key=cmp_to_key(_cmp_dests))
     for d in dests:
         dname = addrport(d["address"], d["port"], proto, fmt)
+        fwd = BY_WORD[d["forward"]]
         if fmt & Fmt.RULE:
-            out.append(f"-a {name} -r {dname} {BY_WORD[d['forward']].switch} -w {d['weight']}\n")
+            # print_tunnel_rule(): pyvs tunnels are IPIP, which -S spells out
+            tunnel = " --tun-type ipip" if fwd.code == TUNNEL else ""
+            out.append(f"-a {name} -r {dname} {fwd.switch} -w {d['weight']}{tunnel}\n")
             continue
         dname = dname[:28]
         if fmt & Fmt.STATS:
@@ -186,6 +194,10 @@ def service_entry(svc: dict, fmt: Fmt) -> str:
                        f"{d['active']:<10d} {d['inactive']:<10d}\n")
         elif fmt & Fmt.PERSISTENTCONN:
             out.append(f"  -> {dname:<28s} {d['weight']:<9d} {d['persistent']:<11d} "
+                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
+        elif fmt & Fmt.TUN_INFO:
+            info = "ipip" if fwd.code == TUNNEL else "n/a"
+            out.append(f"  -> {dname:<28s} {fwd.name:<7s} {info:<13s} {d['weight']:<6d} "
                        f"{d['active']:<10d} {d['inactive']:<10d}\n")
         else:
             out.append(f"  -> {dname:<28s} {BY_WORD[d['forward']].name:<7s} {d['weight']:<6d} "

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..core.conn import Conn
 from ..core.engine import Director
 from ..core.forwarding import BY_CODE
 from ..core.packet import PROTO_NAMES, int_to_ip
@@ -64,22 +66,62 @@ def snapshot(director: Director, now: float, connections: bool = True,
         "total": {"stats": director.total_est.shown().as_dict(),
                   "rate": dict(zip(RATE_FIELDS, director.total_est.rates()))},
         "services": [_service(svc) for svc in director.services],
+        "entries": director.connection_count(),
+        "drops": dict(director.drops),
+        "defense": _defense(director),
     }
     if connections:
-        snap["connections"] = [
-            {
-                "proto": PROTO_NAMES.get(cp.protocol, f"IP_{cp.protocol}"),
-                "state": director.state_name(cp),
-                "expires": expires_in(cp.expires, now),
-                "client": f"{int_to_ip(cp.caddr)}:{cp.cport}",
-                "virtual": f"{int_to_ip(cp.vaddr)}:{cp.vport}",
-                "dest": f"{int_to_ip(cp.daddr)}:{cp.dport}",
-                "template": cp.template,
-            }
-            for cp in director.connections()
-        ]
+        snap["connections"] = [conn_entry(director, cp, now) for cp in director.connections()]
     return snap
 
+
+def _defense(director: Director) -> dict[str, Any]:
+    d = director.defense
+    return {"memory_limit": director.memory_limit, "memory_short": d.short,
+            "dropentry": d.dropentry, "drop_rate": d.drop_rate,
+            "entries_dropped": d.entries_dropped, "packets_dropped": d.packets_dropped,
+            "no_memory": d.no_memory}
+
+
+def conn_entry(director: Director, cp: Conn, now: float) -> dict[str, Any]:
+    """One entry as /proc/net/ip_vs_conn shows it."""
+    return {
+        "proto": PROTO_NAMES.get(cp.protocol, f"IP_{cp.protocol}"),
+        "state": director.state_name(cp),
+        "expires": expires_in(cp.expires, now),
+        "client": f"{int_to_ip(cp.caddr)}:{cp.cport}",
+        "virtual": f"{int_to_ip(cp.vaddr)}:{cp.vport}",
+        "dest": f"{int_to_ip(cp.daddr)}:{cp.dport}",
+        "template": cp.template,
+    }
+
+
+CHUNK = 2000        # entries serialised per step of a streamed listing (about 2 ms)
+_HOLE = "@connections@"
+
+
+def stream(director: Director, now: float, connections: bool) -> Iterator[bytes]:
+    """The control socket's snapshot reply, {"ok": true, "snapshot": {...}}\\n, in pieces:
+    the header at `now`, then the entries CHUNK at a time.  Entries are taken from a copy of
+    the table's list made at `now`; one that leaves before its piece is written is left
+    out, one that changes shows its state then (as a kernel's /proc read goes bucket by
+    bucket).  Expiry is counted from `now`."""
+    snap = snapshot(director, now, connections=False)
+    if not connections:
+        yield json.dumps({"ok": True, "snapshot": snap}).encode() + b"\n"
+        return
+    snap["connections"] = _HOLE
+    head, tail = json.dumps({"ok": True, "snapshot": snap}).split(f'"{_HOLE}"')
+    entries = director.connections()
+    yield (head + "[").encode()
+    first = True
+    for i in range(0, len(entries), CHUNK):
+        part = [conn_entry(director, cp, now) for cp in entries[i:i + CHUNK] if cp.alive]
+        if part:
+            text = json.dumps(part)[1:-1]
+            yield (text if first else "," + text).encode()
+            first = False
+    yield ("]" + tail + "\n").encode()
 
 class SnapshotError(Exception):
     """A saved snapshot that cannot be read; the text says why."""
