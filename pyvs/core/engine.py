@@ -130,6 +130,7 @@ class Director:
         self.total_base = Counters()
         self.total_est = Estimator()
         self.drops: dict[str, int] = {}
+        self._build_packets = True        # False within a receive(headers_only=True)
         # Observer for drivers that track entries one by one (the simulator's truth
         # comparison): called with (conn, now) after a connection (not a template) is
         # created, changes state, or leaves the table (conn.alive is then False).
@@ -776,13 +777,15 @@ class Director:
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
         the engine decide from its tables, as the kernel's two hooks do.  `mark` is the
-        packet's netfilter mark, used to find fwmark services.  `headers_only`: the bytes
-        may stop before the IP total length (a capture's snaplen cut them); the packet is
-        counted and tracked by its total length, as the kernel saw it, and needs only its
-        IP and TCP/UDP headers (the verdict's packet is then cut too: not for sending).
+        packet's netfilter mark, used to find fwmark services.  `headers_only`: for
+        observers that send nothing (a capture replay): the bytes may stop before the IP
+        total length (a capture's snaplen cut them), the packet is counted and tracked by
+        its total length, as the kernel saw it, and needs only its IP and TCP/UDP headers;
+        no forwarded packet is built (a Masq or Tunnel verdict carries none).
         """
         if now >= self._due:
             self.handle_timers(now)
+        self._build_packets = not headers_only
         # lookup keys are slices of the packet, so they must be bytes
         data = packet if isinstance(packet, bytes) else bytes(packet)
         n = len(data)
@@ -928,6 +931,8 @@ class Director:
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
+        if not self._build_packets:
+            return _ACCEPT_FORWARD
         if fwd == MASQ:
             m = cp.masq
             assert m is not None           # every Masq entry carries its rewrite
@@ -963,7 +968,7 @@ class Director:
         if flags >= 0:
             cp.noout = False                    # a reply was seen: full tracking from now on
         self._track(cp, self._rows_output, flags, now)
-        if cp.fwd != MASQ:
+        if cp.fwd != MASQ or not self._build_packets:
             return _ACCEPT_FORWARD
         m = cp.masq
         assert m is not None               # every Masq entry carries its rewrite

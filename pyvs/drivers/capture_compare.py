@@ -201,7 +201,7 @@ def compare(paths: list[str], config: Config, modes: list[str], at: list[float] 
             if end is not None and end.excluded:
                 continue
         for run in runs:
-            run.feed.deliver(kind, now, pkt, classifier.ihl)
+            run.feed.deliver(kind, now, pkt, classifier)
     last = max(rel, round(max(at) * NS) if at else 0)
     for t in marks.before(last, idle, True):
         advance(t / NS)

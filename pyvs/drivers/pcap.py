@@ -25,37 +25,44 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = frozenset((101, 12, 14, 228))    # raw IP (12/14 are BSD/OpenBSD spellings)
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_LINUX_SLL2 = 276
-ETH_P_IP = 0x0800
-VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW: Final = frozenset((101, 12, 14, 228))   # raw IP (12, 14: BSD/OpenBSD numbers)
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_LINUX_SLL2: Final = 276
+ETH_P_IP: Final = 0x0800
+VLAN_TYPES: Final = frozenset((0x8100, 0x88A8, 0x9100))
 
 BLOCK = 1 << 20
 # A record or block longer than this is corruption, not a packet (Wireshark's pcapng limit).
-MAX_RECORD = 16 << 20
+MAX_RECORD: Final = 16 << 20
 # Timestamps may step back this much (tcpdump -i any on several CPUs records packets a few
 # microseconds out of order); the replay feeds such a packet at the time of the one before.
 # A larger step is a clock jump or files joined out of order: an error.
-REORDER_TOLERANCE_NS = 1_000_000_000
-NS = 1_000_000_000
+REORDER_TOLERANCE_NS: Final = 1_000_000_000
+NS: Final = 1_000_000_000
 
-PCAP_MAGIC = {   # magic as the file's first 4 bytes -> (byte order, ns per tick, record header)
+# the file's first 4 bytes -> (byte order, nanoseconds per tick, record header length)
+PCAP_MAGIC: Final = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000, 16), b"\xa1\xb2\xc3\xd4": (">", 1000, 16),
     b"\x4d\x3c\xb2\xa1": ("<", 1, 16), b"\xa1\xb2\x3c\x4d": (">", 1, 16),
     b"\x34\xcd\xb2\xa1": ("<", 1000, 24), b"\xa1\xb2\xcd\x34": (">", 1000, 24),  # Kuznetsov
 }
-PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-SHB, IDB, OPB, SPB, EPB = 0x0A0D0D0A, 1, 2, 3, 6
-OPT_ENDOFOPT, IF_TSRESOL, IF_TSOFFSET = 0, 9, 14
+PCAPNG_SHB: Final = b"\x0a\x0d\x0d\x0a"
+SHB: Final = 0x0A0D0D0A
+IDB: Final = 1
+OPB: Final = 2
+SPB: Final = 3
+EPB: Final = 6
+OPT_ENDOFOPT: Final = 0
+IF_TSRESOL: Final = 9
+IF_TSOFFSET: Final = 14
 
-SKIP_NOT_IPV4 = "frames without IPv4 (ARP, IPv6, ...)"
+SKIP_NOT_IPV4: Final = "frames without IPv4 (ARP, IPv6, ...)"
 
 
 class CaptureError(Exception):
@@ -167,13 +174,18 @@ class _Reader:
 
     def _pcap_records(self, endian: str, scale: int, rec_len: int, linktype: int
                       ) -> Iterator[tuple[int, bytes]]:
-        unpack = struct.Struct(endian + "IIII").unpack_from
+        # record headers read by byte indexing: native in the compiled build, no tuples
+        big = endian == ">"
         lk = link(linktype)
         ip_off, type_off = (lk.ip_off, lk.type_off) if lk else (0, 0)
         unsupported = f"frames of link type {linktype} (not supported)"
         stats = self.stats
         frames = 0                       # numbered as Wireshark does, for messages
         last = -1
+        # sec * NS once per second of capture: the compiled build multiplies numbers this
+        # large on its slow path
+        sec_was = -1
+        sec_ns = 0
         try:
             while True:
                 if not self._fill(rec_len):
@@ -184,7 +196,9 @@ class _Reader:
                 buf, pos, n = self.buf, self.pos, len(self.buf)
                 # every record wholly in the buffer, without leaving this loop
                 while pos + rec_len <= n:
-                    sec, frac, caplen, _ = unpack(buf, pos)
+                    sec = _u32(buf, pos, big)
+                    frac = _u32(buf, pos + 4, big)
+                    caplen = _u32(buf, pos + 8, big)
                     start = pos + rec_len
                     end = start + caplen
                     if end > n:
@@ -192,7 +206,9 @@ class _Reader:
                             raise self.error(self.base + pos, f"a packet record of {caplen} "
                                              "bytes: not a capture record (corrupt file)")
                         break
-                    ns = sec * NS + frac * scale
+                    if sec != sec_was:
+                        sec_was, sec_ns = sec, sec * NS
+                    ns = sec_ns + frac * scale
                     if ns < last:
                         if last - ns > REORDER_TOLERANCE_NS:
                             raise self._backwards(frames + 1, self.base + pos, last - ns)
@@ -219,7 +235,7 @@ class _Reader:
                     stats.skip(SKIP_NOT_IPV4)
                 self.pos = pos
                 if pos + rec_len <= n and not self._fill(
-                        rec_len + unpack(buf, pos)[2]):
+                        rec_len + _u32(buf, pos + 8, big)):
                     raise self.error(self.base + self.pos, "cut short in the middle of a "
                                      "packet (a capture still being written?)")
         finally:
@@ -374,6 +390,12 @@ def _ticks(resolution: int) -> tuple[int, int, int]:
     return 1, 0, 10 ** (v - 9)
 
 
+def _u32(buf: bytes, at: int, big: bool) -> int:
+    if big:
+        return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
+    return buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16) | (buf[at + 3] << 24)
+
+
 def read_capture(path: str | Path, stats: ReadStats | None = None
                  ) -> Iterator[tuple[int, bytes]]:
     """Yield (timestamp in nanoseconds, IPv4 packet) in file order.  The header is read
@@ -383,7 +405,7 @@ def read_capture(path: str | Path, stats: ReadStats | None = None
     return _Reader(str(path), stats).records
 
 
-def read_captures(paths: list[str], stats: ReadStats | None = None
+def read_captures(paths: Sequence[str | Path], stats: ReadStats | None = None
                   ) -> Iterator[tuple[int, bytes]]:
     """Several captures merged in time order (a packet of an earlier file first at equal
     times).  Each file is checked and its first timestamp read at once; it is then opened
@@ -392,12 +414,12 @@ def read_captures(paths: list[str], stats: ReadStats | None = None
     if len(paths) == 1:
         return read_capture(paths[0], stats)
     firsts: list[tuple[int, int, str]] = []
-    for i, path in enumerate(paths):
+    for i, path in enumerate(map(str, paths)):
         probe = ReadStats()
         first = next(read_capture(path, probe), None)
         if first is not None:
             firsts.append((first[0], i, path))
-    stats.files.extend(paths)
+    stats.files.extend(map(str, paths))
     return _merge(sorted(firsts), stats)
 
 

@@ -31,32 +31,39 @@ DR/TUN entry not at all -- replies bypass such a director -- unless
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 from ..core.commands import Event
+from ..core.conn import Conn
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import MASQ
 from .pcap import NS
 
-AUTO, CLIENT_SIDE, DIRECTOR_SIDE = "auto", "client", "director"
-COPY_WINDOW_NS = 10_000_000          # an identical packet within 10 ms is the same packet
+AUTO: Final = "auto"
+CLIENT_SIDE: Final = "client"
+DIRECTOR_SIDE: Final = "director"
+COPY_WINDOW_NS: Final = 10_000_000    # an identical packet within 10 ms is the same packet
 
-SKIPPED, REQUEST, REPLY_VIP, REPLY_RS = -1, 0, 1, 2
+SKIPPED: Final = -1
+REQUEST: Final = 0
+REPLY_VIP: Final = 1
+REPLY_RS: Final = 2
 
-IGNORE_NOT_TCP_UDP = "not TCP or UDP"
-IGNORE_IPIP = "IPIP (a TUN director's tunnelled copies)"
-IGNORE_CUT = "cut by the snaplen inside the TCP/UDP header"
-IGNORE_FRAGMENT = "non-first IP fragments (no ports)"
-IGNORE_BAD_IP = "not a valid IPv4 header"
-IGNORE_UNRELATED = "not to or from a virtual or real server address"
-IGNORE_TO_RS = "to a realserver address, not through a virtual service"
-IGNORE_RS_REPLY = "from a realserver, with no NAT entry expecting it"
-IGNORE_RS_FORCED = "from a realserver (--capture-point client)"
-IGNORE_VIP_REPLY = "replies from a VIP with no entry"
-IGNORE_BYPASS = "DR/TUN replies (they never cross the director)"
-IGNORE_SNAT_COPY = "the director's rewritten replies (--capture-point director)"
+IGNORE_NOT_TCP_UDP: Final = "not TCP or UDP"
+IGNORE_IPIP: Final = "IPIP (a TUN director's tunnelled copies)"
+IGNORE_CUT: Final = "cut by the snaplen inside the TCP/UDP header"
+IGNORE_FRAGMENT: Final = "non-first IP fragments (no ports)"
+IGNORE_BAD_IP: Final = "not a valid IPv4 header"
+IGNORE_UNRELATED: Final = "not to or from a virtual or real server address"
+IGNORE_TO_RS: Final = "to a realserver address, not through a virtual service"
+IGNORE_RS_REPLY: Final = "from a realserver, with no NAT entry expecting it"
+IGNORE_RS_FORCED: Final = "from a realserver (--capture-point client)"
+IGNORE_VIP_REPLY: Final = "replies from a VIP with no entry"
+IGNORE_BYPASS: Final = "DR/TUN replies (they never cross the director)"
+IGNORE_SNAT_COPY: Final = ("the director's rewritten replies "
+                           "(--capture-point director)")
 
 
 @dataclass
@@ -97,35 +104,44 @@ class FeedStats:
 
     inbound: int = 0
     outbound: int = 0
+    bypassed: int = 0                # DR/TUN replies: they never reach the director
     ignored: dict[str, int] = field(default_factory=dict)
-    verdicts: dict[str, int] = field(default_factory=dict)
 
     def ignore(self, reason: str) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
 
 
-def _addr_set(addrs: Iterable[int]) -> frozenset[bytes]:
-    return frozenset(a.to_bytes(4, "big") for a in addrs)
 
 
 class Classifier:
     """Sans-I/O: (nanoseconds, packet) -> what the packet is (see the module docstring).
-    After a call, ``ihl`` holds the packet's IP header length."""
+    After a call, ``ihl``, ``src``, ``dst``, ``sport`` and ``dport`` hold the packet's IP
+    header length, addresses and ports.
+
+    The copy rule looks packets up by an integer made from the fields a copy shares (the
+    client's address and port, IP ID and length, TCP sequence and acknowledgement numbers
+    or the start of a UDP payload); only on a hit are the two packets compared in full.
+    Two tables of one window each hold what was seen in the last two windows."""
 
     def __init__(self, vips: Iterable[int], realservers: Iterable[int],
                  stats: ReplayStats | None = None) -> None:
         self.stats = stats if stats is not None else ReplayStats()
-        self._vips = _addr_set(vips)
-        self._rs = _addr_set(realservers) - self._vips
-        self._recent: dict[bytes, int] = {}
-        self._order: deque[tuple[int, bytes]] = deque()
+        self._vips = _AddrSet(vips)
+        self._rs = _AddrSet(set(realservers) - set(vips))
+        self._recent: dict[object, tuple[int, bytes]] = {}
+        self._older: dict[object, tuple[int, bytes]] = {}
+        self._window_start = 0
         self.ihl = 20
+        self.src = 0
+        self.dst = 0
+        self.sport = 0
+        self.dport = 0
 
     @classmethod
     def for_director(cls, director: Director, stats: ReplayStats | None = None
                      ) -> Classifier:
-        return cls((svc.addr for svc in director.services if not svc.fwmark),
-                   (d.addr for svc in director.services for d in svc.dests), stats)
+        return cls([svc.addr for svc in director.services if not svc.fwmark],
+                   [d.addr for svc in director.services for d in svc.dests], stats)
 
     def classify(self, ns: int, pkt: bytes) -> int:
         st = self.stats
@@ -150,38 +166,30 @@ class Classifier:
         if (pkt[6] & 0x1F) | pkt[7]:
             st.ignore(IGNORE_FRAGMENT)
             return SKIPPED
-        src, dst = pkt[12:16], pkt[16:20]
-        if dst in self._vips:
-            kind, toward_server = REQUEST, True
-        elif src in self._vips:
-            kind, toward_server = REPLY_VIP, False
-        elif src in self._rs:
-            kind, toward_server = REPLY_RS, False
-        elif dst in self._rs:
-            kind, toward_server = SKIPPED, True
+        src = (pkt[12] << 24) | (pkt[13] << 16) | (pkt[14] << 8) | pkt[15]
+        dst = (pkt[16] << 24) | (pkt[17] << 16) | (pkt[18] << 8) | pkt[19]
+        sport = (pkt[ihl] << 8) | pkt[ihl + 1]
+        dport = (pkt[ihl + 2] << 8) | pkt[ihl + 3]
+        # (plain assignments, not tuples: the compiled build would box every int)
+        vips = self._vips
+        rs = self._rs
+        toward_server = False
+        if vips.has(dst):
+            kind = REQUEST
+            toward_server = True
+        elif vips.has(src):
+            kind = REPLY_VIP
+        elif rs.has(src):
+            kind = REPLY_RS
+        elif rs.has(dst):
+            kind = SKIPPED
+            toward_server = True
         else:
             st.ignore(IGNORE_UNRELATED)
             return SKIPPED
-        # the copy rule: everything but TTL, checksums and the server side's address:port
-        if toward_server:
-            client = b"\0" + src + pkt[ihl:ihl + 2]
-        else:
-            client = b"\1" + dst + pkt[ihl + 2:ihl + 4]
-        if proto == 6:
-            sig = b"%b%b%b%b%b" % (client, pkt[:8], pkt[9:10], pkt[ihl + 4:ihl + 16],
-                                   pkt[ihl + 18:ihl + ((pkt[ihl + 12] >> 4) << 2)])
-        else:
-            sig = b"%b%b%b%b%b" % (client, pkt[:8], pkt[9:10], pkt[ihl + 4:ihl + 6],
-                                   pkt[ihl + 8:ihl + 24])
-        recent, order = self._recent, self._order
-        horizon = ns - COPY_WINDOW_NS
-        while order and order[0][0] < horizon:
-            del recent[order.popleft()[1]]
-        if sig in recent:
+        if self._is_copy(ns, pkt, ihl, proto, src, sport, dst, dport, toward_server):
             st.copies += 1
             return SKIPPED
-        recent[sig] = ns
-        order.append((ns, sig))
         if kind == SKIPPED:
             st.ignore(IGNORE_TO_RS)
             return SKIPPED
@@ -194,7 +202,78 @@ class Classifier:
         else:
             st.replies_rs += 1
         self.ihl = ihl
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
         return kind
+
+    def _is_copy(self, ns: int, pkt: bytes, ihl: int, proto: int, src: int, sport: int,
+                 dst: int, dport: int, toward_server: bool) -> bool:
+        """The copy rule (module docstring); records the packet when it is not a copy."""
+        if ns - self._window_start >= COPY_WINDOW_NS:
+            self._older, self._recent = self._recent, {}
+            self._window_start = ns
+        caddr = src if toward_server else dst
+        cport = sport if toward_server else dport
+        if proto == 6:                  # sequence and acknowledgement numbers
+            mix = _u32(pkt, ihl + 4) ^ ((_u32(pkt, ihl + 8) & 0x3FFFFFF) << 4)
+        else:                           # the start of the payload
+            mix = _u32(pkt, ihl + 8) if len(pkt) >= ihl + 12 else 0
+        # 29 + 32 + 1 bits, native in the compiled build (boxed once for the dicts);
+        # collisions are told apart below
+        key = _box(((((caddr ^ (cport << 16) ^ ((pkt[4] << 8) | pkt[5]) ^ (pkt[3] << 8))
+                      & 0x1FFFFFFF) << 32) | mix) << 1 | toward_server)
+        seen = self._recent.get(key)
+        if seen is None:
+            seen = self._older.get(key)
+        if seen is not None and ns - seen[0] < COPY_WINDOW_NS and \
+                _signature(seen[1], toward_server) == _signature(pkt, toward_server):
+            return True
+        self._recent[key] = (ns, pkt)
+        return False
+
+
+class _AddrSet:
+    """Addresses to test each packet against: a few are compared one by one (native in the
+    compiled build, nothing boxed), many looked up in a set."""
+
+    def __init__(self, addrs: Iterable[int]) -> None:
+        self.few = sorted(set(addrs))
+        self.many = frozenset(self.few) if len(self.few) > 8 else None
+
+    def has(self, addr: int) -> bool:
+        if self.many is not None:
+            return addr in self.many
+        for a in self.few:
+            if a == addr:
+                return True
+        return False
+
+
+def _box(value: int) -> object:
+    """The int as an object, once, for the dict operations that use it (the compiled
+    build would box a native int again for each)."""
+    return value
+
+
+def _u32(pkt: bytes, at: int) -> int:
+    return (pkt[at] << 24) | (pkt[at + 1] << 16) | (pkt[at + 2] << 8) | pkt[at + 3]
+
+
+def _signature(pkt: bytes, toward_server: bool) -> bytes:
+    """Everything a copy shares with the packet first seen: all but the TTL, the checksums
+    and the server side's address and port."""
+    ihl = (pkt[0] & 15) << 2
+    if toward_server:
+        client = pkt[12:16] + pkt[ihl:ihl + 2]
+    else:
+        client = pkt[16:20] + pkt[ihl + 2:ihl + 4]
+    if pkt[9] == 6:
+        l4 = pkt[ihl + 4:ihl + 16] + pkt[ihl + 18:ihl + ((pkt[ihl + 12] >> 4) << 2)]
+    else:
+        l4 = pkt[ihl + 4:ihl + 6] + pkt[ihl + 8:ihl + 24]
+    return pkt[:8] + pkt[9:10] + client + l4
 
 
 class Replayer:
@@ -204,58 +283,76 @@ class Replayer:
                  capture_point: str = AUTO) -> None:
         self.director = director
         self.replies_via_director = replies_via_director
-        self.capture_point = capture_point
+        self.client_side = capture_point == CLIENT_SIDE
+        self.director_side = capture_point == DIRECTOR_SIDE
         self.stats = FeedStats()
+        self.masq_possible = False
+        self.config_changed()
+        # a VIP's reply (its own address/port bytes) -> its entry: find_conn() builds a
+        # key for every lookup; an entry is replaced only after it left the table
+        self._by_reply: dict[bytes, Conn] = {}
+        self._prune_at = 4096
 
-    def deliver(self, kind: int, now: float, pkt: bytes, ihl: int) -> None:
+    def config_changed(self) -> None:
+        """After a control-plane event: could an entry forward by Masq now?  (Entries keep
+        the method they were made with, so once possible it stays possible.)"""
+        self.masq_possible = self.masq_possible or any(
+            d.fwd == MASQ for svc in self.director.services for d in svc.dests)
+
+    def deliver(self, kind: int, now: float, pkt: bytes, c: Classifier) -> None:
+        """Hand the director the packet `c` just classified as `kind`."""
         st = self.stats
         d = self.director
         if kind == REQUEST:
-            direction = IN
             st.inbound += 1
-        elif kind == REPLY_RS:
-            if self.capture_point == CLIENT_SIDE:
+            d.receive(pkt, now, IN, 0, True)
+            return
+        if kind == REPLY_RS:
+            if self.client_side:
                 st.ignore(IGNORE_RS_FORCED)
                 return
-            if d.find_reply_conn(pkt[9], _addr(pkt, 12), _port(pkt, ihl), _addr(pkt, 16),
-                                 _port(pkt, ihl + 2)) is None:
+            if not self.masq_possible or d.find_reply_conn(
+                    pkt[9], c.src, c.sport, c.dst, c.dport) is None:
                 st.ignore(IGNORE_RS_REPLY)
                 return
-            direction = OUT
-            st.outbound += 1
         else:
-            cp = d.find_conn(pkt[9], _addr(pkt, 16), _port(pkt, ihl + 2), _addr(pkt, 12),
-                             _port(pkt, ihl))
+            if not self.masq_possible and not self.replies_via_director:
+                st.bypassed += 1               # no entry can be Masq: no lookup needed
+                return
+            cp = self._entry_for_reply(pkt, c)
             if cp is None:
                 st.ignore(IGNORE_VIP_REPLY)
                 return
             if cp.fwd == MASQ:
-                if self.capture_point == DIRECTOR_SIDE:
+                if self.director_side:
                     st.ignore(IGNORE_SNAT_COPY)
                     return
-                pkt = _with_source(pkt, ihl, cp.daddr, cp.dport)
+                m = cp.masq
+                assert m is not None           # every Masq entry carries its rewrite
+                ihl = c.ihl                    # as the realserver sent it: its own source
+                pkt = b"%b%b%b%b%b" % (pkt[:12], m.d_bytes, pkt[16:ihl], m.dport_bytes,
+                                       pkt[ihl + 2:])
             elif not self.replies_via_director:
-                st.ignore(IGNORE_BYPASS)
+                st.bypassed += 1
                 return
-            direction = OUT
-            st.outbound += 1
-        reason = d.receive(pkt, now, direction, 0, True).reason
-        st.verdicts[reason] = st.verdicts.get(reason, 0) + 1
+        st.outbound += 1
+        d.receive(pkt, now, OUT, 0, True)
 
-
-def _addr(pkt: bytes, at: int) -> int:
-    return int.from_bytes(pkt[at:at + 4], "big")
-
-
-def _port(pkt: bytes, at: int) -> int:
-    return (pkt[at] << 8) | pkt[at + 1]
-
-
-def _with_source(pkt: bytes, ihl: int, addr: int, port: int) -> bytes:
-    """The packet as the realserver sent it: source put back from the VIP to the
-    realserver (checksums are not read on the replay path)."""
-    return b"%b%b%b%b%b" % (pkt[:12], addr.to_bytes(4, "big"), pkt[16:ihl],
-                            port.to_bytes(2, "big"), pkt[ihl + 2:])
+    def _entry_for_reply(self, pkt: bytes, c: Classifier) -> Conn | None:
+        ihl = c.ihl
+        key = pkt[12:24] if ihl == 20 else pkt[12:20] + pkt[ihl:ihl + 4]
+        by_reply = self._by_reply
+        cp = by_reply.get(key)
+        if cp is not None and cp.alive:
+            return cp
+        cp = self.director.find_conn(pkt[9], c.dst, c.dport, c.src, c.sport)
+        if cp is not None:
+            if len(by_reply) >= self._prune_at:     # keep it the size of the live table
+                for k in [k for k, v in by_reply.items() if not v.alive]:
+                    del by_reply[k]
+                self._prune_at = max(4096, 2 * len(by_reply))
+            by_reply[key] = cp
+        return cp
 
 
 @dataclass
@@ -267,8 +364,9 @@ class Mark:
 
 
 class TimeOrder:
-    """Capture time -> seconds after the first packet, never decreasing: a packet a little
-    out of order (the reader refuses big steps back) is fed at the time of the one before."""
+    """Capture time -> nanoseconds after the first packet, never decreasing: a packet a
+    little out of order (the reader refuses big steps back) is fed at the time of the one
+    before.  (Replay.run does the same inline.)"""
 
     def __init__(self, stats: ReplayStats) -> None:
         self.stats = stats
@@ -288,6 +386,9 @@ class TimeOrder:
         return ns - st.first_ns
 
 
+NEVER: Final = 1 << 62                # a nanosecond time after any capture's
+
+
 class Replay:
     """One capture replay through one director: the classifier, the feed, their counts."""
 
@@ -297,6 +398,14 @@ class Replay:
         self.stats = ReplayStats()
         self.classifier = Classifier.for_director(director, self.stats)
         self.feed = Replayer(director, replies_via_director, capture_point)
+        self._listings: list[int] = []
+        self._li = 0
+        self._next_listing = NEVER
+        self._step = 0
+        self._next_sample = NEVER
+        self._todo: list[Event] = []
+        self._ei = 0
+        self._next_event = NEVER
 
     def run(self, packets: Iterable[tuple[int, bytes]], at: list[float] | None = None,
             events: Iterable[Event] = (), every: float | None = None) -> Iterator[Mark]:
@@ -308,60 +417,80 @@ class Replay:
         every that many seconds up to the end (the last packet, or the last `at` if
         later).  Without `every`, reading stops after the last `at`.  While the table is
         empty, samples jump to just before the next packet: nothing changes in between,
-        and a capture may span idle years."""
-        director = self.director
+        and a capture may span idle years.  A packet a little earlier than the one before
+        (the reader refuses big steps back) is fed at the time of the one before."""
+        self._listings = sorted(round(t * NS) for t in at) if at is not None else []
+        self._li = 0
+        self._next_listing = self._listings[0] if self._listings else NEVER
+        self._step = round(every * NS) if every else 0
+        self._next_sample = 0 if self._step else NEVER
+        self._todo = sorted(events, key=lambda e: e.at)
+        self._ei = 0
+        self._next_event = round(self._todo[0].at * NS) if self._todo else NEVER
+        st = self.stats
         classifier = self.classifier
-        classify, deliver = classifier.classify, self.feed.deliver
-        order = TimeOrder(self.stats)
-        listings = sorted(round(t * NS) for t in at) if at is not None else []
-        todo = sorted(events, key=lambda e: e.at)
-        step = round(every * NS) if every else 0
-        never = 1 << 200
-        li = ei = 0
-        next_listing = listings[0] if listings else never
-        next_sample = 0 if step else never
-        next_event = round(todo[0].at * NS) if todo else never
-
-        def events_until(limit: int) -> None:
-            nonlocal ei, next_event
-            while next_event <= limit:
-                director.apply(todo[ei].command, todo[ei].at)
-                ei += 1
-                next_event = round(todo[ei].at * NS) if ei < len(todo) else never
-
-        def mark(limit: int, what: str) -> Mark:
-            events_until(limit)
-            director.handle_timers(limit / NS)
-            return Mark(limit / NS, what)
-
-        def marks_before(limit: int, inclusive: bool) -> Iterator[Mark]:
-            nonlocal li, next_listing, next_sample
-            while True:
-                nxt = min(next_listing, next_sample)
-                if nxt > limit or (nxt == limit and not inclusive):
-                    return
-                if nxt == next_listing:
-                    yield mark(next_listing, "at")
-                    li += 1
-                    next_listing = listings[li] if li < len(listings) else never
-                else:
-                    yield mark(next_sample, "sample")
-                    next_sample += step
-                    if not director.connection_count() and next_sample < limit:
-                        next_sample += (limit - next_sample) // step * step
-
-        rel = -1
+        feed = self.feed
+        stop_early = at is not None and not self._step
+        first = last = rel = -1
         for ns, pkt in packets:
-            rel = order(ns)
-            if min(next_listing, next_sample) < rel:
-                yield from marks_before(rel, False)
-                if next_listing == never and not step and at is not None:
+            if first < 0:
+                first = ns
+                st.first_ns = ns
+            elif ns < last:
+                st.reordered += 1
+                if last - ns > st.reordered_max_ns:
+                    st.reordered_max_ns = last - ns
+                ns = last
+            last = ns
+            rel = ns - first
+            if self._next_listing < rel or self._next_sample < rel:
+                st.last_ns = last
+                mark = self._next_mark(rel, False)
+                while mark is not None:
+                    yield mark
+                    mark = self._next_mark(rel, False)
+                if stop_early and self._next_listing == NEVER:
                     return
-            if next_event <= rel:
-                events_until(rel)
-            kind = classify(ns, pkt)
+            if self._next_event <= rel:
+                self._events_until(rel)
+            kind = classifier.classify(ns, pkt)
             if kind >= 0:
-                deliver(kind, rel / NS, pkt, classifier.ihl)
-        yield from marks_before(max(rel, listings[-1] if listings else 0), True)
+                feed.deliver(kind, rel / NS, pkt, classifier)
+        st.last_ns = last if last >= 0 else None
+        end = max(rel, self._listings[-1] if self._listings else 0)
+        mark = self._next_mark(end, True)
+        while mark is not None:
+            yield mark
+            mark = self._next_mark(end, True)
         if at is None and rel >= 0:
-            yield mark(rel, "end")
+            yield self._mark(rel, "end")
+
+    def _events_until(self, limit: int) -> None:
+        todo = self._todo
+        while self._next_event <= limit:
+            event = todo[self._ei]
+            self.director.apply(event.command, event.at)
+            self.feed.config_changed()
+            self._ei += 1
+            self._next_event = round(todo[self._ei].at * NS) if self._ei < len(todo) else NEVER
+
+    def _mark(self, limit: int, what: str) -> Mark:
+        self._events_until(limit)
+        self.director.handle_timers(limit / NS)
+        return Mark(limit / NS, what)
+
+    def _next_mark(self, limit: int, inclusive: bool) -> Mark | None:
+        """The next listing or sample before `limit` (or at it, if inclusive), or None."""
+        nxt = min(self._next_listing, self._next_sample)
+        if nxt > limit or (nxt == limit and not inclusive):
+            return None
+        if nxt == self._next_listing:
+            self._li += 1
+            self._next_listing = (self._listings[self._li] if self._li < len(self._listings)
+                                  else NEVER)
+            return self._mark(nxt, "at")
+        mark = self._mark(nxt, "sample")
+        self._next_sample = nxt + self._step
+        if not self.director.connection_count() and self._next_sample < limit:
+            self._next_sample += (limit - self._next_sample) // self._step * self._step
+        return mark

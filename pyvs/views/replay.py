@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.engine import Director
 from ..core.packet import int_to_ip
+from ..drivers.replay import IGNORE_BYPASS
 
 if TYPE_CHECKING:
     from ..drivers.pcap import ReadStats
@@ -39,6 +40,8 @@ def summary(reader: ReadStats, rp: Replay) -> dict[str, Any]:
     ignored = dict(out["ignored"])
     for reason, n in feed.ignored.items():
         ignored[reason] = ignored.get(reason, 0) + n
+    if feed.bypassed:
+        ignored[IGNORE_BYPASS] = feed.bypassed
     out.update(inbound=feed.inbound, outbound=feed.outbound, ignored=_by_count(ignored))
     return out
 
