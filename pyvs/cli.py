@@ -302,7 +302,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_states(args: argparse.Namespace) -> int:
-    """The seeds' netstat | awk view of the director's table."""
+    """The director's entries counted by state, as `netstat -n | awk` counts sockets."""
     sys.stdout.write(state_counts(_table_snapshot(args, True), args.per_realserver))
     return 0
 

@@ -1,4 +1,4 @@
-"""The lab realservers' services, so the seeds' examples can be reproduced by hand:
+"""The lab realservers' services, so the classic LVS examples can be reproduced by hand:
 
   80  HTTP/1.0 that names the realserver ("rs1\\n"), closing after each response
   23  a telnet-like line echo that holds the connection (SO_KEEPALIVE on, as telnetd)

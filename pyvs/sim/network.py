@@ -46,7 +46,7 @@ class LabParams:
 
 
 class IdleFirewall:
-    """A stateful firewall that silently forgets idle flows (seed 004).
+    """A stateful firewall that silently forgets idle flows.
 
     A packet of a forgotten or unknown flow (other than a client's SYN) is dropped and
     answered with an RST to its sender, as if from the other end."""

@@ -31,7 +31,7 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
 
 
 def truth_text(states: dict[str, dict[str, int]]) -> str:
-    """Each realserver's sockets the way the seeds count them:
+    """Each realserver's sockets counted the way LVS operators count them:
     netstat -n | awk '/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}'  (LISTEN left out)."""
     lines = []
     for addr, counts in states.items():
