@@ -131,7 +131,7 @@ def parse(data: Any, path: str) -> Config:
         cfg.sysctls = _sysctls(r, top["sysctls"], cfg)
     if top.get("tunnel_source") is not None:
         cfg.tunnel_source = r.ip(top["tunnel_source"], "tunnel_source")
-    seen: set[tuple] = set()
+    seen: set[object] = set()
     for i, raw in enumerate(r.seq(top.get("services"), "services")):
         vs = _service(r, raw, f"services[{i}]")
         if vs.key in seen:
@@ -156,26 +156,25 @@ def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
     return values
 
 
-def _service(r: Reader, raw: Any, where: str) -> VirtualService:
-    s = r.mapping(raw, where, SERVICE)
+def _address(r: Reader, s: dict, where: str) -> tuple[int, int, int, int]:
+    """(protocol, address, port, fwmark) of a service entry."""
     proto = r.choice(s.get("protocol", "tcp"), f"{where}.protocol", ("tcp", "udp", "fwmark"))
-    fwmark = addr = port = 0
     protocol = IPPROTO_UDP if proto == "udp" else IPPROTO_TCP
     if proto == "fwmark":
         if "address" in s:
             raise r.fail(f"{where}.address", "a fwmark service has `fwmark: N`, no address")
         if "fwmark" not in s:
             raise r.fail(f"{where}.fwmark", "required for protocol fwmark")
-        fwmark = r.integer(s["fwmark"], f"{where}.fwmark", 1, MAX_FWMARK)
-    else:
-        if "fwmark" in s:
-            raise r.fail(f"{where}.fwmark", "only for protocol fwmark")
-        if "address" not in s:
-            raise r.fail(f"{where}.address", "required (address:port)")
-        addr, given = r.addr_port(s["address"], f"{where}.address", port_required=True)
-        port = given or 0
-    sched = r.choice(s.get("scheduler", DEFAULT_SCHEDULER), f"{where}.scheduler",
-                     tuple(SCHEDULERS))
+        return protocol, 0, 0, r.integer(s["fwmark"], f"{where}.fwmark", 1, MAX_FWMARK)
+    if "fwmark" in s:
+        raise r.fail(f"{where}.fwmark", "only for protocol fwmark")
+    if "address" not in s:
+        raise r.fail(f"{where}.address", "required (address:port)")
+    addr, port = r.addr_port(s["address"], f"{where}.address", port_required=True)
+    return protocol, addr, port or 0, 0
+
+
+def _sched_flags(r: Reader, s: dict, where: str, sched: str) -> int:
     flags = 0
     for j, name in enumerate(r.seq(s.get("flags"), f"{where}.flags")):
         fw = f"{where}.flags[{j}]"
@@ -183,25 +182,40 @@ def _service(r: Reader, raw: Any, where: str) -> VirtualService:
         if flag.scheduler is not None and flag.scheduler != sched:
             raise r.fail(fw, f"{name!r} needs scheduler {flag.scheduler}")
         flags |= flag.bit
+    return flags
+
+
+def _persistence(r: Reader, s: dict, where: str) -> tuple[int, int]:
+    """(timeout, netmask): `persistent: true` is 360 s, as -p with no value."""
     timeout = 0
     persistent = s.get("persistent")
     if persistent is True:
         timeout = PERSISTENT_TIMEOUT
     elif persistent not in (None, False):
         timeout = r.integer(persistent, f"{where}.persistent", 1, MAX_TIMEOUT)
-    if timeout:
-        flags |= SVC_F_PERSISTENT
     netmask = NETMASK_ALL
     if "netmask" in s:
         if not timeout:
             raise r.fail(f"{where}.netmask", "a netmask needs `persistent`")
         netmask = r.ip(s["netmask"], f"{where}.netmask")
+    return timeout, netmask
+
+
+def _service(r: Reader, raw: Any, where: str) -> VirtualService:
+    s = r.mapping(raw, where, SERVICE)
+    protocol, addr, port, fwmark = _address(r, s, where)
+    sched = r.choice(s.get("scheduler", DEFAULT_SCHEDULER), f"{where}.scheduler",
+                     tuple(SCHEDULERS))
+    flags = _sched_flags(r, s, where, sched)
+    timeout, netmask = _persistence(r, s, where)
+    if timeout:
+        flags |= SVC_F_PERSISTENT
     if port == 0 and not fwmark and not timeout:
         raise r.fail(f"{where}.address", "Zero port specified for non-persistent service")
     if "ops" in s:
         if not isinstance(s["ops"], bool):
             raise r.fail(f"{where}.ops", f"{_short(s['ops'])} is not true/false")
-        if s["ops"] and proto == "tcp":
+        if s["ops"] and protocol == IPPROTO_TCP and not fwmark:
             raise r.fail(f"{where}.ops", "one-packet scheduling is for udp or fwmark services")
         flags |= SVC_F_ONEPACKET if s["ops"] else 0
     vs = VirtualService(protocol, addr, port, fwmark, sched, flags, timeout, netmask)

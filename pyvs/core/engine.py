@@ -770,8 +770,8 @@ class Director:
             self.watch(cp, now)
 
     # ------------------------------------------------------------------ the packet path
-    def receive(self, packet: bytes | bytearray, now: float, direction: int | None = None,
-                mark: int = 0) -> Verdict:
+    def receive(self, packet: bytes | bytearray, now: float,  # noqa: C901 (one call per packet)
+                direction: int | None = None, mark: int = 0) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let

@@ -105,7 +105,11 @@ class Runtime:
         """From another thread: run `fn` in the loop and wait for its result."""
         done = threading.Event()
         box: list[Any] = []
-        self.loop.call_soon_threadsafe(lambda: (box.append(fn()), done.set()))
+
+        def run() -> None:
+            box.append(fn())
+            done.set()
+        self.loop.call_soon_threadsafe(run)
         if not done.wait(timeout):
             raise TimeoutError("the director's loop did not answer")
         return box[0]

@@ -146,7 +146,7 @@ NS = 1_000_000_000
 
 def replay(director: Director, packets: list[tuple[int, bytes]], at: list[float],
            capture_point: str | None = None, replies_via_director: bool = False,
-           events: list[Event] = ()) -> Iterator[tuple[float, Replayer]]:
+           events: Iterable[Event] = ()) -> Iterator[tuple[float, Replayer]]:
     """Yield (T, replayer) for each T in `at` (seconds after the first packet), with the
     director advanced to that instant: every packet up to T (a packet at T included, to
     the nanosecond) and every event up to T, an event before a packet at the same

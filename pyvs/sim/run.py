@@ -95,8 +95,9 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     cfg = config or scenario.director_config() or lab_config()
     if mode is not None:
         cfg = cfg.with_forward(BY_MODE[mode].code)
-    if kernel or scenario.kernel:
-        cfg = replace(cfg, kernel=kernel or scenario.kernel)
+    chosen = kernel or scenario.kernel
+    if chosen:
+        cfg = replace(cfg, kernel=chosen)
     director = cfg.build(0.0)
     if scenario.timeouts:
         try:
@@ -213,7 +214,8 @@ def _clients(lab: Lab) -> dict[str, float]:
 
 def _mode_of(cfg: Config) -> str:
     kinds = {BY_CODE[rs.forward].mode for vs in cfg.services for rs in vs.realservers}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
+    mode = kinds.pop() if len(kinds) == 1 else None
+    return mode or "mixed"
 
 
 def _truth_hook(sim: Simulation, truth: RealserverTruth, agreement: Agreement):

@@ -133,8 +133,9 @@ class Scenario:
 
 def _telnet(**kw: Any) -> Session:
     """A telnet session: greeting, keystrokes echoed, logout makes the server close."""
-    base = dict(port=23, banner=80, requests=15, request_bytes=1, response_bytes=1, think=20.0,
-                hold=5.0, end="quit", keepalive=True)
+    base: dict[str, Any] = dict(port=23, banner=80, requests=15, request_bytes=1,
+                                response_bytes=1, think=20.0, hold=5.0, end="quit",
+                                keepalive=True)
     base.update(kw)
     return Session(**base)
 
@@ -280,7 +281,7 @@ def _numbers(r: Reader, raw: Any, where: str, cls: type, base: Any) -> Any:
     """Fill a dataclass of numbers/bools from a mapping, validating each field."""
     known = tuple(_fields(cls))
     d = r.mapping(raw, where, known)
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in d.items():
         current = getattr(base, key)
         if isinstance(current, bool):
