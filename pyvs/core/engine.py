@@ -130,6 +130,8 @@ class Director:
         self.total_base = Counters()
         self.total_est = Estimator()
         self.drops: dict[str, int] = {}
+        # connections by state, kept as they change: TCP states by index, UDP last
+        self.state_counts: list[int] = [0] * (S.N_TCP_STATES + 1)
         # Observer for drivers that track entries one by one (the simulator's truth
         # comparison): called with (conn, now) after a connection (not a template) is
         # created, changes state, or leaves the table (conn.alive is then False).
@@ -544,6 +546,7 @@ class Director:
         key = conn_key(protocol, caddr, vaddr, cport, vport)
         cp = Conn(key, protocol, dest.addr, dport, dest)
         dest.inactconns += 1
+        self.state_counts[0 if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
         self._in[key] = cp
         if dest.fwd == MASQ:
             cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
@@ -583,6 +586,7 @@ class Director:
         old = self._in.get(key)
         if old is not None:
             self._expire(old, now)
+        self.state_counts[state if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
         self._in[key] = cp
         if fwd == MASQ:
             cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
@@ -635,6 +639,7 @@ class Director:
             if self._templates.get(key) is cp:
                 del self._templates[key]
         else:
+            self.state_counts[cp.state if cp.protocol == IPPROTO_TCP else S.N_TCP_STATES] -= 1
             if self._in.get(cp.key) is cp:
                 del self._in[cp.key]
             if cp.out_key is not None and self._out.get(cp.out_key) is cp:
@@ -765,6 +770,9 @@ class Director:
             ct = cp.control
             if ct is not None:
                 ct.state |= S.TEMPLATE_ASSURED
+        counts = self.state_counts
+        counts[cp.state] -= 1
+        counts[new] += 1
         cp.state = new
         if self.watch is not None:
             self.watch(cp, now)

@@ -20,6 +20,7 @@ from ..core.forwarding import BY_CODE
 from ..core.packet import PROTO_NAMES, int_to_ip
 from ..core.schedulers import sched_flag_names
 from ..core.service import Service
+from ..core.states import TCP_STATE_NAMES, UDP_STATE_NAMES
 
 RATE_FIELDS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
@@ -67,12 +68,23 @@ def snapshot(director: Director, now: float, connections: bool = True,
                   "rate": dict(zip(RATE_FIELDS, director.total_est.rates()))},
         "services": [_service(svc) for svc in director.services],
         "entries": director.connection_count(),
+        "states": _states(director),
         "drops": dict(director.drops),
         "defense": _defense(director),
     }
     if connections:
         snap["connections"] = [conn_entry(director, cp, now) for cp in director.connections()]
     return snap
+
+
+def _states(director: Director) -> dict[str, int]:
+    """Connections (not templates) by the state -Lnc shows, kept by the engine as they
+    change (never counted by a scan)."""
+    counts = director.state_counts
+    out = {TCP_STATE_NAMES[i]: n for i, n in enumerate(counts[:-1]) if n}
+    if counts[-1]:
+        out[UDP_STATE_NAMES[0]] = counts[-1]
+    return out
 
 
 def _defense(director: Director) -> dict[str, Any]:
