@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from .views.snapshot import expand_rows
+
 MAX_LINE = 4 << 20           # a request line (ipvsadm -R of 30,000 rules fits)
 MAX_CLIENTS = 1024           # connections served at once; more wait in the backlog
 BACKLOG = 1024
@@ -294,7 +296,10 @@ def request(path: str, req: dict[str, Any], timeout: float = 30.0,
         raise NoDirector(f"no pyvs director at {path} ({exc.strerror or exc})") from None
     if not chunks:
         raise NoDirector(f"no answer from the pyvs director at {path}")
-    return json.loads(b"".join(chunks))
+    reply = json.loads(b"".join(chunks))
+    if isinstance(reply.get("snapshot"), dict):
+        expand_rows(reply["snapshot"])
+    return reply
 
 
 def _connect(s: socket.socket, path: str, deadline: float) -> None:

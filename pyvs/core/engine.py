@@ -988,7 +988,13 @@ class Director:
 
     def connections(self) -> list[Conn]:
         """Every entry as /proc/net/ip_vs_conn lists it: connections, then templates."""
-        return list(self._in.values()) + list(self._template_list)
+        return self.connection_list() + self.template_list()
+
+    def connection_list(self) -> list[Conn]:
+        return list(self._in.values())
+
+    def template_list(self) -> list[Conn]:
+        return list(self._template_list)
 
     def connection_count(self) -> int:
         return len(self._in) + len(self._template_list)

@@ -26,7 +26,7 @@ from ..core import commands as C
 from ..core import tablestate
 from ..core.engine import ConfigError, Director
 from ..views import procfs
-from ..views.snapshot import conn_entry, snapshot, stream
+from ..views.snapshot import CHUNK, conn_entry, snapshot, stream
 from .loop import Loop
 
 log = logging.getLogger("pyvs")
@@ -140,9 +140,9 @@ class Runtime:
         snap = snapshot(self.director, now, connections=False)
         entries = self.director.connections()
         rows: list[dict[str, Any]] = []
-        for i in range(0, len(entries), STATE_CHUNK):
+        for i in range(0, len(entries), CHUNK):
             rows.extend(conn_entry(self.director, cp, now)
-                        for cp in entries[i:i + STATE_CHUNK] if cp.alive)
+                        for cp in entries[i:i + CHUNK] if cp.alive)
             yield None
         snap["connections"] = rows
         procfs.export(snap, self.procfs_dir or ".")
