@@ -662,3 +662,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
