@@ -273,7 +273,7 @@ def records(draw, v0=False):
                       0 if v0 else draw(addr4), ipv6, seq, pe_data, pe_name)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(records(), max_size=12), st.integers(0, 255))
 def test_v1_round_trip(recs, syncid):
     d = decode(encode_message(recs, 1, syncid))
@@ -281,7 +281,7 @@ def test_v1_round_trip(recs, syncid):
     assert d.records == recs
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(records(v0=True), min_size=1, max_size=12), st.integers(0, 255))
 def test_v0_round_trip(recs, syncid):
     d = decode(encode_message(recs, 0, syncid))
@@ -300,7 +300,7 @@ def test_random_bytes_never_raise(data, syncid):
         decode(b"\0" + fixed[1:5] + b"\x01\0\0" + fixed[8:], syncid)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(records(), min_size=1, max_size=4), st.data())
 def test_corrupted_messages_never_raise(recs, data):
     msg = bytearray(encode_message(recs))

@@ -198,6 +198,7 @@ def decode(data: bytes, syncid: int = 0) -> Decoded:
     """Walk a received datagram as ip_vs_process_message() does; `syncid` is the backup's
     own (0: accept every syncid)."""
     out = Decoded()
+    data = bytes(data)
     n = len(data)
     if n < V0_HEADER.size:
         out.error = R_SHORT

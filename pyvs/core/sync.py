@@ -1,0 +1,651 @@
+"""IPVS connection sync: what a master sends and when, and what a backup does with it.
+
+The rules of ``net/netfilter/ipvs/ip_vs_sync.c`` (kernel 6.1), sans-I/O like the engine:
+
+* :func:`sync_needed` is ``ip_vs_sync_conn_needed()``, a pure function of the entry's
+  protocol, state, previous synced state, packet count and timers (jiffies at HZ=250).
+* :class:`MessageBuilder` is one master thread: the buffer being filled
+  (``ms->sync_buff``), the queue of full buffers, and the thread's wake-ups (``sb_queue_tail``,
+  ``master_wakeup_work_handler``, ``sync_thread_master``), emulated on the message bytes.
+* :class:`SyncMaster` ties them to a :class:`~pyvs.core.engine.Director` through its ``sync``
+  hook (``ip_vs_sync_conn()``: the entry, then its controlling template).
+* :class:`SyncBackup` applies received datagrams to a Director (``ip_vs_proc_conn()``).
+
+No sockets, no clocks: every call takes ``now`` (seconds); drivers send what
+:meth:`SyncMaster.due` returns and sleep until :meth:`SyncMaster.next_timer`.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple
+
+from . import states as S
+from .conn import Conn, conn_key
+from .engine import ConfigError, Director
+from .forwarding import MASQ
+from .packet import IPPROTO_TCP, IPPROTO_UDP
+from .schedulers import make_scheduler
+from .service import SVC_F_ONEPACKET, Dest, Service
+from .syncmsg import (
+    BACKUP_MASK,
+    F_FWD_MASK,
+    F_HASHED,
+    F_INACTIVE,
+    F_NOOUTPUT,
+    F_ONE_PACKET,
+    F_SYNC,
+    F_TEMPLATE,
+    V0_HEADER,
+    V1_HEADER,
+    Decoded,
+    SyncRecord,
+    decode,
+    encode_v0_record,
+    encode_v1_record,
+)
+from .sysctls import Sysctls
+
+HZ: Final = 250                      # the kernel build pyvs models (Debian's CONFIG_HZ)
+FLUSH_TIME: Final = 2 * HZ           # IPVS_SYNC_FLUSH_TIME: a buffer waits at most this...
+CHECK_PERIOD: Final = HZ             # IPVS_SYNC_CHECK_PERIOD: ...checked this often
+SEND_DELAY: Final = max(HZ // 50, 1)   # IPVS_SYNC_SEND_DELAY: wake-up after the first queued
+WAKEUP_RATE: Final = 8               # IPVS_SYNC_WAKEUP_RATE: or at once at the 8th
+PORTS_MAX: Final = 64                # IPVS_SYNC_PORTS_MAX
+IP_UDP_HEADERS: Final = 20 + 8
+MASTER_MAXLEN: Final = 1500 - IP_UDP_HEADERS      # the master assumes MTU 1500: 1472
+BACKUP_MIN_MAXLEN: Final = 1024
+V0_TEMPLATE_TIMEOUT: Final = 180     # v0 carries no timeout: templates get 3 minutes
+
+# TCP states in which a connection is synced at all (SYN_RECV never is)
+SYNC_TCP_STATES: Final = frozenset((S.ESTABLISHED, S.FIN_WAIT, S.CLOSE, S.CLOSE_WAIT,
+                                    S.TIME_WAIT))
+
+# What SyncBackup.apply() did with a record; the pyvs-only refusals come first.
+A_IPV6: Final = "ipv6"                            # pyvs has no IPv6 table
+A_PROTOCOL: Final = "protocol-not-modelled"       # SCTP, AH, ESP: the kernel takes them
+A_PE: Final = "pe-not-loaded"                     # persistence engines: pyvs has none
+A_TEMPLATE_CPORT: Final = "template-cport"        # a template with a client port (PE only)
+A_CREATED: Final = "created"
+A_UPDATED: Final = "updated"
+A_REPLACED: Final = "replaced"    # same client, other realserver: the old entry expired
+A_STALE: Final = "stale"          # other realserver, INACTIVE: the old entry's last word
+A_ONE_PACKET: Final = "one-packet"    # v0 ONE_PACKET record: created and expired at once
+
+
+def jiffies(now: float) -> int:
+    """The jiffy `now` falls in (a hair of slack so that k/HZ maps back to k)."""
+    return math.floor(now * HZ + 1e-6)
+
+
+def master_maxlen(maxlen: int = 0) -> int:
+    """start_sync_thread(): the master assumes MTU 1500; a given maxlen is clamped."""
+    return min(max(maxlen, 1), 65535 - IP_UDP_HEADERS) if maxlen else MASTER_MAXLEN
+
+
+def backup_maxlen(mtu: int = 1500, maxlen: int = 0) -> int:
+    """start_sync_thread(): the backup's receive buffer, from its interface MTU."""
+    if maxlen:
+        return min(max(maxlen, BACKUP_MIN_MAXLEN), 65535 - IP_UDP_HEADERS)
+    return min(max(mtu, 1500), 65535) - IP_UDP_HEADERS
+
+
+# ------------------------------------------------------------------------ master: when
+class Decision(NamedTuple):
+    send: bool
+    old_state: int       # cp->old_state afterwards
+    sync_endtime: int    # cp->sync_endtime afterwards (jiffies; low 2 bits: retries sent)
+
+
+def sync_needed(protocol: int, state: int, old_state: int, template: bool,
+                in_persistence: bool, timeout: int, sync_endtime: int, pkts: int, now: int,
+                sysctls: Sysctls) -> Decision:
+    """ip_vs_sync_conn_needed(): `timeout`, `sync_endtime` and `now` in jiffies; `pkts` is
+    the entry's inbound packet count (the caller's, see SyncMaster.sync_conn)."""
+    orig = sync_endtime
+    n = (now + timeout) & ~3
+    keep = Decision(False, old_state, orig)
+    if template:
+        force = False
+    elif sysctls.sync_persist_mode and in_persistence:
+        return keep
+    elif protocol == IPPROTO_TCP:
+        if state not in SYNC_TCP_STATES:
+            return keep
+        force = state != old_state
+        if force and state != S.ESTABLISHED:
+            return Decision(True, state, n)
+    else:                                    # UDP: one state, sent by packet count only
+        force = False
+    refresh = sysctls.sync_refresh_period * HZ
+    if refresh > 0:
+        diff = n - orig
+        min_diff = max(timeout >> 1, 10 * HZ)
+        if abs(diff) < min(refresh, min_diff):
+            retries = orig & 3
+            if retries >= sysctls.sync_retries:
+                return keep
+            if now < orig - timeout + (refresh >> 3):
+                return keep
+            n |= retries + 1
+    period = sysctls.sync_period
+    if period > 0:
+        if not template and pkts % period != sysctls.sync_threshold:
+            return keep
+    elif not refresh and pkts != sysctls.sync_threshold:
+        return keep
+    del force          # the kernel returns `cmpxchg succeeded || force`: always true here
+    return Decision(True, state, n)
+
+
+# ------------------------------------------------------------------------ master: buffering
+class _Buffer:
+    """struct ip_vs_sync_buff: the message bytes, the write position, when first used."""
+
+    __slots__ = ("mesg", "head", "firstuse")
+
+    def __init__(self, mesg: bytearray, head: int, firstuse: int) -> None:
+        self.mesg = mesg
+        self.head = head
+        self.firstuse = firstuse
+
+    def datagram(self) -> bytes:
+        """ip_vs_send_sync_msg(): the first ntohs(mesg->size) bytes."""
+        return bytes(self.mesg[:(self.mesg[2] << 8) | self.mesg[3]])
+
+
+class MessageBuilder:
+    """One master sync thread (``ipvs->ms[id]`` and its kthread).
+
+    Records go into the current buffer until one does not fit (or the protocol version
+    changes); that buffer is then queued and the thread woken 20 ms later, or at once when
+    it is the eighth queued since the thread last emptied the queue.  The thread also wakes
+    every second and then sends the current buffer if its first record is at least 2 s old.
+    """
+
+    def __init__(self, syncid: int = 0, maxlen: int = MASTER_MAXLEN, start: float = 0.0,
+                 qlen_max: int | None = None) -> None:
+        self.syncid = syncid
+        self.maxlen = maxlen
+        self.qlen_max = qlen_max
+        self.current: _Buffer | None = None
+        self.queue: list[_Buffer] = []
+        self.queue_delay = 0                 # ms->sync_queue_delay
+        self.work_at: int | None = None      # the pending master_wakeup_work (jiffies)
+        self.wake_at: int | None = None      # a wake_up_process() not yet served
+        self.check_at = jiffies(start) + CHECK_PERIOD   # the thread's schedule_timeout(HZ)
+        self.dropped = 0                     # buffers sb_queue_tail() released unsent
+
+    # the producer side: ip_vs_sync_conn() / ip_vs_sync_conn_v0()
+    def add(self, record: SyncRecord, now: float, version: int = 1) -> None:
+        """Append one record as the kernel does for protocol `version`."""
+        j = jiffies(now)
+        if self._idle():
+            self._catch_up(j)
+        if version == 0:
+            data = encode_v0_record(record)
+            buff = self.current
+            if buff is not None and (buff.head + len(data) > len(buff.mesg)
+                                     or not buff.mesg[0]):   # a v1 buffer: byte 0 is 0
+                self._queue_current(j)
+                buff = None
+            if buff is None:
+                size = max(len(data) + V0_HEADER.size, self.maxlen)
+                mesg = bytearray(size)
+                V0_HEADER.pack_into(mesg, 0, 0, self.syncid, V0_HEADER.size)
+                buff = self.current = _Buffer(mesg, V0_HEADER.size, j)
+            m = buff.mesg
+            m[buff.head:buff.head + len(data)] = data
+            buff.head += len(data)
+            m[0] = (m[0] + 1) & 0xFF
+            self._add_size(m, len(data))
+            return
+        data = encode_v1_record(record)
+        buff = self.current
+        pad = 0
+        if buff is not None:
+            pad = -buff.head & 3
+            if buff.head + len(data) + pad > len(buff.mesg) or buff.mesg[0]:  # v0: nr_conns
+                self._queue_current(j)
+                buff, pad = None, 0
+        if buff is None:
+            size = max(len(data) + V1_HEADER.size, self.maxlen)
+            mesg = bytearray(size)
+            V1_HEADER.pack_into(mesg, 0, 0, self.syncid, V1_HEADER.size, 0, 1, 0)
+            buff = self.current = _Buffer(mesg, V1_HEADER.size, j)
+        m = buff.mesg
+        start = buff.head + pad              # the pad bytes are zero already
+        m[start:start + len(data)] = data
+        buff.head = start + len(data)
+        self._add_size(m, pad + len(data))
+        m[4] = (m[4] + 1) & 0xFF
+
+    @staticmethod
+    def _add_size(m: bytearray, n: int) -> None:
+        size = (((m[2] << 8) | m[3]) + n) & 0xFFFF
+        m[2], m[3] = size >> 8, size & 0xFF
+
+    def _queue_current(self, j: int) -> None:
+        """sb_queue_tail(): queue the current buffer (or release it if the queue is full)."""
+        buff = self.current
+        assert buff is not None
+        self.current = None
+        if self.qlen_max is not None and len(self.queue) >= self.qlen_max:
+            self.dropped += 1
+            return
+        if not self.queue and self.work_at is None:
+            self.work_at = j + SEND_DELAY
+        self.queue.append(buff)
+        self.queue_delay += 1
+        if self.queue_delay == WAKEUP_RATE:
+            self.wake_at = j
+
+    # the consumer side: the master thread
+    def _idle(self) -> bool:
+        """Nothing to send and no wake-up pending: the thread's once-a-second wake-ups
+        then change nothing but their own phase, which _catch_up() recomputes."""
+        return (self.current is None and not self.queue and self.work_at is None
+                and self.wake_at is None)
+
+    def _catch_up(self, j: int) -> None:
+        """Advance the idle thread's wake-up past the ones it made by jiffy `j`."""
+        if self.check_at < j:
+            self.check_at += -(-(j - self.check_at) // CHECK_PERIOD) * CHECK_PERIOD
+
+    def next_timer(self) -> float | None:
+        """When due() next has something to do; None while idle (no polling)."""
+        if self._idle():
+            return None
+        return min(t for t in (self.check_at, self.work_at, self.wake_at)
+                   if t is not None) / HZ
+
+    def due(self, now: float) -> list[bytes]:
+        """Run the thread's wake-ups up to `now`; the datagrams it sent, in order."""
+        j = jiffies(now)
+        out: list[bytes] = []
+        while True:
+            if self._idle():
+                self._catch_up(j)
+                return out
+            at = min(t for t in (self.check_at, self.work_at, self.wake_at) if t is not None)
+            if at > j:
+                return out
+            if self.work_at == at:            # master_wakeup_work_handler()
+                self.work_at = None
+                if self.queue and self.queue_delay < WAKEUP_RATE:
+                    self.queue_delay = WAKEUP_RATE
+                    self._run(at, out)
+            else:
+                self._run(at, out)
+
+    def _run(self, at: int, out: list[bytes]) -> None:
+        """One pass of sync_thread_master(): send the queue, then the current buffer if it
+        is old enough, then sleep a second."""
+        while True:
+            if self.queue:                   # sb_dequeue()
+                out.append(self.queue.pop(0).datagram())
+                if not self.queue:
+                    self.queue_delay = 0
+                continue
+            buff = self.current              # get_curr_sync_buff(IPVS_SYNC_FLUSH_TIME)
+            if buff is not None and at - buff.firstuse >= FLUSH_TIME:
+                self.current = None
+                out.append(buff.datagram())
+                continue
+            break
+        self.wake_at = None
+        self.check_at = at + CHECK_PERIOD
+
+    def stop(self) -> None:
+        """stop_sync_thread(): everything not yet sent is released."""
+        self.current = None
+        self.queue.clear()
+        self.queue_delay = 0
+        self.work_at = self.wake_at = None
+
+
+# ------------------------------------------------------------------------ master: the hook
+def conn_flags(cp: Conn) -> int:
+    """cp->flags as the master sends them (HASHED dropped).  pyvs models the forwarding
+    method, NOOUTPUT, INACTIVE, TEMPLATE and SYNC; SEQ, NO_CPORT (FTP helper) and NFCT
+    (conntrack=1) it does not."""
+    flags = cp.fwd
+    if cp.noout:
+        flags |= F_NOOUTPUT
+    if cp.inactive:
+        flags |= F_INACTIVE
+    if cp.template:
+        flags |= F_TEMPLATE
+    if cp.synced:
+        flags |= F_SYNC
+    return flags
+
+
+def record_from_conn(cp: Conn) -> SyncRecord:
+    """The v1 record ip_vs_sync_conn() writes for this entry.  cp->fwmark is the first
+    packet's mark; pyvs takes its service's fwmark (the same for a fwmark service)."""
+    return SyncRecord(cp.protocol, conn_flags(cp), cp.state, cp.cport, cp.vport, cp.dport,
+                      cp.caddr, cp.vaddr, cp.daddr, cp.dest.svc.fwmark,
+                      int(cp.timeout + 1e-9))
+
+
+class SyncMaster:
+    """A master sync daemon on `director`, started at `start` (``ipvsadm --start-daemon
+    master``): it hooks itself into the director's packet path and reads the director's
+    sync_* sysctls at each decision, as the kernel does."""
+
+    def __init__(self, director: Director, syncid: int = 0, maxlen: int = 0,
+                 start: float = 0.0) -> None:
+        if not 0 <= syncid <= 255:
+            raise ConfigError(f"syncid {syncid} out of range 0..255")
+        self.director = director
+        self.syncid = syncid
+        self.maxlen = master_maxlen(maxlen)
+        sysctls = director.sysctls
+        count = min(max(sysctls.sync_ports, 1), PORTS_MAX)   # fixed at start
+        qlen_max = sysctls.sync_qlen_max or None              # 0: the kernel's default
+        self.builders = [MessageBuilder(syncid, self.maxlen, start, qlen_max)
+                         for _ in range(count)]
+        director.sync = self.hook
+
+    def hook(self, cp: Conn, now: float, from_packet: bool) -> None:
+        """Director.sync: ip_vs_in_hook() after a packet (pkts = ++cp->in_pkts, or the
+        threshold for ONE_PACKET), or ip_vs_conn_expire() putting off a controlling entry
+        (pkts = the threshold)."""
+        threshold = self.director.sysctls.sync_threshold
+        pkts = cp.in_pkts if from_packet and not _one_packet(cp) else threshold
+        self.sync_conn(cp, pkts, now)
+
+    def sync_conn(self, cp: Conn, pkts: int, now: float) -> None:
+        """ip_vs_sync_conn(): this entry if needed, then its controller (a template, with
+        its own count bumped), whatever the entry's own decision was."""
+        if self.director.sysctls.sync_version == 0:
+            self._sync_conn_v0(cp, pkts, now)
+            return
+        j = jiffies(now)
+        entry: Conn | None = cp
+        check = not _one_packet(cp)          # ONE_PACKET: straight to the controller
+        while entry is not None:
+            if check and self._needed(entry, pkts, j):
+                self._builder(entry).add(record_from_conn(entry), now, 1)
+            check = True
+            ct = entry.control
+            if ct is None:
+                return
+            pkts = self._controller_pkts(ct)
+            entry = ct
+
+    def _sync_conn_v0(self, cp: Conn, pkts: int, now: float) -> None:
+        """ip_vs_sync_conn_v0(): unlike v1, the controller is synced only with its entry."""
+        if _one_packet(cp) or not self._needed(cp, pkts, jiffies(now)):
+            return
+        self._builder(cp).add(record_from_conn(cp), now, 0)
+        ct = cp.control
+        if ct is not None:
+            self.sync_conn(ct, self._controller_pkts(ct), now)
+
+    def _controller_pkts(self, ct: Conn) -> int:
+        if ct.template:
+            ct.in_pkts += 1                  # atomic_inc_return(&cp->in_pkts)
+            return ct.in_pkts
+        return self.director.sysctls.sync_threshold
+
+    def _needed(self, cp: Conn, pkts: int, j: int) -> bool:
+        if cp.sync_endtime < 0:    # the creating packet's jiffy (or the daemon's start)
+            cp.sync_endtime = j & ~3
+        ct = cp.control
+        d = sync_needed(cp.protocol, cp.state, cp.old_state, cp.template,
+                        ct is not None and ct.template, round(cp.timeout * HZ),
+                        cp.sync_endtime, pkts, j, self.director.sysctls)
+        cp.old_state, cp.sync_endtime = d.old_state, d.sync_endtime
+        return d.send
+
+    def _builder(self, cp: Conn) -> MessageBuilder:
+        """select_master_thread_id() hashes the entry's address; pyvs hashes its key."""
+        builders = self.builders
+        if len(builders) == 1:
+            return builders[0]
+        return builders[zlib.crc32(cp.key) & (len(builders) - 1)]
+
+    def next_timer(self) -> float | None:
+        """When due() next has work; None while nothing waits to be sent."""
+        times = [t for t in (b.next_timer() for b in self.builders) if t is not None]
+        return min(times) if times else None
+
+    def due(self, now: float) -> list[tuple[int, bytes]]:
+        """(thread id, datagram) to send by `now`; thread id sends to port 8848 + id."""
+        return [(i, d) for i, b in enumerate(self.builders) for d in b.due(now)]
+
+    def stop(self) -> None:
+        """stop_sync_thread(): unhook; whatever was not sent is lost."""
+        for b in self.builders:
+            b.stop()
+        if self.director.sync == self.hook:
+            self.director.sync = None
+
+
+def _one_packet(cp: Conn) -> bool:
+    """IP_VS_CONN_F_ONE_PACKET: a UDP connection of a one-packet service (never a synced
+    entry: binding a synced entry drops the flag)."""
+    return (cp.protocol == IPPROTO_UDP and not cp.template and not cp.synced
+            and bool(cp.dest.svc.flags & SVC_F_ONEPACKET))
+
+
+# ------------------------------------------------------------------------ backup
+@dataclass
+class Received:
+    """One datagram at the backup: the decoding, and what became of each record."""
+
+    decoded: Decoded
+    actions: list[str] = field(default_factory=list)   # one per decoded.records entry
+
+
+class SyncBackup:
+    """A backup sync daemon feeding one Director (sync_thread_backup(), ip_vs_proc_conn()).
+
+    Entries whose service or realserver this director lacks are kept *unbound*, as the
+    kernel keeps them (``cp->dest == NULL``): they forward to the message's realserver by
+    the message's forwarding method, count in no realserver's ActiveConn/InActConn, and
+    are bound when a later message finds the realserver.  pyvs holds them on stand-in
+    realservers that belong to no listed service; a stand-in for templates is unavailable,
+    so a packet never uses an unbound template (the kernel invalidates it).
+    """
+
+    def __init__(self, director: Director, syncid: int = 0, mtu: int = 1500,
+                 maxlen: int = 0) -> None:
+        if not 0 <= syncid <= 255:
+            raise ConfigError(f"syncid {syncid} out of range 0..255")
+        self.director = director
+        self.syncid = syncid
+        self.maxlen = backup_maxlen(mtu, maxlen)
+        self.counts: dict[str, int] = {}     # reasons and actions, as Director.drops
+        self._stand_in_svcs: dict[tuple[int, int, int, int], Service] = {}
+        self._stand_ins: dict[tuple[Service, int, int, int, bool], Dest] = {}
+        self._unbound: set[Service] = set()
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def receive(self, datagram: bytes, now: float) -> Received:
+        """One datagram off the socket at `now` (cut to the receive buffer, as recvmsg()
+        does: a longer one then fails the size check)."""
+        self.director.handle_timers(now)
+        decoded = decode(datagram[:self.maxlen], self.syncid)
+        result = Received(decoded)
+        for _, reason in decoded.skipped:
+            self._count(reason)
+        if decoded.error is not None:
+            self._count(decoded.error)
+        for rec in decoded.records:
+            action = self.apply(rec, decoded.version or 0, now)
+            self._count(action)
+            result.actions.append(action)
+        return result
+
+    # ip_vs_proc_conn()
+    def apply(self, rec: SyncRecord, version: int, now: float) -> str:
+        """Create or update the entry a decoded record names; returns what was done."""
+        if rec.ipv6:
+            return A_IPV6
+        if rec.pe_data is not None:          # the kernel needs the named PE module loaded
+            return A_PE
+        template = rec.template
+        if not template and rec.protocol not in (IPPROTO_TCP, IPPROTO_UDP):
+            return A_PROTOCOL
+        if template and rec.cport:
+            return A_TEMPLATE_CPORT
+        if version == 1:
+            flags = (rec.flags & BACKUP_MASK) | F_SYNC
+        else:
+            flags = (rec.flags | F_SYNC) & ~F_HASHED
+        d = self.director
+        action = A_UPDATED
+        cp: Conn | None
+        if template:
+            cp = d._templates.get((rec.protocol, rec.caddr, rec.vaddr, rec.vport))
+        else:
+            cp = d._in.get(conn_key(rec.protocol, rec.caddr, rec.vaddr, rec.cport, rec.vport))
+            if cp is not None and (cp.dport != rec.dport or cp.daddr != rec.daddr):
+                if flags & F_INACTIVE:
+                    return A_STALE
+                d._expire(cp, now)           # ip_vs_conn_expire_now()
+                cp = None
+                action = A_REPLACED
+        if cp is not None:
+            self._update(cp, flags)
+        elif flags & F_ONE_PACKET:           # only v0 lets the flag through
+            return A_ONE_PACKET
+        else:
+            cp = self._create(rec, flags, now)
+            if action != A_REPLACED:
+                action = A_CREATED
+        cp.in_pkts = d.sysctls.sync_threshold
+        cp.state = rec.state
+        cp.old_state = rec.state
+        timeout = rec.timeout if version == 1 else 0
+        if not timeout:
+            if template:
+                timeout = V0_TEMPLATE_TIMEOUT
+            elif rec.protocol == IPPROTO_TCP:
+                timeout = int(d._tcp_timeouts[rec.state])
+            else:
+                timeout = int(d._udp_timeout)
+        cp.timeout = float(timeout)
+        d._arm(cp, now)                      # ip_vs_conn_put(): timer = now + timeout
+        if d.watch is not None and not template:
+            d.watch(cp, now)
+        return action
+
+    def _update(self, cp: Conn, flags: int) -> None:
+        """An existing entry: INACTIVE (and the SEQ bits) come from the message; a flip
+        moves the realserver's count between ActiveConn and InActConn."""
+        inactive = bool(flags & F_INACTIVE)
+        if not cp.template and cp.inactive != inactive:
+            dest = cp.dest
+            if inactive:
+                dest.activeconns -= 1
+                dest.inactconns += 1
+            else:
+                dest.activeconns += 1
+                dest.inactconns -= 1
+        cp.inactive = inactive
+        if cp.dest.svc in self._unbound:
+            self._try_bind(cp)
+
+    def _create(self, rec: SyncRecord, flags: int, now: float) -> Conn:
+        """ip_vs_find_dest() + ip_vs_conn_new(): bound if the realserver is found."""
+        d = self.director
+        fwd = flags & F_FWD_MASK
+        dest = find_dest(d, rec.protocol, rec.vaddr, rec.vport, rec.fwmark, fwd, rec.daddr,
+                         rec.dport)
+        bound = dest is not None
+        if dest is None:
+            dest = self._stand_in(rec, fwd)
+        if rec.template:
+            ct = d._new_template(rec.protocol, rec.caddr, rec.vaddr, rec.vport, dest,
+                                 rec.dport, 0)
+            d._templates[(rec.protocol, rec.caddr, rec.vaddr, rec.vport)] = ct
+            d._template_list[ct] = None
+            # a bound template takes INACTIVE from the realserver, which always has it
+            ct.inactive = True if bound else bool(flags & F_INACTIVE)
+            cp: Conn = ct
+        else:
+            cp = d._new_conn(rec.protocol, rec.caddr, rec.cport, rec.vaddr, rec.vport, dest,
+                             rec.dport, now)
+            if not flags & F_INACTIVE:       # _new_conn() counted it InActConn
+                dest.inactconns -= 1
+                dest.activeconns += 1
+                cp.inactive = False
+        if not bound:                        # forwarding method and NOOUTPUT as sent
+            cp.noout = bool(flags & F_NOOUTPUT)
+        cp.synced = True
+        cp.sync_endtime = jiffies(now) & ~3
+        return cp
+
+    def _stand_in(self, rec: SyncRecord, fwd: int) -> Dest:
+        """The stand-in realserver an unbound entry hangs on (see the class docstring)."""
+        skey = (rec.fwmark, rec.protocol, rec.vaddr, rec.vport)
+        svc = self._stand_in_svcs.get(skey)
+        if svc is None:
+            svc = Service(rec.protocol, rec.vaddr, rec.vport, rec.fwmark, "rr",
+                          make_scheduler("rr"), 0, 0, 0xFFFFFFFF)
+            self._stand_in_svcs[skey] = svc
+            self._unbound.add(svc)
+        dkey = (svc, rec.daddr, rec.dport, fwd, rec.template)
+        dest = self._stand_ins.get(dkey)
+        if dest is None:
+            dest = Dest(svc, rec.daddr, rec.dport, fwd, 1)
+            self.director._update_dest(dest, fwd, 1, 0, 0)   # a route mark for Route
+            dest.available = not rec.template
+            self._stand_ins[dkey] = dest
+        return dest
+
+    def _try_bind(self, cp: Conn) -> None:
+        """ip_vs_try_bind_dest(): move an unbound entry onto the realserver now found."""
+        d = self.director
+        old = cp.dest
+        dest = find_dest(d, cp.protocol, cp.vaddr, cp.vport, old.svc.fwmark, cp.fwd, cp.daddr,
+                         cp.dport)
+        if dest is None:
+            return
+        if cp.template:
+            old.persistconns -= 1
+            dest.persistconns += 1
+            cp.inactive = True
+        elif cp.inactive:
+            old.inactconns -= 1
+            dest.inactconns += 1
+        else:
+            old.activeconns -= 1
+            dest.activeconns += 1
+        dest.check_overload_on_bind()
+        cp.dest = dest
+        cp.fwd = dest.fwd
+        cp.noout = dest.noout
+        if cp.out_key is not None and d._out.get(cp.out_key) is cp:
+            del d._out[cp.out_key]
+        cp.out_key = None
+        cp.masq = None
+        if not cp.template and dest.fwd == MASQ:
+            cp.out_key = conn_key(cp.protocol, cp.daddr, cp.caddr, cp.dport, cp.cport)
+            d._out[cp.out_key] = cp
+            cp.masq = d._masq_rewrite(cp.vaddr, cp.vport, cp.daddr, cp.dport)
+
+    def unbound(self, cp: Conn) -> bool:
+        """Whether an entry is held unbound (no service or realserver for it here)."""
+        return cp.dest.svc in self._unbound
+
+
+def find_dest(director: Director, protocol: int, vaddr: int, vport: int, fwmark: int, fwd: int,
+              daddr: int, dport: int) -> Dest | None:
+    """ip_vs_find_dest(): the service as a packet would find it (fwmark first), then the
+    realserver by address and port, or port 0 (a fwmark service not forwarding by Masq
+    tries port 0 first)."""
+    svc = director._lookup_service(fwmark, protocol, vaddr, vport)
+    if svc is None:
+        return None
+    port = 0 if fwmark and fwd != MASQ else dport
+    dest = svc.find_dest(daddr, port)
+    return dest if dest is not None else svc.find_dest(daddr, port ^ dport)
