@@ -17,6 +17,7 @@ from pyvs.core.sync import (
     jiffies,
     master_maxlen,
     sync_needed,
+    wheel_fires,
 )
 from pyvs.core.syncmsg import (
     F_INACTIVE,
@@ -136,30 +137,38 @@ def crec(i, **kw):
     return SyncRecord(**base)
 
 
-def test_full_message_holds_40_ipv4_records_and_goes_out_20ms_after_it_fills():
-    b = MessageBuilder(start=0.0)
+def test_thread_sleeps_on_the_timer_wheel():
+    """A 1 s sleep armed on a bucket boundary lasts 256 jiffies (1.024 s); off a boundary
+    251-258; the 20 ms wake-up (5 jiffies, level 0) fires one jiffy late."""
+    assert [wheel_fires(j + HZ, j) - j for j in range(8)] == [256, 255, 254, 253, 252, 251,
+                                                             258, 257]
+    assert wheel_fires(1005, 1000) == 1006 and wheel_fires(10, 20) == 20
+
+
+def test_full_message_holds_40_ipv4_records_and_goes_out_24ms_after_it_fills():
+    b = MessageBuilder(start=0.0)                # wakes at 1.024, 2.048, 3.072 ... s
     for i in range(40):
         b.add(crec(i), 0.0)
-    assert b.due(0.9) == [] and b.next_timer() == 1.0
-    b.add(crec(40), 0.5)                         # does not fit: the full buffer is queued
-    assert b.next_timer() == pytest.approx(0.52)
-    (first,) = b.due(0.52)
+    assert b.due(1.0) == [] and b.next_timer() == 1.024
+    b.add(crec(40), 1.1)                         # does not fit: the full buffer is queued
+    assert b.next_timer() == pytest.approx(1.124)
+    (first,) = b.due(1.124)
     assert len(first) == 8 + 40 * 36 == 1448
     assert decode(first).records == [crec(i) for i in range(40)]
-    # the partial buffer (first record at 0.5 s) goes at the first wake-up 2 s after it;
-    # the thread, woken at 0.52 s, next wakes at 1.52, 2.52 s
-    assert b.due(2.51) == [] and b.next_timer() == pytest.approx(2.52)
-    (second,) = b.due(2.52)
+    # the partial buffer (first record at 1.1 s) goes at the first wake-up 2 s after it;
+    # woken at 1.124 s (jiffy 281), the thread sleeps to 2.144 (536), then 3.168 (792)
+    assert b.due(3.16) == [] and b.next_timer() == pytest.approx(3.168)
+    (second,) = b.due(3.168)
     assert decode(second).records == [crec(40)]
 
 
 def test_partial_message_waits_between_2_and_3_seconds():
-    b = MessageBuilder(start=0.0)                # thread wakes at 1, 2, 3 ... s
+    b = MessageBuilder(start=0.0)
     b.add(crec(0), 1.04)
-    assert b.due(3.0) == []                      # 1.96 s old at the 3 s wake-up
-    assert len(b.due(4.0)) == 1
-    b.add(crec(1), 4.0)
-    assert b.due(5.99) == [] and len(b.due(6.0)) == 1    # exactly 2 s old: sent
+    assert b.due(3.071) == []                    # 2.03 s old but the thread sleeps
+    assert len(b.due(3.072)) == 1
+    b.add(crec(1), 4.1)                          # 2 s later is 6.1: the wake-up at 6.144
+    assert b.due(6.14) == [] and len(b.due(6.144)) == 1
 
 
 def test_eighth_queued_message_wakes_the_thread_at_once():
@@ -169,7 +178,7 @@ def test_eighth_queued_message_wakes_the_thread_at_once():
     assert b.next_timer() == 0.0
     sent = b.due(0.0)
     assert [decode(m).records[0].cport for m in sent] == [10000 + i for i in range(8)]
-    assert b.due(1.99) == [] and len(b.due(2.0)) == 1
+    assert b.due(2.04) == [] and len(b.due(2.048)) == 1
 
 
 def test_records_are_padded_to_4_bytes_between_but_not_after():
@@ -177,7 +186,7 @@ def test_records_are_padded_to_4_bytes_between_but_not_after():
     seqrec = crec(0, seq=(1, 2, 3, 4, 5, 6))      # 36 + 26 = 62 bytes
     b.add(seqrec, 0.0)
     b.add(seqrec, 0.0)
-    (m,) = b.due(2.0)
+    (m,) = b.due(3.0)
     assert len(m) == 8 + 62 + 2 + 62
     assert m[8 + 62:8 + 64] == b"\0\0" and decode(m).records == [seqrec, seqrec]
     assert m == encode_message([seqrec, seqrec])
@@ -198,7 +207,7 @@ def test_version_switch_closes_the_message():
     b.add(crec(0), 0.0, version=1)
     b.add(crec(1), 0.0, version=0)
     b.add(crec(2), 0.0, version=1)
-    sent = b.due(0.02) + b.due(3.0)
+    sent = b.due(0.024) + b.due(3.0)
     assert [decode(m).version for m in sent] == [1, 0, 1]
     assert [decode(m).records[0].cport for m in sent] == [10000, 10001, 10002]
 
@@ -209,7 +218,7 @@ def test_nr_conns_wraps_at_256_as_in_the_kernel():
     b = MessageBuilder(maxlen=8 + 257 * 36, start=0.0)
     for i in range(256):
         b.add(crec(i % 200), 0.0)
-    (m,) = b.due(2.0)
+    (m,) = b.due(3.0)
     assert len(m) == 8 + 256 * 36 and decode(m).nr_conns == 0 and decode(m).records == []
 
 
@@ -218,7 +227,7 @@ def test_queue_limit_releases_messages_and_stop_discards_everything():
     for i in range(5):
         b.add(crec(i), 0.0)
     assert b.dropped == 2
-    assert len(b.due(0.02)) == 2
+    assert len(b.due(0.024)) == 2
     b.add(crec(9), 0.5)
     b.stop()
     assert b.due(10.0) == []
@@ -254,7 +263,7 @@ def test_connection_is_sent_at_its_third_packet_not_in_syn_recv():
     idle.inb(SYN, 0.2)                       # SYN_RECV forever: never sent
     f.inb(PSH | ACK, 0.3, b"x")              # third packet
     ((t, r),) = sent(m)
-    assert t == 3.0 and (r.state, r.cport, r.timeout) == (ES, 40000, 900)
+    assert t == 3.072 and (r.state, r.cport, r.timeout) == (ES, 40000, 900)
     assert r.flags == DROUTE | F_NOOUTPUT and r.daddr == f.conn().daddr
 
 
@@ -527,19 +536,22 @@ def test_backup_fed_by_a_master_holds_what_the_master_synced(fwd):
     half_open.inb(SYN, 0.003)
     established.inb(PSH | ACK, 0.5, b"x")
     closing.inb(FIN | ACK, 0.6)
+    delivered = []
     t = m.next_timer()
     while t is not None and t <= 5:
         for _, data in m.due(t):
             b.receive(data, t)
+            delivered.append(t)
         t = m.next_timer()
-    got = {(c["client"], c["state"], c["dest"]) for c in snapshot(bd, 3.0)["connections"]}
-    want = {(c["client"], c["state"], c["dest"]) for c in snapshot(md, 3.0)["connections"]
+    assert delivered == [3.072]              # first record at 0.5 s, wake-ups 1.024 s apart
+    got = {(c["client"], c["state"], c["dest"]) for c in snapshot(bd, 4.0)["connections"]}
+    want = {(c["client"], c["state"], c["dest"]) for c in snapshot(md, 4.0)["connections"]
             if not c["client"].endswith(":1003")}
     assert got == want and len(got) == 2
-    # a backup entry lives one state timeout after the message that carried it (sent 3 s)
-    expires = {c["client"]: c["expires"] for c in snapshot(bd, 3.0)["connections"]}
-    assert expires == {"10.0.0.5:1001": 900,
-                       "10.0.0.5:1002": 120 if fwd == DROUTE else 60}
+    # a backup entry lives one state timeout after the message that carried it
+    expires = {c["client"]: c["expires"] for c in snapshot(bd, 4.072)["connections"]}
+    assert expires == {"10.0.0.5:1001": 899,
+                       "10.0.0.5:1002": 119 if fwd == DROUTE else 59}
     # counts follow the master's INACTIVE flags: the closing one inactive (FIN_WAIT for
     # DR, CLOSE_WAIT for NAT), the half-open one nowhere
     want_counts = {int_to_ip(established.conn().daddr): (1, 0),
@@ -553,11 +565,11 @@ def test_jiffies_round_trip():
 
 
 def test_idle_thread_sets_no_timer_and_keeps_its_phase():
-    b = MessageBuilder(start=0.3)                # wakes at 1.3, 2.3, ... s
+    b = MessageBuilder(start=0.3)                # jiffy 75: wakes at 328, then every 256
     assert b.next_timer() is None and b.due(100.0) == []
-    b.add(crec(0), 500.0)
-    assert b.next_timer() == pytest.approx(500.3)
-    assert b.due(502.29) == [] and len(b.due(502.3)) == 1
+    b.add(crec(0), 500.1)                # jiffy 125025: wake-ups at 125256, 125512, 125768
+    assert b.next_timer() == pytest.approx(125256 / HZ)
+    assert b.due(125767 / HZ) == [] and len(b.due(125768 / HZ)) == 1
     assert b.next_timer() is None
 
 

@@ -80,6 +80,30 @@ def jiffies(now: float) -> int:
     return math.floor(now * HZ + 1e-6)
 
 
+# The timer wheel (kernel/time/timer.c): a timer lands in a bucket of its level's
+# granularity, rounded up so that it never fires early.
+WHEEL_BITS: Final = 6           # LVL_BITS: 64 buckets a level
+WHEEL_CLK_SHIFT: Final = 3      # LVL_CLK_SHIFT: each level 8 times coarser
+WHEEL_DEPTH: Final = 9          # LVL_DEPTH for HZ > 100
+
+
+def wheel_fires(expires: int, clk: int) -> int:
+    """The jiffy a timer due at `expires`, armed at `clk`, fires (calc_wheel_index()):
+    level 0 (under 63 jiffies) one jiffy late, level 1 (under 504) at the next multiple of
+    8 jiffies.  So the master thread's 1 s sleep (HZ=250) lasts 251-258 jiffies, and
+    exactly 256 once the thread runs on a bucket boundary, as it does when the wheel woke
+    it: the sync thread wakes every 1.024 s, not every second."""
+    delta = expires - clk
+    if delta < 0:
+        return clk
+    level = 0
+    while (level < WHEEL_DEPTH - 1
+           and delta >= ((1 << WHEEL_BITS) - 1) << (level * WHEEL_CLK_SHIFT)):
+        level += 1
+    shift = level * WHEEL_CLK_SHIFT
+    return ((expires >> shift) + 1) << shift
+
+
 def master_maxlen(maxlen: int = 0) -> int:
     """start_sync_thread(): the master assumes MTU 1500; a given maxlen is clamped."""
     return min(max(maxlen, 1), 65535 - IP_UDP_HEADERS) if maxlen else MASTER_MAXLEN
@@ -160,9 +184,10 @@ class MessageBuilder:
     """One master sync thread (``ipvs->ms[id]`` and its kthread).
 
     Records go into the current buffer until one does not fit (or the protocol version
-    changes); that buffer is then queued and the thread woken 20 ms later, or at once when
-    it is the eighth queued since the thread last emptied the queue.  The thread also wakes
-    every second and then sends the current buffer if its first record is at least 2 s old.
+    changes); that buffer is then queued and the thread woken 24 ms later (HZ/50 on the
+    timer wheel), or at once when it is the eighth queued since the thread last emptied
+    the queue.  The thread also wakes every 1.024 s (a one-second sleep on the timer
+    wheel) and then sends the current buffer if its first record is at least 2 s old.
     """
 
     def __init__(self, syncid: int = 0, maxlen: int = MASTER_MAXLEN, start: float = 0.0,
@@ -175,15 +200,16 @@ class MessageBuilder:
         self.queue_delay = 0                 # ms->sync_queue_delay
         self.work_at: int | None = None      # the pending master_wakeup_work (jiffies)
         self.wake_at: int | None = None      # a wake_up_process() not yet served
-        self.check_at = jiffies(start) + CHECK_PERIOD   # the thread's schedule_timeout(HZ)
+        j = jiffies(start)
+        self.check_at = wheel_fires(j + CHECK_PERIOD, j)  # the thread's schedule_timeout(HZ)
         self.dropped = 0                     # buffers sb_queue_tail() released unsent
+        self._sent: list[tuple[int, bytes]] = []   # sent, not yet handed out by due()
 
     # the producer side: ip_vs_sync_conn() / ip_vs_sync_conn_v0()
     def add(self, record: SyncRecord, now: float, version: int = 1) -> None:
         """Append one record as the kernel does for protocol `version`."""
         j = jiffies(now)
-        if self._idle():
-            self._catch_up(j)
+        self._advance(j - 1)                 # the thread's wake-ups before this record
         if version == 0:
             data = encode_v0_record(record)
             buff = self.current
@@ -235,8 +261,8 @@ class MessageBuilder:
         if self.qlen_max is not None and len(self.queue) >= self.qlen_max:
             self.dropped += 1
             return
-        if not self.queue and self.work_at is None:
-            self.work_at = j + SEND_DELAY
+        if not self.queue and self.work_at is None:   # schedule_delayed_work()
+            self.work_at = wheel_fires(j + SEND_DELAY, j)
         self.queue.append(buff)
         self.queue_delay += 1
         if self.queue_delay == WAKEUP_RATE:
@@ -244,64 +270,75 @@ class MessageBuilder:
 
     # the consumer side: the master thread
     def _idle(self) -> bool:
-        """Nothing to send and no wake-up pending: the thread's once-a-second wake-ups
+        """Nothing to send and no wake-up pending: the thread's periodic wake-ups
         then change nothing but their own phase, which _catch_up() recomputes."""
         return (self.current is None and not self.queue and self.work_at is None
                 and self.wake_at is None)
 
     def _catch_up(self, j: int) -> None:
-        """Advance the idle thread's wake-up past the ones it made by jiffy `j`."""
+        """Advance the idle thread's wake-up past the ones it made before jiffy `j`: after
+        one sleep it wakes on a bucket boundary, and from there at a fixed period."""
         if self.check_at < j:
-            self.check_at += -(-(j - self.check_at) // CHECK_PERIOD) * CHECK_PERIOD
+            self.check_at = wheel_fires(self.check_at + CHECK_PERIOD, self.check_at)
+        if self.check_at < j:
+            period = wheel_fires(self.check_at + CHECK_PERIOD, self.check_at) - self.check_at
+            self.check_at += -(-(j - self.check_at) // period) * period
 
     def next_timer(self) -> float | None:
         """When due() next has something to do; None while idle (no polling)."""
-        if self._idle():
-            return None
-        return min(t for t in (self.check_at, self.work_at, self.wake_at)
-                   if t is not None) / HZ
+        times = [] if self._idle() else [t for t in (self.check_at, self.work_at,
+                                                     self.wake_at) if t is not None]
+        if self._sent:
+            times.append(self._sent[0][0])
+        return min(times) / HZ if times else None
 
     def due(self, now: float) -> list[bytes]:
         """Run the thread's wake-ups up to `now`; the datagrams it sent, in order."""
-        j = jiffies(now)
-        out: list[bytes] = []
+        self._advance(jiffies(now))
+        out = [data for _, data in self._sent]
+        self._sent.clear()
+        return out
+
+    def _advance(self, limit: int) -> None:
+        """Run every wake-up of the thread (and of its work item) up to jiffy `limit`."""
         while True:
             if self._idle():
-                self._catch_up(j)
-                return out
+                self._catch_up(limit + 1)
+                return
             at = min(t for t in (self.check_at, self.work_at, self.wake_at) if t is not None)
-            if at > j:
-                return out
+            if at > limit:
+                return
             if self.work_at == at:            # master_wakeup_work_handler()
                 self.work_at = None
                 if self.queue and self.queue_delay < WAKEUP_RATE:
                     self.queue_delay = WAKEUP_RATE
-                    self._run(at, out)
+                    self._run(at)
             else:
-                self._run(at, out)
+                self._run(at)
 
-    def _run(self, at: int, out: list[bytes]) -> None:
+    def _run(self, at: int) -> None:
         """One pass of sync_thread_master(): send the queue, then the current buffer if it
         is old enough, then sleep a second."""
         while True:
             if self.queue:                   # sb_dequeue()
-                out.append(self.queue.pop(0).datagram())
+                self._sent.append((at, self.queue.pop(0).datagram()))
                 if not self.queue:
                     self.queue_delay = 0
                 continue
             buff = self.current              # get_curr_sync_buff(IPVS_SYNC_FLUSH_TIME)
             if buff is not None and at - buff.firstuse >= FLUSH_TIME:
                 self.current = None
-                out.append(buff.datagram())
+                self._sent.append((at, buff.datagram()))
                 continue
             break
         self.wake_at = None
-        self.check_at = at + CHECK_PERIOD
+        self.check_at = wheel_fires(at + CHECK_PERIOD, at)
 
     def stop(self) -> None:
         """stop_sync_thread(): everything not yet sent is released."""
         self.current = None
         self.queue.clear()
+        self._sent.clear()
         self.queue_delay = 0
         self.work_at = self.wake_at = None
 
