@@ -286,11 +286,16 @@ class MessageBuilder:
 
     def next_timer(self) -> float | None:
         """When due() next has something to do; None while idle (no polling)."""
-        times = [] if self._idle() else [t for t in (self.check_at, self.work_at,
-                                                     self.wake_at) if t is not None]
-        if self._sent:
-            times.append(self._sent[0][0])
-        return min(times) / HZ if times else None
+        t: int | None = None
+        if not self._idle():
+            t = self.check_at
+            if self.work_at is not None and self.work_at < t:
+                t = self.work_at
+            if self.wake_at is not None and self.wake_at < t:
+                t = self.wake_at
+        if self._sent and (t is None or self._sent[0][0] < t):
+            t = self._sent[0][0]
+        return None if t is None else t / HZ
 
     def due(self, now: float) -> list[bytes]:
         """Run the thread's wake-ups up to `now`; the datagrams it sent, in order."""
@@ -391,8 +396,11 @@ class SyncMaster:
         """Director.sync: ip_vs_in_hook() after a packet (pkts = ++cp->in_pkts, or the
         threshold for ONE_PACKET), or ip_vs_conn_expire() putting off a controlling entry
         (pkts = the threshold)."""
-        threshold = self.director.sysctls.sync_threshold
+        sysctls = self.director.sysctls
+        threshold = sysctls.sync_threshold
         pkts = cp.in_pkts if from_packet and not _one_packet(cp) else threshold
+        if cp.control is None and not cp.template and _surely_not_needed(cp, pkts, sysctls):
+            return                           # the common packet: nothing to send or record
         self.sync_conn(cp, pkts, now)
 
     def sync_conn(self, cp: Conn, pkts: int, now: float) -> None:
@@ -448,6 +456,8 @@ class SyncMaster:
 
     def next_timer(self) -> float | None:
         """When due() next has work; None while nothing waits to be sent."""
+        if len(self.builders) == 1:
+            return self.builders[0].next_timer()
         times = [t for t in (b.next_timer() for b in self.builders) if t is not None]
         return min(times) if times else None
 
@@ -461,6 +471,22 @@ class SyncMaster:
             b.stop()
         if self.director.sync == self.hook:
             self.director.sync = None
+
+
+def _surely_not_needed(cp: Conn, pkts: int, sysctls: Sysctls) -> bool:
+    """sync_needed() would say no and change nothing (checked before computing jiffies,
+    for the packets that make up nearly all of a master's traffic)."""
+    if cp.protocol == IPPROTO_TCP:
+        if cp.state not in SYNC_TCP_STATES:
+            return True
+        if cp.state != cp.old_state and cp.state != S.ESTABLISHED:
+            return False                     # a state change: sent at once
+    if sysctls.sync_refresh_period:
+        return False
+    period = sysctls.sync_period
+    if period > 0:
+        return pkts % period != sysctls.sync_threshold
+    return pkts != sysctls.sync_threshold
 
 
 def _one_packet(cp: Conn) -> bool:
