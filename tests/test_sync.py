@@ -1,6 +1,8 @@
 """Connection sync rules: when the master sends, how it buffers, what the backup makes of it."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyvs.core import states as S
 from pyvs.core.engine import Director
@@ -605,3 +607,28 @@ def test_fwmark_persistence_template_reaches_the_backup_and_serves_failover():
     # the backup takes over: the client's next connection goes where the master sent it
     bd.receive(tcp(c, 40001, v, 443, SYN), 10.0, mark=7)
     assert bd.find_conn(TCP, c, 40001, v, 443).daddr == master_rs
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([TCP, UDP]), st.integers(0, 10), st.integers(0, 10),
+       st.integers(0, 300), st.integers(0, 5), st.sampled_from([0, 10, 50]),
+       st.sampled_from([0, 0, 5]), st.integers(0, 3))
+def test_the_masters_fast_path_agrees_with_sync_needed(protocol, state, old, pkts, thr,
+                                                       period, refresh, retries):
+    """The hook skips a packet only where ip_vs_sync_conn_needed() sends nothing and
+    changes nothing."""
+    from pyvs.core.sync import _surely_not_needed
+    if period and thr >= period:
+        thr = period - 1
+    d = Director()
+    d.add_dest(d.add_service(protocol, ip(VIP), 80, scheduler="rr"), ip("192.168.10.1"), 80,
+               DROUTE)
+    f = Flow(d, protocol=protocol)
+    f.inb(SYN, 0.0)
+    cp = f.conn()
+    cp.state, cp.old_state, cp.sync_endtime = state, old, 1000
+    sysctls = Sysctls(sync_threshold=thr, sync_period=period, sync_refresh_period=refresh,
+                      sync_retries=retries)
+    if _surely_not_needed(cp, pkts, sysctls):
+        assert sync_needed(protocol, state, old, False, False, 900 * HZ, 1000, pkts, 2000,
+                           sysctls) == Decision(False, old, 1000)
