@@ -632,3 +632,14 @@ def test_the_masters_fast_path_agrees_with_sync_needed(protocol, state, old, pkt
     if _surely_not_needed(cp, pkts, sysctls):
         assert sync_needed(protocol, state, old, False, False, 900 * HZ, 1000, pkts, 2000,
                            sysctls) == Decision(False, old, 1000)
+
+
+def test_an_invalidated_template_is_updated_by_its_own_ports():
+    """A master's template whose realserver went away is rehashed with ports 0xffff and
+    still sent (at its expire_later); the backup finds it again by those ports."""
+    d, b = backup()
+    dead = brec(flags=F_TEMPLATE | DROUTE, cport=0, vport=0xFFFF, dport=0xFFFF, state=0,
+                timeout=60)
+    assert [b.receive(msg(dead), t).actions for t in (0.0, 50.0)] == [["created"],
+                                                                    ["updated"]]
+    assert [e[2:] for e in entries(d, 50.0)] == [("192.168.10.1:65535", 60, True)]

@@ -24,7 +24,7 @@ from typing import Final, NamedTuple
 
 from . import states as S
 from .conn import Conn, conn_key
-from .engine import ConfigError, Director
+from .engine import INVALID_PORT, ConfigError, Director
 from .forwarding import MASQ
 from .packet import IPPROTO_TCP, IPPROTO_UDP
 from .schedulers import make_scheduler
@@ -527,6 +527,7 @@ class SyncBackup:
         self._stand_in_svcs: dict[tuple[int, int, int, int], Service] = {}
         self._stand_ins: dict[tuple[Service, int, int, int, bool], Dest] = {}
         self._unbound: set[Service] = set()
+        self._invalidated: dict[tuple[int, int, int, int], Conn] = {}   # vport 0xffff
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -564,29 +565,6 @@ class SyncBackup:
         else:
             flags = (rec.flags | F_SYNC) & ~F_HASHED
         d = self.director
-        action = A_UPDATED
-        cp: Conn | None
-        if template:
-            cp = d._templates.get((rec.protocol, rec.caddr, rec.vaddr, rec.vport))
-        else:
-            cp = d._in.get(conn_key(rec.protocol, rec.caddr, rec.vaddr, rec.cport, rec.vport))
-            if cp is not None and (cp.dport != rec.dport or cp.daddr != rec.daddr):
-                if flags & F_INACTIVE:
-                    return A_STALE
-                d._expire(cp, now)           # ip_vs_conn_expire_now()
-                cp = None
-                action = A_REPLACED
-        if cp is not None:
-            self._update(cp, flags)
-        elif flags & F_ONE_PACKET:           # only v0 lets the flag through
-            return A_ONE_PACKET
-        else:
-            cp = self._create(rec, flags, now)
-            if action != A_REPLACED:
-                action = A_CREATED
-        cp.in_pkts = d.sysctls.sync_threshold
-        cp.state = rec.state
-        cp.old_state = rec.state
         timeout = rec.timeout if version == 1 else 0
         if not timeout:
             if template:
@@ -595,6 +573,34 @@ class SyncBackup:
                 timeout = int(d._tcp_timeouts[rec.state])
             else:
                 timeout = int(d._udp_timeout)
+        action = A_UPDATED
+        cp: Conn | None
+        if template:
+            key = (rec.protocol, rec.caddr, rec.vaddr, rec.vport)
+            if rec.vport == INVALID_PORT:
+                cp = self._invalidated.get(key)
+                if cp is not None and not cp.alive:
+                    del self._invalidated[key]
+                    cp = None
+            else:
+                cp = d._templates.get(key)
+        else:
+            cp = d._in.get(conn_key(rec.protocol, rec.caddr, rec.vaddr, rec.cport, rec.vport))
+            if cp is not None and (cp.dport != rec.dport or cp.daddr != rec.daddr):
+                if flags & F_INACTIVE:
+                    return A_STALE
+                d._expire(cp, now)           # ip_vs_conn_expire_now()
+                cp = None
+                action = A_REPLACED
+        if cp is None:
+            if flags & F_ONE_PACKET:         # only v0 lets the flag through
+                return A_ONE_PACKET
+            self._create(rec, flags, float(timeout), now)
+            return A_CREATED if action == A_UPDATED else action
+        self._update(cp, flags)
+        cp.in_pkts = d.sysctls.sync_threshold
+        cp.state = rec.state
+        cp.old_state = rec.state
         cp.timeout = float(timeout)
         d._arm(cp, now)                      # ip_vs_conn_put(): timer = now + timeout
         if d.watch is not None and not template:
@@ -617,8 +623,9 @@ class SyncBackup:
         if cp.dest.svc in self._unbound:
             self._try_bind(cp)
 
-    def _create(self, rec: SyncRecord, flags: int, now: float) -> Conn:
-        """ip_vs_find_dest() + ip_vs_conn_new(): bound if the realserver is found."""
+    def _create(self, rec: SyncRecord, flags: int, timeout: float, now: float) -> Conn:
+        """ip_vs_find_dest() + ip_vs_conn_new(): bound if the realserver is found, then
+        with its forwarding method and NOOUTPUT; unbound with the message's."""
         d = self.director
         fwd = flags & F_FWD_MASK
         dest = find_dest(d, rec.protocol, rec.vaddr, rec.vport, rec.fwmark, fwd, rec.daddr,
@@ -626,23 +633,22 @@ class SyncBackup:
         bound = dest is not None
         if dest is None:
             dest = self._stand_in(rec, fwd)
+        noout = dest.noout if bound else bool(flags & F_NOOUTPUT)
+        threshold = d.sysctls.sync_threshold
+        cp: Conn
         if rec.template:
-            ct = d._new_template(rec.protocol, rec.caddr, rec.vaddr, rec.vport, dest,
-                                 rec.dport, 0)
-            d._templates[(rec.protocol, rec.caddr, rec.vaddr, rec.vport)] = ct
-            d._template_list[ct] = None
+            cp = d.insert_template(rec.protocol, rec.caddr, rec.vaddr, rec.vport, dest,
+                                   rec.dport, rec.state, now + timeout, timeout, threshold)
+            if rec.vport == INVALID_PORT:    # the kernel still finds it by these ports
+                self._invalidated[(rec.protocol, rec.caddr, rec.vaddr, rec.vport)] = cp
             # a bound template takes INACTIVE from the realserver, which always has it
-            ct.inactive = True if bound else bool(flags & F_INACTIVE)
-            cp: Conn = ct
+            cp.inactive = True if bound else bool(flags & F_INACTIVE)
+            cp.noout = noout
         else:
-            cp = d._new_conn(rec.protocol, rec.caddr, rec.cport, rec.vaddr, rec.vport, dest,
-                             rec.dport, now)
-            if not flags & F_INACTIVE:       # _new_conn() counted it InActConn
-                dest.inactconns -= 1
-                dest.activeconns += 1
-                cp.inactive = False
-        if not bound:                        # forwarding method and NOOUTPUT as sent
-            cp.noout = bool(flags & F_NOOUTPUT)
+            cp = d.insert_entry(rec.protocol, rec.caddr, rec.cport, rec.vaddr, rec.vport, dest,
+                                rec.dport, dest.fwd, rec.state, bool(flags & F_INACTIVE),
+                                noout, now + timeout, timeout, threshold, None, now)
+        cp.old_state = rec.state
         cp.synced = True
         cp.sync_endtime = jiffies(now) & ~3
         return cp
