@@ -551,61 +551,71 @@ class SyncBackup:
     # ip_vs_proc_conn()
     def apply(self, rec: SyncRecord, version: int, now: float) -> str:
         """Create or update the entry a decoded record names; returns what was done."""
-        if rec.ipv6:
-            return A_IPV6
-        if rec.pe_data is not None:          # the kernel needs the named PE module loaded
-            return A_PE
-        template = rec.template
-        if not template and rec.protocol not in (IPPROTO_TCP, IPPROTO_UDP):
-            return A_PROTOCOL
-        if template and rec.cport:
-            return A_TEMPLATE_CPORT
+        refused = _not_held(rec)
+        if refused is not None:
+            return refused
         if version == 1:
             flags = (rec.flags & BACKUP_MASK) | F_SYNC
         else:
             flags = (rec.flags | F_SYNC) & ~F_HASHED
-        d = self.director
-        timeout = rec.timeout if version == 1 else 0
-        if not timeout:
-            if template:
-                timeout = V0_TEMPLATE_TIMEOUT
-            elif rec.protocol == IPPROTO_TCP:
-                timeout = int(d._tcp_timeouts[rec.state])
-            else:
-                timeout = int(d._udp_timeout)
+        timeout = float(self._timeout(rec, version))
         action = A_UPDATED
-        cp: Conn | None
-        if template:
-            key = (rec.protocol, rec.caddr, rec.vaddr, rec.vport)
-            if rec.vport == INVALID_PORT:
-                cp = self._invalidated.get(key)
-                if cp is not None and not cp.alive:
-                    del self._invalidated[key]
-                    cp = None
-            else:
-                cp = d._templates.get(key)
+        if rec.template:
+            cp = self._find_template(rec)
         else:
-            cp = d._in.get(conn_key(rec.protocol, rec.caddr, rec.vaddr, rec.cport, rec.vport))
+            cp = self.director._in.get(conn_key(rec.protocol, rec.caddr, rec.vaddr, rec.cport,
+                                                rec.vport))
             if cp is not None and (cp.dport != rec.dport or cp.daddr != rec.daddr):
                 if flags & F_INACTIVE:
                     return A_STALE
-                d._expire(cp, now)           # ip_vs_conn_expire_now()
+                self.director._expire(cp, now)          # ip_vs_conn_expire_now()
                 cp = None
                 action = A_REPLACED
         if cp is None:
             if flags & F_ONE_PACKET:         # only v0 lets the flag through
                 return A_ONE_PACKET
-            self._create(rec, flags, float(timeout), now)
+            self._create(rec, flags, timeout, now)
             return A_CREATED if action == A_UPDATED else action
         self._update(cp, flags)
-        cp.in_pkts = d.sysctls.sync_threshold
-        cp.state = rec.state
-        cp.old_state = rec.state
-        cp.timeout = float(timeout)
-        d._arm(cp, now)                      # ip_vs_conn_put(): timer = now + timeout
-        if d.watch is not None and not template:
-            d.watch(cp, now)
+        self._refresh(cp, rec.state, timeout, now)
         return action
+
+    def _timeout(self, rec: SyncRecord, version: int) -> int:
+        """The message's timeout (v1), else the backup's own for the state (v0 carries
+        none; a v1 entry under a second long sends 0), templates 3 minutes."""
+        d = self.director
+        if version == 1 and rec.timeout:
+            return rec.timeout
+        if rec.template:
+            return V0_TEMPLATE_TIMEOUT
+        if rec.protocol == IPPROTO_TCP:
+            return int(d._tcp_timeouts[rec.state])
+        return int(d._udp_timeout)
+
+    def _find_template(self, rec: SyncRecord) -> Conn | None:
+        """ip_vs_ct_in_get(): by protocol, client network, virtual address and port."""
+        key = (rec.protocol, rec.caddr, rec.vaddr, rec.vport)
+        if rec.vport != INVALID_PORT:
+            return self.director._templates.get(key)
+        ct = self._invalidated.get(key)
+        if ct is not None and not ct.alive:
+            del self._invalidated[key]
+            return None
+        return ct
+
+    def _refresh(self, cp: Conn, state: int, timeout: float, now: float) -> None:
+        """The end of ip_vs_proc_conn(): in_pkts, state and timer from the message."""
+        d = self.director
+        cp.in_pkts = d.sysctls.sync_threshold
+        if not cp.template and cp.protocol == IPPROTO_TCP:   # the engine's count by state
+            d.state_counts[cp.state] -= 1
+            d.state_counts[state] += 1
+        cp.state = state
+        cp.old_state = state
+        cp.timeout = timeout
+        d._arm(cp, now)                      # ip_vs_conn_put(): timer = now + timeout
+        if d.watch is not None and not cp.template:
+            d.watch(cp, now)
 
     def _update(self, cp: Conn, flags: int) -> None:
         """An existing entry: INACTIVE (and the SEQ bits) come from the message; a flip
@@ -705,6 +715,19 @@ class SyncBackup:
     def unbound(self, cp: Conn) -> bool:
         """Whether an entry is held unbound (no service or realserver for it here)."""
         return cp.dest.svc in self._unbound
+
+
+def _not_held(rec: SyncRecord) -> str | None:
+    """Why pyvs cannot hold what the kernel would create from this record (None: it can)."""
+    if rec.ipv6:
+        return A_IPV6
+    if rec.pe_data is not None:              # the kernel needs the named PE module loaded
+        return A_PE
+    if not rec.template and rec.protocol not in (IPPROTO_TCP, IPPROTO_UDP):
+        return A_PROTOCOL
+    if rec.template and rec.cport:
+        return A_TEMPLATE_CPORT
+    return None
 
 
 def find_dest(director: Director, protocol: int, vaddr: int, vport: int, fwmark: int, fwd: int,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 SYNC_GROUP: Final = "224.0.0.81"     # IP_VS_SYNC_GROUP
 SYNC_PORT: Final = 8848              # IP_VS_SYNC_PORT
@@ -184,8 +184,8 @@ def encode_message(records: list[SyncRecord], version: int = 1, syncid: int = 0)
     """A whole datagram of these records, as the master builds it (v1: each record after
     the first starts on a 4-byte boundary; the last is not padded)."""
     if version == 0:
-        body = b"".join(encode_v0_record(r) for r in records)
-        return V0_HEADER.pack(len(records) & 0xFF, syncid, V0_HEADER.size + len(body)) + body
+        v0 = b"".join(encode_v0_record(r) for r in records)
+        return V0_HEADER.pack(len(records) & 0xFF, syncid, V0_HEADER.size + len(v0)) + v0
     body = bytearray()
     for r in records:
         body += bytes((-(V1_HEADER.size + len(body))) & 3) + encode_v1_record(r)
@@ -243,49 +243,32 @@ def _decode_v1(data: bytes, out: Decoded) -> None:
         result = _decode_v1_record(data, p, end)
         if isinstance(result, SyncRecord):
             out.records.append(result)
-        elif result[0]:
-            out.error = result[1]
+        elif result.stop:
+            out.error = result.reason
             return
         else:
-            out.skipped.append((index, result[1]))
+            out.skipped.append((index, result.reason))
         end = p + ((size + 3) & ~3)
 
 
-def _decode_v1_record(data: bytes, p: int, end: int) -> SyncRecord | tuple[bool, str]:
-    """ip_vs_proc_sync_conn(): a record, or (stop reading?, reason)."""
+class _Fault(NamedTuple):
+    stop: bool        # the kernel stops reading the datagram (else skips this record)
+    reason: str
+
+
+def _decode_v1_record(data: bytes, p: int, end: int) -> SyncRecord | _Fault:
+    """ip_vs_proc_sync_conn(): a record, or why not."""
     kind = data[p]
     ipv6 = bool(kind & STYPE_F_INET6)
     if not ipv6 and kind:
-        return True, R_BAD_TYPE
+        return _Fault(True, R_BAD_TYPE)
     q = p + (V6_RECORD if ipv6 else V4_RECORD)
     if q > end:
-        return True, R_RECORD_SIZE
-    seq: SeqData | None = None
-    pe_data: bytes | None = None
-    pe_name: bytes | None = None
-    while q < end:
-        if q + 2 > end:
-            return True, R_BAD_OPTION
-        ptype, plen = data[q], data[q + 1]
-        q += 2
-        if not plen or q + plen > end:
-            return True, R_OPTION_LENGTH
-        opt = ptype & ~OPT_F_PARAM
-        if opt == OPT_SEQ_DATA:
-            if plen != SEQ_V1.size or seq is not None:
-                return True, R_SEQ_OPTION
-            seq = SEQ_V1.unpack_from(data, q)
-        elif opt == OPT_PE_DATA:
-            if pe_data is not None:         # plen is at most 255 = IP_VS_PEDATA_MAXLEN
-                return True, R_PE_DATA
-            pe_data = data[q:q + plen]
-        elif opt == OPT_PE_NAME:
-            if plen > PENAME_MAXLEN or pe_name is not None:
-                return True, R_PE_NAME
-            pe_name = data[q:q + plen]
-        elif not ptype & OPT_F_PARAM:
-            return False, R_MANDATORY_OPTION
-        q += plen
+        return _Fault(True, R_RECORD_SIZE)
+    options = _v1_options(data, q, end)
+    if isinstance(options, _Fault):
+        return options
+    seq, pe_data, pe_name = options
     _, protocol, _, flags, state, cport, vport, dport, fwmark, timeout = \
         V1_FIXED.unpack_from(data, p)
     width = 16 if ipv6 else 4
@@ -296,13 +279,48 @@ def _decode_v1_record(data: bytes, p: int, end: int) -> SyncRecord | tuple[bool,
     if not flags & F_TEMPLATE:
         states = KERNEL_PROTOCOL_STATES.get(protocol)
         if states is None:
-            return False, R_PROTOCOL
+            return _Fault(False, R_PROTOCOL)
         if state >= states:
-            return False, R_STATE
+            return _Fault(False, R_STATE)
     if pe_data is not None and pe_name is None:
-        return False, R_BAD_PE
+        return _Fault(False, R_BAD_PE)
     return SyncRecord(protocol, flags, state, cport, vport, dport, caddr, vaddr, daddr, fwmark,
                       timeout, ipv6, seq, pe_data, pe_name)
+
+
+Options = tuple[SeqData | None, bytes | None, bytes | None]
+
+
+def _v1_options(data: bytes, q: int, end: int) -> Options | _Fault:
+    """The options after a record's fixed part, read in order as the kernel reads them:
+    (seq, PE data, PE name), or the first fault."""
+    seq: SeqData | None = None
+    pe_data: bytes | None = None
+    pe_name: bytes | None = None
+    while q < end:
+        if q + 2 > end:
+            return _Fault(True, R_BAD_OPTION)
+        ptype, plen = data[q], data[q + 1]
+        q += 2
+        if not plen or q + plen > end:
+            return _Fault(True, R_OPTION_LENGTH)
+        opt = ptype & ~OPT_F_PARAM
+        if opt == OPT_SEQ_DATA:
+            if plen != SEQ_V1.size or seq is not None:
+                return _Fault(True, R_SEQ_OPTION)
+            seq = SEQ_V1.unpack_from(data, q)
+        elif opt == OPT_PE_DATA:
+            if pe_data is not None:         # plen is at most 255 = IP_VS_PEDATA_MAXLEN
+                return _Fault(True, R_PE_DATA)
+            pe_data = data[q:q + plen]
+        elif opt == OPT_PE_NAME:
+            if plen > PENAME_MAXLEN or pe_name is not None:
+                return _Fault(True, R_PE_NAME)
+            pe_name = data[q:q + plen]
+        elif not ptype & OPT_F_PARAM:
+            return _Fault(False, R_MANDATORY_OPTION)
+        q += plen
+    return seq, pe_data, pe_name
 
 
 def _decode_v0(data: bytes, out: Decoded) -> None:
