@@ -376,9 +376,27 @@ def msg(*recs, version=1, syncid=0):
     return encode_message(list(recs), version, syncid)
 
 
+def check_counts(d):
+    """Every realserver's (and stand-in's) counts and the engine's count by state agree
+    with a recount of the table."""
+    per_dest, states = {}, [0] * len(d.state_counts)
+    for cp in d.connections():
+        slot = per_dest.setdefault(cp.dest, [0, 0, 0])
+        slot[2 if cp.template else 1 if cp.inactive else 0] += 1
+        if not cp.template:
+            states[cp.state if cp.protocol == TCP else -1] += 1
+    dests = {x for svc in d.services for x in svc.dests} | set(per_dest)
+    for dest in dests:
+        assert [dest.activeconns, dest.inactconns, dest.persistconns] == per_dest.get(
+            dest, [0, 0, 0])
+    assert d.state_counts == states
+
+
 def entries(d, now):
+    snap = snapshot(d, now)
+    check_counts(d)
     return [(c["state"], c["client"], c["dest"], c["expires"], c["template"])
-            for c in snapshot(d, now)["connections"]]
+            for c in snap["connections"]]
 
 
 def brec(**kw):
