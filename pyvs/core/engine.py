@@ -136,6 +136,10 @@ class Director:
         # comparison): called with (conn, now) after a connection (not a template) is
         # created, changes state, or leaves the table (conn.alive is then False).
         self.watch: Callable[[Conn, float], None] | None = None
+        # A master sync daemon (pyvs.core.sync.SyncMaster.hook): called with (entry, now,
+        # True) after each inbound packet, as ip_vs_in_hook() calls ip_vs_sync_conn(), and
+        # with (template, now, False) when a template still in use is put off 60 s.
+        self.sync: Callable[[Conn, float, bool], None] | None = None
         self.start = start
         self._next_est = start + ESTIMATOR_PERIOD
         self._due = self._next_est
@@ -631,6 +635,8 @@ class Director:
         if cp.n_control:
             cp.timeout = EXPIRE_LATER
             self._timers.arm(cp, at + EXPIRE_LATER)
+            if self.sync is not None:
+                self.sync(cp, at, False)
             return
         cp.alive = False
         if cp.template:
@@ -925,6 +931,8 @@ class Director:
         cp.in_pkts += 1
         # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
         self._track(cp, self._rows_input_only if cp.noout else self._rows_input, flags, now)
+        if self.sync is not None:
+            self.sync(cp, now, True)
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
@@ -1002,10 +1010,12 @@ class Director:
     def state_name(self, cp: Conn) -> str:
         """ip_vs_state_name()."""
         if cp.template and self.profile.assure_templates:
-            return S.TEMPLATE_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_TCP:
-            return S.TCP_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_UDP:
-            return S.UDP_STATE_NAMES[0]
-        return "NONE"
+            # a synced template carries whatever state its message said
+            return (S.TEMPLATE_STATE_NAMES[cp.state] if cp.state < len(S.TEMPLATE_STATE_NAMES)
+                    else "ERR!")
+        names = (S.TCP_STATE_NAMES if cp.protocol == IPPROTO_TCP
+                 else S.UDP_STATE_NAMES if cp.protocol == IPPROTO_UDP else None)
+        if names is None:
+            return "NONE"
+        return names[cp.state] if cp.state < len(names) else "ERR!"
 
