@@ -96,8 +96,8 @@ def _backend_traffic(s: dict[str, Any]) -> Iterator[Any]:
             labels = _labels(svc, d)
             for key, family in counters.items():
                 family.add_metric(labels, d["stats"][key])
-            for key, family in rates.items():
-                family.add_metric(labels, d["rate"][key])
+            for key, gauge in rates.items():
+                gauge.add_metric(labels, d["rate"][key])
     yield from counters.values()
     yield from rates.values()
 
