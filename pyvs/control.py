@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from .drivers.loop import PAUSE, Pause
 from .views.snapshot import expand_rows
 
 MAX_LINE = 4 << 20           # a request line (ipvsadm -R of 30,000 rules fits)
@@ -83,7 +84,7 @@ def private_dir(path: Path) -> None:
 class Service(Protocol):
     """What the socket serves (drivers.daemon.Runtime)."""
 
-    def snapshot_stream(self, connections: bool) -> Iterator[bytes]: ...
+    def snapshot_stream(self, connections: bool) -> Iterator[bytes | Pause]: ...
     def apply(self, commands: list[Any]) -> list[str | None]: ...
 
 
@@ -94,7 +95,7 @@ class _Client:
         self.sock = sock
         self.inbuf = bytearray()
         self.outbuf = bytearray()
-        self.job: Iterator[bytes] | None = None
+        self.job: Iterator[bytes | Pause] | None = None
         self.closing = False
         self.discarding = False       # the rest of an over-long line is read and dropped
 
@@ -201,16 +202,19 @@ class ControlServer:
                                                   "(ping, snapshot, apply)"
                             if op is None else f"unknown op {op!r}"})
 
-    def _stream(self, c: _Client) -> Iterator[None]:
+    def _stream(self, c: _Client) -> Iterator[Pause | None]:
         """A job: the reply's pieces, one per step, pausing while the reader is slow."""
         assert c.job is not None
         for piece in c.job:
             if c.sock.fileno() < 0:
                 return
+            if isinstance(piece, Pause):      # the source waits for something
+                yield PAUSE
+                continue
             c.outbuf += piece
             self._watch(c)
             while len(c.outbuf) > OUT_HIGH:
-                yield None
+                yield PAUSE                       # _write wakes it as the reader drains
                 if c.sock.fileno() < 0:
                     return
             yield None
@@ -236,6 +240,8 @@ class ControlServer:
             self._close(c)
             return
         del c.outbuf[:sent]
+        if c.job is not None and len(c.outbuf) <= OUT_HIGH:
+            self.loop.wake()
         if not c.outbuf and c.closing and c.job is None:
             self._close(c)
             return
@@ -245,6 +251,8 @@ class ControlServer:
         self.loop.remove(c.sock)
         self.clients.pop(c.sock, None)
         c.sock.close()
+        if c.job is not None:
+            self.loop.wake()                  # a paused listing sees the socket gone
         if not self.accepting:                        # a place is free again
             self.accepting = True
             self.loop.watch(self.sock, self._accept, None)
