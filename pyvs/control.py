@@ -6,6 +6,7 @@ mode 0700); one JSON object per line each way, one response per request:
     {"op": "snapshot", "connections": true}   -> {"ok": true, "snapshot": {...}}
     {"op": "apply", "commands": [CMD, ...]}   -> {"ok": true, "errors": [null | TEXT, ...]}
     {"op": "ping"}                            -> {"ok": true, "pid": N}
+    {"op": "save"}                            -> {"ok": true, "saved": PATH | null}
 
 CMD is a control-plane command in the form `pyvs.core.commands.to_dict` writes.  A
 request's commands are applied in order with no packet in between; each gets null or the
@@ -54,6 +55,21 @@ def runtime_dir() -> str:
     return os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pyvs-{os.geteuid()}"
 
 
+SO_NETNS_COOKIE = 71            # Linux 5.14: a network namespace's id, never reused
+
+
+def namespace_id() -> str:
+    """This network namespace, for files of its own under the shared /run: the netns
+    cookie where the kernel has it (a namespace's inode number is reused once it is gone,
+    which would hand a new namespace a dead one's rules and table), else the inode."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            cookie = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        return f"c{int.from_bytes(cookie, 'little')}"
+    except OSError:
+        return str(os.stat("/proc/self/ns/net").st_ino)
+
+
 def default_socket() -> str:
     return os.environ.get("PYVS_SOCKET") or f"{runtime_dir()}/pyvs.sock"
 
@@ -84,8 +100,11 @@ def private_dir(path: Path) -> None:
 class Service(Protocol):
     """What the socket serves (drivers.daemon.Runtime)."""
 
-    def snapshot_stream(self, connections: bool) -> Iterator[bytes | Pause]: ...
+    def snapshot_stream(self, connections: bool, parts: bool = False
+                        ) -> Iterator[bytes | Pause]: ...
     def apply(self, commands: list[Any]) -> list[str | None]: ...
+    def save(self) -> None: ...
+    state: Path | None
 
 
 class _Client:
@@ -188,9 +207,14 @@ class ControlServer:
         if op == "ping":
             self._reply(c, {"ok": True, "pid": os.getpid()})
         elif op == "snapshot":
-            c.job = self.service.snapshot_stream(bool(req.get("connections", True)))
+            c.job = self.service.snapshot_stream(bool(req.get("connections", True)),
+                                                 bool(req.get("parts", False)))
             self.loop.spawn(self._stream(c))
             self._watch(c)
+        elif op == "save":                    # the table to its state file, now
+            self.service.save()
+            self._reply(c, {"ok": True, "saved": None if self.service.state is None
+                            else str(self.service.state)})
         elif op == "apply":
             commands = req.get("commands") or []
             if not isinstance(commands, list):
@@ -199,7 +223,7 @@ class ControlServer:
             self._reply(c, {"ok": True, "errors": self.service.apply(commands)})
         else:
             self._reply(c, {"ok": False, "error": "request is not an object with an op "
-                                                  "(ping, snapshot, apply)"
+                                                  "(ping, snapshot, apply, save)"
                             if op is None else f"unknown op {op!r}"})
 
     def _stream(self, c: _Client) -> Iterator[Pause | None]:

@@ -39,6 +39,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..control import namespace_id
 from ..core.engine import Director
 from ..core.forwarding import DROUTE, MASQ
 from ..core.packet import PROTO_NAMES, int_to_ip
@@ -57,8 +58,7 @@ class SetupError(Exception):
 
 def state_path() -> Path:
     """One state file per network namespace (/run is shared between namespaces)."""
-    ino = os.stat("/proc/self/ns/net").st_ino
-    return Path(f"/run/pyvs/netfilter-{ino}.json")
+    return Path(f"/run/pyvs/netfilter-{namespace_id()}.json")
 
 
 def _run(args: list[str], check: bool = True, stdin: str | None = None
