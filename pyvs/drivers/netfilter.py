@@ -13,7 +13,9 @@ Why each piece (see ../shared/reference/nfqueue-lab.md):
   mangle PYVS-POST  NAT replies to the queue after routing (a VIP source rewritten in
                     PREROUTING would be dropped as a martian)
   ip rule fwmark    DR: one table per realserver routes the unchanged packet to its MAC
-  sysctls           ip_forward=1; send_redirects=0 (DR forwards out the way it came in)
+  sysctls           ip_forward=1; send_redirects=0 (DR forwards out the way it came in);
+                    TUN: accept_local=1 (the IPIP packet, rewritten before routing, has
+                    the director's own address as its source: else a martian, dropped)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from ..core.engine import Director
 from ..core.packet import int_to_ip
-from ..core.service import DROUTE, MASQ, PROTO_NAMES
+from ..core.service import DROUTE, MASQ, PROTO_NAMES, TUNNEL
 
 log = logging.getLogger("pyvs")
 CHAINS = (("raw", "PREROUTING", "PYVS"), ("mangle", "PREROUTING", "PYVS-PRE"),
@@ -126,6 +128,8 @@ class Setup:
         log.info("iptables: chains %s queue %d%s", ", ".join(c for _, _, c in CHAINS),
                  self.queue, " (fail closed)" if self.fail_closed else " (--queue-bypass)")
         self._sysctl("net.ipv4.ip_forward", "1")
+        if any(dest.fwd == TUNNEL for svc in d.services for dest in svc.dests):
+            self._sysctl("net.ipv4.conf.all.accept_local", "1")
         if route_dests:
             self._routes(route_dests)
 
