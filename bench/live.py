@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import selectors
 import signal
 import statistics
 import subprocess
@@ -204,13 +203,10 @@ def own_loop(kind: str, gso: bool) -> None:
         setup = netfilter.Setup(director, 0, fail_closed=False)
         setup.apply()
     q = Queue(0, gso=gso, fail_open=False)
-    sel = selectors.DefaultSelector()
-    sel.register(q, selectors.EVENT_READ)
     try:
         if kind == "bare":
-            while not stop:
-                sel.select(0.5)
-                for p in q.receive():
+            while not stop:                 # (a bounded wait: SIGTERM may come just before it)
+                for p in q.receive(0.5):
                     q.accept(p.id)
                 q.flush()
             return
@@ -219,9 +215,8 @@ def own_loop(kind: str, gso: bool) -> None:
         while not stop:
             timer = director.next_timer()
             now = time.monotonic() - t0
-            sel.select(0.5 if timer is None else min(0.5, max(0.0, timer - now)))
+            packets = q.receive(0.5 if timer is None else min(0.5, max(timer - now, 0.001)))
             now = time.monotonic() - t0
-            packets = q.receive()
             for p in packets:
                 v = receive(p.payload, now, OUT if p.hook == NF_INET_POST_ROUTING else IN,
                             p.mark)

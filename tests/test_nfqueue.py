@@ -127,7 +127,8 @@ def counter(table: str, chain: str) -> list[int]:
 
 
 class Loop(threading.Thread):
-    """Serve a queue: every burst to `handle(queue, packet)`, then one flush."""
+    """Serve a queue: wait up to 20 ms for a burst, each packet to `handle(queue,
+    packet)`, then one flush."""
 
     def __init__(self, q: Queue, handle: Callable[[Queue, Packet], None]) -> None:
         super().__init__(daemon=True)
@@ -136,11 +137,8 @@ class Loop(threading.Thread):
         self.halt = threading.Event()
 
     def run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.q, selectors.EVENT_READ)
         while not self.halt.is_set():
-            sel.select(0.02)
-            for p in self.q.receive():
+            for p in self.q.receive(0.02):
                 self.seen.append(p)
                 self.handle(self.q, p)
             self.q.flush()
@@ -236,8 +234,11 @@ def test_mixed_verdicts_go_out_in_one_sendmsg_in_order(rules) -> None:
             sender.sendto(b"d%02d" % i, (SERVER, 5002))
         with inside("r"):
             wait_for(lambda: queue_stats(0)["waiting"] == 30)
+        sel = selectors.DefaultSelector()
+        sel.register(q, selectors.EVENT_READ)
+        assert sel.select(0)                            # fileno() is readable
         burst = q.receive()
-        assert len(burst) == 30 and q.receive() == []
+        assert len(burst) == 30 and q.receive() == [] and not sel.select(0)
         for i, p in enumerate(burst):
             if i == 10:
                 q.drop(p.id)

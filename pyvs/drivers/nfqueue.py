@@ -39,6 +39,7 @@ NETLINK_CAP_ACK = 10            # an error reply carries our header only, not ou
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 MSG_DONTWAIT = 0x40
+MSG_WAITFORONE = 0x10000        # recvmmsg: wait for the first message only
 
 NLMSG_ERROR = 2
 NLM_F_REQUEST = 1
@@ -149,11 +150,10 @@ class _Mmsghdr(ctypes.Structure):
     _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = [ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int,
-                      ctypes.c_void_p]
-_recvmmsg.restype = ctypes.c_int
+# int recvmmsg(int fd, struct mmsghdr *vec, unsigned vlen, int flags, struct timespec *t);
+# called with ints, a byref() and None, which ctypes passes as they are (no argtypes: each
+# call would convert its arguments, a third of its cost)
+_recvmmsg = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).recvmmsg
 
 
 def queue_stats(num: int) -> dict[str, int] | None:
@@ -230,6 +230,7 @@ class Queue:
         self._run_id = -1                      # a run of plain accepts: its last id ...
         self._run_mark: int | None = None      # ... and the mark they all get
         self._early: list[bytes] = []          # packets that came while we were binding
+        self._timeout: float | None = -1.0     # SO_RCVTIMEO as last set (-1: never)
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         except OSError as exc:
@@ -256,7 +257,7 @@ class Queue:
         s.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
         s.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         s.bind((0, 0))                                  # the kernel picks our port id
-        s.setblocking(False)
+        self._fd = s.fileno()
 
     def _setup_buffers(self) -> None:
         """recvmmsg's vector: `burst` slots in one buffer, each the largest message."""
@@ -273,6 +274,7 @@ class Queue:
             self._iov[i].len = slot
             self._mm[i].hdr.iov = ctypes.pointer(self._iov[i])
             self._mm[i].hdr.iovlen = 1
+        self._mm_ref = ctypes.byref(self._mm)
 
     def _configure(self, cmd: int, maxlen: int = 0, flags: int = 0) -> None:
         """One NFQNL_MSG_CONFIG: for BIND the command, the copy mode, the queue length and
@@ -313,20 +315,28 @@ class Queue:
                 if mtype == NFQNL_MSG_PACKET:
                     self._early.append(msg)
         finally:
-            self.sock.setblocking(False)
+            self.sock.setblocking(True)                 # receive() says when not to wait
 
     # ------------------------------------------------------------------ packets
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self) -> list[Packet]:
-        """The packets queued now, up to `burst`, in id order; [] if none (never blocks).
-        After a full burst more may wait: the socket is still readable."""
+    def receive(self, timeout: float | None = 0.0) -> list[Packet]:
+        """The packets queued now, up to `burst`, in id order, with one recvmmsg.
+        `timeout` 0 (the default) never waits: [] if none, for a loop that waits on
+        fileno() with selectors; None waits for the first packet; t > 0 up to t seconds
+        (SO_RCVTIMEO), [] if none came.  After a full burst more may be waiting."""
         if self._early:
             early, self._early = self._early, []
             self.received += len(early)
             return [_parse_message(msg) for msg in early]
-        n = _recvmmsg(self.sock.fileno(), self._mm, self.burst, MSG_DONTWAIT, None)
+        if timeout is not None and timeout <= 0:
+            flags = MSG_DONTWAIT
+        else:
+            flags = MSG_WAITFORONE
+            if timeout != self._timeout:
+                self._set_timeout(timeout)
+        n = _recvmmsg(self._fd, self._mm_ref, self.burst, flags, None)
         if n <= 0:
             err = ctypes.get_errno()
             if n < 0 and err not in (errno.EAGAIN, errno.EINTR):
@@ -343,6 +353,15 @@ class Queue:
                 self.errors[err] = self.errors.get(err, 0) + 1
         self.received += len(out)
         return out
+
+    def _set_timeout(self, timeout: float | None) -> None:
+        sec, usec = 0, 0                                # 0: no limit
+        if timeout is not None:
+            sec = int(timeout)
+            usec = max(int((timeout - sec) * 1e6), 0 if sec else 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                             struct.pack("@ll", sec, usec))
+        self._timeout = timeout
 
     # ------------------------------------------------------------------ verdicts
     def verdict(self, packet_id: int, verdict: int = ACCEPT, mark: int | None = None,
@@ -430,7 +449,10 @@ class Queue:
         parts, self._parts, self._pending = self._parts, [], 0
         self.sends += 1
         try:
-            self.sock.sendmsg(parts)
+            if len(parts) == 1:
+                self.sock.send(parts[0])                # cheaper than sendmsg's iovec
+            else:
+                self.sock.sendmsg(parts)
         except OSError as exc:
             # the kernel would hold the packets of lost verdicts until the queue goes
             raise NfqueueError(f"NFQUEUE queue {self.num}: sending verdicts: "
