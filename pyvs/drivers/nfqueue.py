@@ -231,6 +231,7 @@ class Queue:
         self._run_mark: int | None = None      # ... and the mark they all get
         self._early: list[bytes] = []          # packets that came while we were binding
         self._timeout: float | None = -1.0     # SO_RCVTIMEO as last set (-1: never)
+        self._layouts: dict[int, list[tuple]] = {}     # hook -> packet layouts seen (_parse)
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         except OSError as exc:
@@ -343,11 +344,12 @@ class Queue:
                 raise NfqueueError(f"NFQUEUE queue {self.num}: recvmmsg: {os.strerror(err)}")
             return []
         buf, view, words, dwords = self._buf, self._view, self._words, self._dwords
+        layouts = self._layouts
         out = []
         for off in range(0, n * self._slot, self._slot):
             mtype = words[(off >> 1) + 2]
             if mtype == NFQNL_MSG_PACKET:
-                out.append(_parse(buf, view, words, off, off + dwords[off >> 2]))
+                out.append(_parse(buf, view, words, off, off + dwords[off >> 2], layouts))
             elif mtype == NLMSG_ERROR:              # a verdict the kernel refused
                 err = -_ERR.unpack_from(buf, off + 16)[0]
                 self.errors[err] = self.errors.get(err, 0) + 1
@@ -480,14 +482,63 @@ class Queue:
         self.close()
 
 
-def _parse(buf: bytearray, view: memoryview, words: memoryview, off: int, end: int
-           ) -> Packet:
-    """The NFQNL_MSG_PACKET at buf[off:end] (`view` is buf; `words` is buf as native
-    16-bit words, for the attribute headers; `off` is a multiple of 4).
-    nfqnl_build_packet_message puts NFQA_PACKET_HDR first and NFQA_PAYLOAD last; the
-    others come only when they apply (a mark only if one is set).  Written for speed: it
-    runs for every packet."""
+def _parse(buf: bytearray, view: memoryview, words: memoryview, off: int, end: int,
+           layouts: dict[int, list[tuple]]) -> Packet:
+    """The NFQNL_MSG_PACKET at buf[off:end] (`view` is buf, `words` buf as native 16-bit
+    words; `off` is a multiple of 4).  It runs for every packet, so it is written for
+    speed: the messages of one hook mostly share a layout (which attributes, so where
+    each one is), and one Struct reads a known layout at once (see _learn); only a new
+    layout is walked attribute by attribute."""
     packet_id, _, hook = _PKT_HDR.unpack_from(buf, off + 24)
+    for st, types, at, im, ii, io, inf, icap in layouts.get(hook, ()):
+        r = st.unpack_from(buf, off + 32)
+        if r[1::3] == types and words[(off + at) >> 1] == end - off - at:
+            r += _ABSENT
+            payload = view[off + at + 4:end].tobytes()
+            return _new(Packet, (packet_id, hook, r[im], payload, r[ii], r[io], r[inf],
+                                 r[icap] or len(payload)))
+    layout = _learn(buf, words, off, end)
+    if layout is not None:
+        known = layouts.setdefault(hook, [])
+        known.insert(0, layout)
+        del known[3:]                       # a hook rarely has more (a mark, a timestamp)
+    return _walk(buf, view, words, packet_id, hook, off, end)
+
+
+_ABSENT = (0,)                              # index -1 of a layout's values: not there
+_VALUE_AT = {NFQA_MARK: 0, NFQA_IFINDEX_INDEV: 1, NFQA_IFINDEX_OUTDEV: 2, NFQA_SKB_INFO: 3,
+             NFQA_CAP_LEN: 4}
+
+
+def _learn(buf: bytearray, words: memoryview, off: int, end: int) -> tuple | None:
+    """This message's layout: a big-endian Struct over its attributes up to NFQA_PAYLOAD's
+    header, three fields per attribute (length, type, its first 4 bytes), the types as
+    that Struct reads them (the native-order headers come out byte-swapped, and are
+    compared so), the payload header's offset, and where mark, indev, outdev, skb info and
+    cap_len are in the Struct's result (-1: absent).  None if the layout does not fit."""
+    fmt, where = ">", [-1] * 5
+    pos, i = off + 32, 0
+    while pos < end:
+        alen, atype = words[pos >> 1], words[(pos >> 1) + 1] & 0x3FFF
+        if atype == NFQA_PAYLOAD:
+            st = struct.Struct(fmt + "HH")
+            return (st, st.unpack_from(buf, off + 32)[1::3], pos - off, *where)
+        size = (alen + 3) & ~3
+        if size < 8:
+            return None
+        fmt += "HHI" + ("%dx" % (size - 8) if size > 8 else "")
+        if atype in _VALUE_AT and alen == 8:
+            where[_VALUE_AT[atype]] = 3 * i + 2
+        pos += size
+        i += 1
+    return None
+
+
+def _walk(buf: bytearray, view: memoryview, words: memoryview, packet_id: int, hook: int,
+          off: int, end: int) -> Packet:
+    """A packet message read attribute by attribute.  nfqnl_build_packet_message puts
+    NFQA_PACKET_HDR first and NFQA_PAYLOAD last; the others come only when they apply (a
+    mark only if one is set, a timestamp only if the packet has one)."""
     mark = indev = outdev = info = cap_len = 0
     payload = b""
     be32 = _BE32.unpack_from
@@ -495,21 +546,19 @@ def _parse(buf: bytearray, view: memoryview, words: memoryview, off: int, end: i
     while pos < end:
         w = pos >> 1
         atype = words[w + 1] & 0x3FFF                   # without NLA_F_NESTED/BYTEORDER
-        if atype == 10:                                 # NFQA_PAYLOAD
+        if atype == NFQA_PAYLOAD:
             payload = view[pos + 4:pos + words[w]].tobytes()
             break
-        if atype < 7:
-            if atype == 5:                              # NFQA_IFINDEX_INDEV
-                indev = be32(buf, pos + 4)[0]
-            elif atype == 6:                            # NFQA_IFINDEX_OUTDEV
-                outdev = be32(buf, pos + 4)[0]
-            elif atype == 3:                            # NFQA_MARK
-                mark = be32(buf, pos + 4)[0]
-        elif atype > 12:
-            if atype == 14:                             # NFQA_SKB_INFO
-                info = be32(buf, pos + 4)[0]
-            elif atype == 13:                           # NFQA_CAP_LEN
-                cap_len = be32(buf, pos + 4)[0]
+        if atype == NFQA_IFINDEX_INDEV:
+            indev = be32(buf, pos + 4)[0]
+        elif atype == NFQA_IFINDEX_OUTDEV:
+            outdev = be32(buf, pos + 4)[0]
+        elif atype == NFQA_MARK:
+            mark = be32(buf, pos + 4)[0]
+        elif atype == NFQA_SKB_INFO:
+            info = be32(buf, pos + 4)[0]
+        elif atype == NFQA_CAP_LEN:
+            cap_len = be32(buf, pos + 4)[0]
         pos += (words[w] + 3) & ~3
     return _new(Packet, (packet_id, hook, mark, payload, indev, outdev, info,
                          cap_len or len(payload)))
@@ -522,7 +571,8 @@ def _parse_message(msg: bytes) -> Packet:
     """_parse for one message on its own (one that came during a configuration)."""
     buf = bytearray(msg) + _PADS[len(msg) & 3]
     view = memoryview(buf)
-    return _parse(buf, view, view.cast("H"), 0, len(msg))
+    packet_id, _, hook = _PKT_HDR.unpack_from(buf, 24)
+    return _walk(buf, view, view.cast("H"), packet_id, hook, 0, len(msg))
 
 
 def finish_checksum(packet: bytes) -> bytes:
