@@ -8,7 +8,8 @@ Configurations, each run in a fresh lab, each part bounded (--seconds):
                bytes): the floor of any rewriting director (the kernel re-checks checksums
                of a packet given back, and everything here shares 2 cores)
   (b3) bare3   the accept-all loop on pyvs's own binding (pyvs.drivers.nfqueue): bursts in,
-               batched verdicts out, GSO unless --no-gso
+               batched verdicts out; with the queue's GSO flag (--gso on, the default), or
+               without it (--gso off: bare3-nogso), or both side by side (--gso both)
   (c) NAT      pyvs run, LVS-NAT (client -> VIP -> rs1 and back through the director)
   (d) DR       pyvs run, LVS-DR (client -> VIP -> rs1; replies go straight to the client)
 With --own-loop, also (experimental: what the engine achieves on the binding):
@@ -25,10 +26,10 @@ Connections: --procs client processes connect, read the name, close, to rs1:8080
 Every queue's drop counters (queue_dropped + user_dropped) are read before its program
 stops; a run with drops is marked "drops=N" (the loops on pyvs's binding run without
 FAIL_OPEN here so that an overrun shows as drops).  Prints the medians of --runs runs
-and the ratios.
+and the ratios; the runs go round-robin over the configurations.
 
-    .venv/bin/python bench/live.py [--runs 3] [--seconds 3] [--procs 4] [--no-gso]
-    .venv/bin/python bench/live.py --own-loop             # adds (c3) and (d3)
+    .venv/bin/python bench/live.py [--runs 3] [--seconds 3] [--procs 4] [--gso on|off|both]
+    .venv/bin/python bench/live.py --own-loop --gso both  # adds (c3) and (d3), GSO and not
     PYVS_PURE=1 .venv/bin/python bench/live.py     # the director on the Python source
 """
 
@@ -78,6 +79,7 @@ finally: q.unbind()"""
 
 LABELS = {"kernel": "(a)", "bare": "(b)", "bare+payload": "(b2)", "bare3": "(b3)",
           "nat": "(c)", "dr": "(d)", "nat3": "(c3)", "dr3": "(d3)"}
+NOGSO = "-nogso"                                # suffix: the same without the GSO flag
 BARE = ("bare", "bare+payload", "bare3")        # queue rules of their own, to rs1 directly
 OWN_LOOP = ("bare3", "nat3", "dr3")             # programs on pyvs's binding (--loop)
 
@@ -139,8 +141,9 @@ def wait_bound(proc: subprocess.Popen) -> None:
     raise SystemExit("bench/live.py: the queue program did not bind queue 0 within 5 s")
 
 
-def measure(config: str, seconds: float, procs: int, gso: bool) -> Run:
+def measure(name: str, seconds: float, procs: int) -> Run:
     """One run of a configuration in a fresh lab."""
+    config, gso = name.removesuffix(NOGSO), not name.endswith(NOGSO)
     mode = "dr" if config in ("dr", "dr3") else "nat"
     devnull = open(os.devnull, "w")
     netns.down(out=devnull)
@@ -247,35 +250,50 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--procs", type=int, default=4)
-    ap.add_argument("--no-gso", dest="gso", action="store_false",
-                    help="the loops on pyvs's binding without the queue's GSO flag")
+    ap.add_argument("--gso", choices=("on", "off", "both"), default="on",
+                    help="the loops on pyvs's binding with the queue's GSO flag, without, "
+                    "or both")
+    ap.add_argument("--no-gso", action="store_true", help=argparse.SUPPRESS)   # for --loop
     ap.add_argument("--own-loop", action="store_true",
                     help="also (c3)/(d3): pyvs's engine on pyvs's binding (experimental)")
     ap.add_argument("--only", help=argparse.SUPPRESS)       # e.g. --only bare,bare3
     ap.add_argument("--loop", choices=("bare", "nat", "dr"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.loop:
-        own_loop(args.loop, args.gso)
+        own_loop(args.loop, not args.no_gso)
         return
     if os.geteuid() != 0:
         sys.exit("bench/live.py needs root (network namespaces, NFQUEUE)")
-    configs = [c for c in LABELS if args.own_loop or c not in ("nat3", "dr3")]
+    configs = []
+    for c in LABELS:
+        if c in OWN_LOOP:
+            if c != "bare3" and not args.own_loop:
+                continue
+            configs += {"on": [c], "off": [c + NOGSO], "both": [c, c + NOGSO]}[args.gso]
+        else:
+            configs.append(c)
     if args.only:
         configs = [c for c in configs if c in args.only.split(",")]
     print(f"pyvs engine {pyvs.ENGINE} (PYVS_PURE=1: python), {args.runs} runs of "
-          f"{args.seconds:g} s per configuration, medians; pyvs's binding "
-          f"{'with' if args.gso else 'without'} GSO")
+          f"{args.seconds:g} s per configuration, medians; {NOGSO}: pyvs's binding without "
+          "the GSO flag")
+    # round-robin: run i of every configuration, then run i + 1, so that a slow spell of
+    # the shared machine hits all configurations alike rather than one of them
+    runs: dict[str, list[Run]] = {c: [] for c in configs}
+    for _ in range(args.runs):
+        for config in configs:
+            runs[config].append(measure(config, args.seconds, args.procs))
     med: dict[str, Run] = {}
     for config in configs:
-        runs = [measure(config, args.seconds, args.procs, args.gso) for _ in range(args.runs)]
-        med[config] = Run(*(statistics.median(getattr(r, f) for r in runs)
+        med[config] = Run(*(statistics.median(getattr(r, f) for r in runs[config])
                             for f in ("mbit", "pps", "segs", "conns", "drops")))
         m = med[config]
-        print(f"{LABELS[config]:<4} {config:<12} bulk {m.mbit:8.0f} Mbit/s  {m.pps:9,.0f} "
+        print(f"{LABELS[config.removesuffix(NOGSO)]:<4} {config:<12} bulk {m.mbit:8.0f} Mbit/s"
+              f"  {m.pps:9,.0f} "
               f"packets/s through the director  {m.segs:9,.0f} segments/s  {m.conns:7,.0f} "
               "conn/s   runs: " + " ".join(
                   f"{r.pps:,.0f}pps/{r.segs:,.0f}sps/{r.conns:,.0f}cps/{r.mbit:,.0f}Mbps"
-                  + (f"/drops={r.drops}" if r.drops else "") for r in runs), flush=True)
+                  + (f"/drops={r.drops}" if r.drops else "") for r in runs[config]))
     b = med.get("bare")
     if b is None:
         return
@@ -288,8 +306,10 @@ def main() -> None:
     if "kernel" in med:
         print(f"bare/kernel: conn/s {ratio(b.conns, med['kernel'].conns)}, bulk "
               f"{ratio(b.mbit, med['kernel'].mbit)}")
-    for name, base in (("bare3", "bare"), ("nat3", "bare"), ("nat3", "bare3"),
-                       ("dr3", "bare"), ("dr3", "bare3")):
+    pairs = [(n + v, b + (v if b == "bare3" else "")) for v in ("", NOGSO)
+             for n, b in (("bare3", "bare"), ("nat3", "bare"), ("nat3", "bare3"),
+                          ("dr3", "bare"), ("dr3", "bare3"))]
+    for name, base in pairs:
         if name in med and base in med:
             m, o = med[name], med[base]
             print(f"{name}/{base}: segments/s {ratio(m.segs, o.segs)}, packets/s "
@@ -299,8 +319,10 @@ def main() -> None:
         r = med["nat"].pps / b.pps
         print(f"target: pyvs NAT >= 0.8 x the bare loop in packets/s: "
               f"{'met' if r >= 0.8 else 'MISSED'} ({r:.2f})")
-    for name, base, want in (("nat3", "bare", 1.0), ("nat3", "bare3", 0.8),
-                             ("dr3", "bare", 1.2)):
+    for name, base, want in [(n + v, b + (v if b == "bare3" else ""), w)
+                             for v in ("", NOGSO)
+                             for n, b, w in (("nat3", "bare", 1.0), ("nat3", "bare3", 0.8),
+                                             ("dr3", "bare", 1.2))]:
         if name in med and base in med:
             r = med[name].segs / med[base].segs
             print(f"target: {name} >= {want} x {base} in segments/s: "
