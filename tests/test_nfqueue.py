@@ -7,6 +7,7 @@ the test process itself holds the queue and sees every packet and verdict.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import selectors
@@ -258,6 +259,18 @@ def test_mixed_verdicts_go_out_in_one_sendmsg_in_order(rules) -> None:
     want[19] = b"NEW"
     assert received(server) == want
     assert counter("filter", "FORWARD") == [5]
+
+
+@live
+def test_a_payload_too_big_to_carry_is_a_drop(rules) -> None:
+    rules("mangle", "PREROUTING", "-p", "udp", "-d", SERVER, "-j", "NFQUEUE", "--queue-num", "0")
+    sender, server = udp_pair(5004)
+    with inside("r"):
+        q = Queue(0)
+    with q, Loop(q, lambda q, p: q.accept(p.id, payload=p.payload + bytes(65531))):
+        sender.sendto(b"x", (SERVER, 5004))
+        assert received(server) == []
+    assert q.errors == {errno.EMSGSIZE: 1} and q.verdicts == 1
 
 
 def nat_director(port: int) -> Director:

@@ -81,6 +81,7 @@ MAX_COPY_RANGE = 0xFFFF - 4     # NFQNL_MAX_COPY_RANGE: nla_len is 16 bits, head
 SEND_LIMIT = 1 << 20            # bytes of verdicts per sendmsg, at most (plus one payload)
 IOV_LIMIT = 1020                # buffers per sendmsg, at most (+2; the kernel allows 1024)
 SLOT_HEADROOM = 512             # the headers and attributes in front of NFQA_PAYLOAD
+TIMEOUT_SLACK = 0.001           # seconds a receive(t) may wait past t (see receive)
 
 _NLMSG = struct.Struct("=IHHII")                         # struct nlmsghdr
 _ERR = struct.Struct("=i")                               # struct nlmsgerr's error
@@ -326,7 +327,10 @@ class Queue:
         """The packets queued now, up to `burst`, in id order, with one recvmmsg.
         `timeout` 0 (the default) never waits: [] if none, for a loop that waits on
         fileno() with selectors; None waits for the first packet; t > 0 up to t seconds
-        (SO_RCVTIMEO), [] if none came.  After a full burst more may be waiting."""
+        (SO_RCVTIMEO), [] if none came.  SO_RCVTIMEO is changed only when t differs from
+        the wait set by more than TIMEOUT_SLACK, so a busy loop whose wait shrinks by
+        microseconds makes no extra system call (the wait ends at most that much late).
+        After a full burst more may be waiting."""
         if self._early:
             early, self._early = self._early, []
             self.received += len(early)
@@ -335,7 +339,9 @@ class Queue:
             flags = MSG_DONTWAIT
         else:
             flags = MSG_WAITFORONE
-            if timeout != self._timeout:
+            last = self._timeout
+            if timeout != last and (timeout is None or last is None
+                                    or abs(timeout - last) > TIMEOUT_SLACK):
                 self._set_timeout(timeout)
         n = _recvmmsg(self._fd, self._mm_ref, self.burst, flags, None)
         if n <= 0:
@@ -369,7 +375,12 @@ class Queue:
     def verdict(self, packet_id: int, verdict: int = ACCEPT, mark: int | None = None,
                 payload: bytes | None = None) -> None:
         """Queue a verdict for flush(): ACCEPT or DROP; `mark` sets the packet's mark,
-        `payload` replaces the packet (65531 bytes at most)."""
+        `payload` replaces the packet.  A payload over 65531 bytes cannot be carried
+        (nla_len is 16 bits): the packet is dropped, as the kernel drops one it cannot
+        mangle, and counted in `errors` under EMSGSIZE."""
+        if payload is not None and len(payload) > MAX_COPY_RANGE:
+            self.errors[errno.EMSGSIZE] = self.errors.get(errno.EMSGSIZE, 0) + 1
+            verdict, payload = DROP, None
         if payload is None and verdict == ACCEPT:
             if self._run_id >= 0 and mark == self._run_mark:
                 self._run_id = packet_id
