@@ -43,7 +43,8 @@ def open_tun(name: str) -> int:
     except OSError as exc:
         raise SystemExit(f"pyvs.lab.ipip: /dev/net/tun: {exc.strerror} (the kernel needs "
                          "CONFIG_TUN)") from None
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    # struct ifreq: the name, then ifr_flags; 40 bytes on 64-bit Linux
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI))
     return fd
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=DEVICE)
     args = ap.parse_args(argv)
     try:
-        vips = {socket.inet_aton(v) for v in args.vip}
+        vips = {socket.inet_pton(socket.AF_INET, v) for v in args.vip}
     except OSError:
         ap.error(f"--vip: not IPv4 addresses: {', '.join(args.vip)}")
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
