@@ -398,4 +398,7 @@ def lab_exec(host: str, cmd: list[str]) -> int:
         raise LabError(f"unknown host {host!r} (hosts: {', '.join(sorted(names))})")
     if not cmd:
         raise LabError("nothing to run: pyvs lab exec HOST -- CMD...")
-    return subprocess.call(["ip", "netns", "exec", names[host], *cmd])
+    # pyvsadm and pyvs list on the director find the lab's control socket
+    return subprocess.call(["ip", "netns", "exec", names[host], *cmd],
+                           env={**os.environ, "PYVS_SOCKET": os.environ.get("PYVS_SOCKET",
+                                                                              SOCKET)})
