@@ -7,9 +7,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Config, ConfigFileError
+from ..config.model import pool_name
 from ..core.engine import ConfigError
 from ..core.forwarding import BY_CODE, BY_MODE
-from ..core.packet import int_to_ip
+from ..core.packet import IPPROTO_TCP, int_to_ip
 from ..views.snapshot import snapshot
 from . import tcp
 from .events import Simulation
@@ -100,13 +101,15 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
         raise ConfigFileError(f"{cfg.path}: services: the simulator needs at least one "
                               "service with a realserver")
     sim = Simulation(seed)
+    sessions = scenario.all_sessions(sim.random)
+    _check_reached(scenario, sessions, director, cfg)
     lab = Lab(sim, director, scenario.lab, scenario.tcp, scenario.client_count())
     agreement = Agreement(director)
     director.watch = agreement.conn_changed
     truths = {addr: RealserverTruth(addr) for addr in lab.realservers}
     for addr, stack in lab.realservers.items():
         stack.on_state = _truth_hook(sim, truths[addr], agreement)
-    for s in scenario.all_sessions(sim.random):
+    for s in sessions:
         if s.start <= scenario.duration:
             sim.at(s.start, lab.start_session, s, s.client)
 
@@ -148,6 +151,18 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     result.wall = time.perf_counter() - wall
     director.watch = None
     return result
+
+
+def _check_reached(scenario: Scenario, sessions: list, director, cfg: Config) -> None:
+    """A scenario whose connections reach no service would compare an empty table with
+    empty realservers: a perfect score that means nothing, so it is refused."""
+    ports = sorted({s.port for s in sessions})
+    tcp = [svc for svc in director.services if not svc.fwmark and svc.protocol == IPPROTO_TCP]
+    if not any(svc.port in (0, p) for svc in tcp for p in ports):
+        have = ", ".join(pool_name(vs.key) for vs in cfg.services) or "none"
+        raise ConfigFileError(f"{cfg.path}: no service takes scenario {scenario.name}'s "
+                              f"connections (TCP port {', '.join(map(str, ports))}); its "
+                              f"services: {have}")
 
 
 def _mode_of(cfg: Config) -> str:
