@@ -1211,7 +1211,7 @@ def looks_like(text: str) -> bool:
         words = line.split()
         if words and words[0].startswith("@"):
             words = words[1:]               # a conditional line: @ID keyword ...
-        if not words or words[0][0] in "#!":
+        if not words or words[0][0] in "#!$":    # comments, parameter definitions
             continue
         word = re.split(r"[{\s]", words[0])[0]
         return word in TOP_LEVEL or word.startswith(("vrrp_", "include"))

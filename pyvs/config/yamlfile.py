@@ -291,13 +291,16 @@ def _services(r: Reader, raw: Any, where: str, cfg: Config) -> list[VirtualServi
             seen.add((rs.address, rs.port))
             vs.realservers.append(rs)
         vs.health = Health(
-            r.integer(health_raw.get("quorum", 1), f"{where}.health.quorum", 1, 2**32 - 1),
+            r.integer(health_raw.get("quorum", 1), f"{where}.health.quorum", 0, 2**32 - 1),
             r.integer(health_raw.get("hysteresis", 0), f"{where}.health.hysteresis", 0,
                       2**32 - 1),
             None if s.get("sorry_server") is None
             else _sorry(r, s["sorry_server"], f"{where}.sorry_server", vs))
         members.append(vs)
-    problem = quorum_problem(members[0].health, members[0].realservers)
+    checked = ("quorum" in health_raw or "hysteresis" in health_raw
+               or members[0].health.sorry is not None
+               or any(rs.checks for rs in members[0].realservers))
+    problem = quorum_problem(members[0].health, members[0].realservers) if checked else None
     if problem:
         cfg.warnings.append(f"{r.path}: {where}.health: {problem}")
         for vs in members[1:]:
@@ -324,7 +327,7 @@ def _realserver(r: Reader, raw: Any, where: str, vs: VirtualService,
         raise r.fail(f"{where}.address", "required (address[:port])")
     addr, port = r.addr_port(d["address"], f"{where}.address", port_required=False)
     fwd = BY_WORD[r.choice(d.get("forward", "route"), f"{where}.forward", CONFIG_WORDS)].code
-    if fwd != MASQ and not vs.fwmark:
+    if fwd != MASQ and (not vs.fwmark or vs.group):
         port = vs.port                    # ipvsadm: DR/TUN use the service's port
     elif port is None:
         port = 0 if vs.group or vs.fwmark else vs.port    # no port: the packet's
@@ -509,21 +512,25 @@ def to_data(cfg: Config) -> dict[str, Any]:
     if cfg.tunnel_source is not None:
         out["tunnel_source"] = int_to_ip(cfg.tunnel_source)
     if cfg.sync_daemon is not None:
-        out["sync_daemon"] = dict(cfg.sync_daemon)
+        out["sync_daemon"] = {k: cfg.sync_daemon[k] for k in SYNC if k in cfg.sync_daemon}
     out["services"] = []
     entries: dict[str, dict[str, Any]] = {}
     for vs in cfg.services:
         if vs.group and vs.group in entries:
             entry = entries[vs.group]
             if vs.fwmark:
-                entry.setdefault("fwmark", []).append(vs.fwmark)
+                entry["fwmark"].append(vs.fwmark)
             else:
-                entry.setdefault("address", []).append(f"{int_to_ip(vs.address)}:{vs.port}")
+                entry["address"].append(f"{int_to_ip(vs.address)}:{vs.port}")
             continue
         entry = _service_data(vs)
         if vs.group:
             entries[vs.group] = entry
         out["services"].append(entry)
+    for entry in entries.values():
+        for key in ("address", "fwmark"):
+            if not entry[key]:
+                del entry[key]
     return out
 
 
@@ -532,10 +539,8 @@ def _service_data(vs: VirtualService) -> dict[str, Any]:
     if vs.group:
         s["group"] = vs.group
         s["protocol"] = "udp" if vs.protocol == IPPROTO_UDP and not vs.fwmark else "tcp"
-        if vs.fwmark:
-            s["fwmark"] = [vs.fwmark]
-        else:
-            s["address"] = [f"{int_to_ip(vs.address)}:{vs.port}"]
+        s["address"] = [] if vs.fwmark else [f"{int_to_ip(vs.address)}:{vs.port}"]
+        s["fwmark"] = [vs.fwmark] if vs.fwmark else []
     elif vs.fwmark:
         s["protocol"], s["fwmark"] = "fwmark", vs.fwmark
     else:
@@ -580,8 +585,13 @@ def _health_data(vs: VirtualService) -> dict[str, Any]:
         if len(values) == 1 and any(
                 getattr(c, name) != check_default(c.kind, name, c.delay_loop, out)
                 for c in checks):
-            out[name] = values.pop()
+            out[name] = _num(values.pop())
     return out
+
+
+def _num(value: Any) -> Any:
+    """Seconds as written: 10, not 10.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _realserver_data(rs: RealServer, health: dict[str, Any]) -> dict[str, Any]:
@@ -604,7 +614,7 @@ def _check_data(c: H.Check, health: dict[str, Any]) -> dict[str, Any]:
     for name in CHECK_DEFAULTS:
         value = getattr(c, name)
         if value != check_default(c.kind, name, c.delay_loop, health):
-            out[name] = value
+            out[name] = _num(value)
     for name in ("connect_ip", "bindto"):
         if getattr(c, name) is not None:
             out[name] = int_to_ip(getattr(c, name))
@@ -621,7 +631,7 @@ def _check_data(c: H.Check, health: dict[str, Any]) -> dict[str, Any]:
     if c.kind == H.MISC_CHECK:
         out["misc_path"] = list(c.misc_path)
         if c.misc_timeout != check_default(c.kind, "misc_timeout", 0, health):
-            out["misc_timeout"] = c.misc_timeout
+            out["misc_timeout"] = _num(c.misc_timeout)
         if c.misc_dynamic:
             out["misc_dynamic"] = True
     return out
