@@ -1,0 +1,313 @@
+"""The live checkers against real servers: HTTP servers and scripts on loopback (any
+user), `pyvs serve` running a keepalived.conf's checks, and, as root, the namespace lab:
+a realserver's web server stopped and started again while clients curl the VIP."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import shutil
+import signal
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pyvs.config import load
+from pyvs.drivers import health
+from pyvs.drivers.daemon import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Web:
+    """An HTTP/1.0 server on loopback whose answer the test changes."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.status, self.body = 200, b"hello\n"
+        web = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(web.status)
+                self.send_header("Content-Length", str(len(web.body)))
+                self.end_headers()
+                self.wfile.write(web.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+        socketserver.TCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_until(what: Callable[[], object], limit: float) -> float:
+    """Seconds until `what()` is true (fails after `limit`)."""
+    t0 = time.monotonic()
+    while not what():
+        if time.monotonic() - t0 > limit:
+            raise AssertionError(f"not within {limit} s")
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def dests(rt: Runtime) -> dict[str, int]:
+    return {f"{d['address']}:{d['port']}": d["weight"]
+            for s in rt.snapshot()["services"] for d in s["dests"]}
+
+
+@pytest.fixture
+def web():
+    w = Web()
+    yield w
+    w.close()
+
+
+def start(tmp_path: Path, conf: str):
+    (tmp_path / "keepalived.conf").write_text(conf)
+    cfg = load(str(tmp_path / "keepalived.conf"))
+    assert cfg.warnings == []
+    rt = Runtime(cfg.build(0.0), str(tmp_path / "ctl.sock")).start()
+    return rt, health.start(rt, cfg)
+
+
+def test_http_get_status_and_digest_inhibit_then_back(tmp_path: Path, web: Web,
+                                                      caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pyvs")
+    rt, checks = start(tmp_path, f"""\
+virtual_server 10.0.0.1 {web.port} {{
+    lvs_sched rr
+    lvs_method NAT
+    protocol TCP
+    delay_loop 0.5
+    real_server 127.0.0.1 {web.port} {{
+        weight 3
+        inhibit_on_failure
+        HTTP_GET {{
+            url {{
+                path /health
+                digest b1946ac92492d2347c6235b4d2611184
+            }}
+            connect_timeout 1
+            retry 1
+            delay_before_retry 0.2
+        }}
+    }}
+}}
+""")
+    rs = f"127.0.0.1:{web.port}"
+    try:
+        assert dests(rt) == {rs: 3}
+        time.sleep(1.5)                               # several passing checks
+        assert dests(rt) == {rs: 3}
+        web.status = 500
+        # a failure, one retry 0.2 s later: down within delay_loop + retry x delay_before_retry
+        assert wait_until(lambda: dests(rt) == {rs: 0}, 0.5 + 1 * 0.2 + 1.0) < 1.7
+        assert (f"check: rs {rs} DOWN (HTTP_GET status 500), weight 0 (inhibit_on_failure) "
+                f"[TCP 10.0.0.1:{web.port}]") in caplog.messages
+        web.status = 200
+        # HTTP_GET after a failure: the failed url, then a pass of all urls (0.5 s apart)
+        wait_until(lambda: dests(rt) == {rs: 3}, 3.0)
+        web.body = b"changed\n"
+        wait_until(lambda: dests(rt) == {rs: 0}, 3.0)
+        assert any("DOWN (HTTP_GET MD5 digest mismatch)" in m for m in caplog.messages)
+        status = checks.status()
+        assert status["pools"][0]["realservers"][0]["alive"] is False
+        assert status["events"]["DOWN"] == 2 and status["events"]["UP"] == 1
+        assert status["checks_total"] >= 7 and status["apply_errors"] == 0
+    finally:
+        checks.close()
+        rt.close()
+
+
+def test_misc_check_dynamic_weight_and_timeout(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.write_text("0")
+    script = tmp_path / "check.sh"
+    script.write_text('#!/bin/sh\n[ "$(cat "$1")" = sleep ] && sleep 30\nexit "$(cat "$1")"\n')
+    script.chmod(0o755)
+    rt, checks = start(tmp_path, f"""\
+virtual_server 10.0.0.1 53 {{
+    lvs_sched wrr
+    lvs_method NAT
+    protocol UDP
+    real_server 127.0.0.1 53 {{
+        MISC_CHECK {{
+            misc_path "{script} {code}"
+            misc_timeout 1
+            misc_dynamic
+            delay_loop 0.3
+        }}
+    }}
+}}
+""")
+    try:
+        assert dests(rt) == {"127.0.0.1:53": 1}
+        code.write_text("12")                          # weight = exit code - 2
+        wait_until(lambda: dests(rt) == {"127.0.0.1:53": 10}, 2.0)
+        code.write_text("1")
+        wait_until(lambda: dests(rt) == {}, 2.0)
+        code.write_text("0")
+        wait_until(lambda: dests(rt) == {"127.0.0.1:53": 1}, 2.0)
+        code.write_text("sleep")                       # killed after misc_timeout 1 s
+        t = wait_until(lambda: dests(rt) == {}, 4.0)
+        assert t >= 0.9
+        checker = checks.status()["pools"][0]["realservers"][0]["checks"][0]
+        assert checker["last"] == "timed out" and checker["up"] is False
+    finally:
+        checks.close()
+        rt.close()
+    # the killed script's process group is gone too
+    out = subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True).stdout
+    assert out == ""
+
+
+def test_pyvs_serve_runs_a_keepalived_conf_s_checks(tmp_path: Path, web: Web) -> None:
+    """`pyvs serve --config keepalived.conf`: the checks run beside the director and
+    change it through its control socket; `pyvs list` shows it."""
+    with socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler) as s:
+        closed = s.server_address[1]                  # a port nothing listens on after this
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(f"""\
+virtual_server 10.0.0.1 80 {{
+    lvs_sched rr
+    lvs_method NAT
+    protocol TCP
+    delay_loop 0.5
+    real_server 127.0.0.1 {web.port} {{
+        TCP_CHECK {{
+        }}
+    }}
+    real_server 127.0.0.1 {closed} {{
+        TCP_CHECK {{
+            connect_timeout 1
+            retry 0
+        }}
+    }}
+}}
+""")
+    sock = str(tmp_path / "ctl.sock")
+    env = {**os.environ, "PYVS_SOCKET": sock}
+    proc = subprocess.Popen([sys.executable, "-m", "pyvs.cli", "serve", "--config", str(conf)],
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+    def listing() -> str:
+        return subprocess.run([sys.executable, "-m", "pyvs.cli", "list"], env=env,
+                              capture_output=True, text=True, timeout=30).stdout
+    try:
+        wait_until(lambda: os.path.exists(sock), 10)
+        wait_until(lambda: f"127.0.0.1:{closed}" not in listing(), 5)
+        assert f"  -> 127.0.0.1:{web.port}" in listing()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert (f"pyvs: check: rs 127.0.0.1:{closed} DOWN (TCP_CHECK connection refused), "
+            "removed [TCP 10.0.0.1:80]") in err.splitlines()
+
+
+# ---------------------------------------------------------------------- the lab (root)
+def _lab_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables, NFQUEUE)"
+    for tool in ("ip", "iptables", "curl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    try:
+        import netfilterqueue  # noqa: F401
+    except ImportError:
+        return "netfilterqueue is not installed (pip install 'pyvs[live]')"
+    return None
+
+
+LAB_CONF = """\
+! the NAT lab's web service, with keepalived's checks
+virtual_server 198.51.100.100 80 {
+    lvs_sched rr
+    lvs_method NAT
+    protocol TCP
+    delay_loop 1
+    real_server 192.0.2.11 80 {
+        inhibit_on_failure
+        HTTP_GET {
+            url {
+                path /
+                status_code 200
+            }
+            connect_timeout 1
+            retry 1
+            delay_before_retry 0.5
+        }
+    }
+    real_server 192.0.2.12 80 {
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+"""
+
+
+@pytest.mark.skipif(_lab_missing() is not None, reason=_lab_missing() or "")
+def test_lab_stopped_web_server_gets_weight_0_then_back(tmp_path: Path) -> None:
+    """NAT lab, `pyvs run` director, `pyvs checks` in the director's namespace: rs1's web
+    server stopped -> weight 0 within delay_loop + retry x delay_before_retry (+ the
+    timeouts), every new curl reaches rs2; started again -> back in the rotation."""
+    from pyvs.control import request
+    from pyvs.lab import netns
+    netns.down(out=open(os.devnull, "w"))
+    state = netns.up("nat", 2, 1, out=open(os.devnull, "w"))
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(LAB_CONF)
+    sidecar = backend = None
+
+    def curl() -> str:
+        return subprocess.run(["ip", "netns", "exec", netns.ns("c1"), "curl", "-s",
+                               "--max-time", "3", f"http://{state['vip']}/"],
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def weight(addr: str) -> int | None:
+        snap = request(netns.SOCKET, {"op": "snapshot", "connections": False})["snapshot"]
+        svc = next(s for s in snap["services"] if s["port"] == 80)
+        return next((d["weight"] for d in svc["dests"] if d["address"] == addr), None)
+    try:
+        sidecar = subprocess.Popen(
+            ["ip", "netns", "exec", netns.ns("d"), sys.executable, "-m", "pyvs.cli", "checks",
+             "--config", str(conf), "--socket", netns.SOCKET], stderr=subprocess.PIPE,
+            text=True, cwd=ROOT)
+        time.sleep(2.5)                               # the first checks have passed
+        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
+        os.killpg(state["pids"]["rs1"], signal.SIGKILL)
+        took = wait_until(lambda: weight("192.0.2.11") == 0, 1 + 1 * 0.5 + 2 * 1 + 1.5)
+        assert took < 1 + 1 * 0.5 + 2 * 1 + 1.5
+        assert [curl() for _ in range(6)] == ["rs2\n"] * 6
+        backend = subprocess.Popen(["ip", "netns", "exec", netns.ns("r1"), sys.executable, "-m",
+                                    "pyvs.lab.backends", "--name", "rs1"], cwd=ROOT,
+                                   start_new_session=True)
+        wait_until(lambda: weight("192.0.2.11") == 1, 6)
+        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
+    finally:
+        if sidecar is not None:
+            sidecar.send_signal(signal.SIGTERM)
+            _, err = sidecar.communicate(timeout=20)
+        if backend is not None:
+            os.killpg(backend.pid, signal.SIGKILL)
+            backend.wait()
+        netns.down(out=open(os.devnull, "w"))
+    lines = [line for line in err.splitlines() if "rs 192.0.2.11:80" in line]
+    assert lines[0].startswith("pyvs: check: rs 192.0.2.11:80 DOWN (HTTP_GET ")
+    assert lines[0].endswith("weight 0 (inhibit_on_failure) [TCP 198.51.100.100:80]")
+    assert lines[-1] == ("pyvs: check: rs 192.0.2.11:80 UP (HTTP_GET status 200), weight 1 "
+                         "(inhibit_on_failure) [TCP 198.51.100.100:80]")
