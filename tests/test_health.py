@@ -338,3 +338,28 @@ def test_http_request_and_verdicts() -> None:
     assert [H.misc_verdict(check, c)[0] for c in (0, 1, 2, 255, None)] == [
         True, False, True, True, False]
     assert H.misc_verdict(H.Check(H.MISC_CHECK), 2) == (False, "exit 2")
+
+
+def test_status_as_prometheus_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pyvs.views.health import HealthCollector
+    m = monitor(POOL.replace("quorum: 3, hysteresis: 1", "quorum: 1")
+                + "      - {address: 192.0.2.11:80, forward: masq, checks: [{type: TCP_CHECK}]}\n")
+    drive(m, down_during({"192.0.2.11:80": (1.5, 2.5)}), 3)
+    registry = CollectorRegistry()
+    registry.register(HealthCollector(lambda: {**m.status(), "events": {"DOWN": 1, "UP": 1}}))
+    lines = [line for line in generate_latest(registry).decode().splitlines()
+             if not line.startswith("#")]
+    svc, rs = 'service="TCP 10.0.0.1:80"', 'realserver="192.0.2.11:80"'
+    check = f'check="TCP_CHECK",{rs},{svc},target="192.0.2.11:80"'     # labels sort by name
+    assert lines == [
+        f"pyvs_quorum_up{{{svc}}} 1.0",
+        f"pyvs_quorum_live_weight{{{svc}}} 1.0",
+        f'pyvs_sorry_server_active{{{svc},sorry_server="10.0.9.9:8080"}} 0.0',
+        f"pyvs_realserver_up{{{rs},{svc}}} 1.0",
+        f"pyvs_check_up{{{check}}} 1.0",
+        f"pyvs_checks_total{{{check}}} 3.0",
+        f"pyvs_check_failures_total{{{check}}} 1.0",
+        'pyvs_health_transitions_total{event="DOWN"} 1.0',
+        'pyvs_health_transitions_total{event="UP"} 1.0']

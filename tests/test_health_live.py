@@ -1,13 +1,13 @@
-"""The live checkers against real servers: HTTP servers and scripts on loopback (any
-user), `pyvs serve` running a keepalived.conf's checks, and, as root, the namespace lab:
-a realserver's web server stopped and started again while clients curl the VIP."""
+"""The live checkers against real servers on loopback (any user): HTTP servers and
+scripts, `pyvs serve` running a keepalived.conf's checks.  The namespace lab's test (a
+realserver's web server stopped and started while a client curls the VIP) is in
+test_live.py."""
 
 from __future__ import annotations
 
 import http.server
 import logging
 import os
-import shutil
 import signal
 import socketserver
 import subprocess
@@ -216,98 +216,3 @@ virtual_server 10.0.0.1 80 {{
     assert proc.returncode == 0
     assert (f"pyvs: check: rs 127.0.0.1:{closed} DOWN (TCP_CHECK connection refused), "
             "removed [TCP 10.0.0.1:80]") in err.splitlines()
-
-
-# ---------------------------------------------------------------------- the lab (root)
-def _lab_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, iptables, NFQUEUE)"
-    for tool in ("ip", "iptables", "curl"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    try:
-        import netfilterqueue  # noqa: F401
-    except ImportError:
-        return "netfilterqueue is not installed (pip install 'pyvs[live]')"
-    return None
-
-
-LAB_CONF = """\
-! the NAT lab's web service, with keepalived's checks
-virtual_server 198.51.100.100 80 {
-    lvs_sched rr
-    lvs_method NAT
-    protocol TCP
-    delay_loop 1
-    real_server 192.0.2.11 80 {
-        inhibit_on_failure
-        HTTP_GET {
-            url {
-                path /
-                status_code 200
-            }
-            connect_timeout 1
-            retry 1
-            delay_before_retry 0.5
-        }
-    }
-    real_server 192.0.2.12 80 {
-        TCP_CHECK {
-            connect_timeout 1
-        }
-    }
-}
-"""
-
-
-@pytest.mark.skipif(_lab_missing() is not None, reason=_lab_missing() or "")
-def test_lab_stopped_web_server_gets_weight_0_then_back(tmp_path: Path) -> None:
-    """NAT lab, `pyvs run` director, `pyvs checks` in the director's namespace: rs1's web
-    server stopped -> weight 0 within delay_loop + retry x delay_before_retry (+ the
-    timeouts), every new curl reaches rs2; started again -> back in the rotation."""
-    from pyvs.control import request
-    from pyvs.lab import netns
-    netns.down(out=open(os.devnull, "w"))
-    state = netns.up("nat", 2, 1, out=open(os.devnull, "w"))
-    conf = tmp_path / "keepalived.conf"
-    conf.write_text(LAB_CONF)
-    sidecar = backend = None
-
-    def curl() -> str:
-        return subprocess.run(["ip", "netns", "exec", netns.ns("c1"), "curl", "-s",
-                               "--max-time", "3", f"http://{state['vip']}/"],
-                              capture_output=True, text=True, timeout=10).stdout
-
-    def weight(addr: str) -> int | None:
-        snap = request(netns.SOCKET, {"op": "snapshot", "connections": False})["snapshot"]
-        svc = next(s for s in snap["services"] if s["port"] == 80)
-        return next((d["weight"] for d in svc["dests"] if d["address"] == addr), None)
-    try:
-        sidecar = subprocess.Popen(
-            ["ip", "netns", "exec", netns.ns("d"), sys.executable, "-m", "pyvs.cli", "checks",
-             "--config", str(conf), "--socket", netns.SOCKET], stderr=subprocess.PIPE,
-            text=True, cwd=ROOT)
-        time.sleep(2.5)                               # the first checks have passed
-        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
-        os.killpg(state["pids"]["rs1"], signal.SIGKILL)
-        took = wait_until(lambda: weight("192.0.2.11") == 0, 1 + 1 * 0.5 + 2 * 1 + 1.5)
-        assert took < 1 + 1 * 0.5 + 2 * 1 + 1.5
-        assert [curl() for _ in range(6)] == ["rs2\n"] * 6
-        backend = subprocess.Popen(["ip", "netns", "exec", netns.ns("r1"), sys.executable, "-m",
-                                    "pyvs.lab.backends", "--name", "rs1"], cwd=ROOT,
-                                   start_new_session=True)
-        wait_until(lambda: weight("192.0.2.11") == 1, 6)
-        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
-    finally:
-        if sidecar is not None:
-            sidecar.send_signal(signal.SIGTERM)
-            _, err = sidecar.communicate(timeout=20)
-        if backend is not None:
-            os.killpg(backend.pid, signal.SIGKILL)
-            backend.wait()
-        netns.down(out=open(os.devnull, "w"))
-    lines = [line for line in err.splitlines() if "rs 192.0.2.11:80" in line]
-    assert lines[0].startswith("pyvs: check: rs 192.0.2.11:80 DOWN (HTTP_GET ")
-    assert lines[0].endswith("weight 0 (inhibit_on_failure) [TCP 198.51.100.100:80]")
-    assert lines[-1] == ("pyvs: check: rs 192.0.2.11:80 UP (HTTP_GET status 200), weight 1 "
-                         "(inhibit_on_failure) [TCP 198.51.100.100:80]")
