@@ -134,7 +134,11 @@ virtual_server 10.0.0.1 {web.port} {{
 
 def test_misc_check_dynamic_weight_and_timeout(tmp_path: Path) -> None:
     code = tmp_path / "code"
-    code.write_text("0")
+
+    def put(text: str) -> None:                    # atomically: the script never reads ""
+        (tmp_path / "code.new").write_text(text)
+        os.replace(tmp_path / "code.new", code)
+    put("0")
     script = tmp_path / "check.sh"
     script.write_text('#!/bin/sh\n[ "$(cat "$1")" = sleep ] && sleep 30\nexit "$(cat "$1")"\n')
     script.chmod(0o755)
@@ -155,13 +159,13 @@ virtual_server 10.0.0.1 53 {{
 """)
     try:
         assert dests(rt) == {"127.0.0.1:53": 1}
-        code.write_text("12")                          # weight = exit code - 2
+        put("12")                          # weight = exit code - 2
         wait_until(lambda: dests(rt) == {"127.0.0.1:53": 10}, 2.0)
-        code.write_text("1")
+        put("1")
         wait_until(lambda: dests(rt) == {}, 2.0)
-        code.write_text("0")
+        put("0")
         wait_until(lambda: dests(rt) == {"127.0.0.1:53": 1}, 2.0)
-        code.write_text("sleep")                       # killed after misc_timeout 1 s
+        put("sleep")                       # killed after misc_timeout 1 s
         t = wait_until(lambda: dests(rt) == {}, 4.0)
         assert t >= 0.9
         checker = checks.status()["pools"][0]["realservers"][0]["checks"][0]

@@ -169,8 +169,9 @@ async def misc_check(probe: H.Probe) -> tuple[bool, str, int | None]:
                 break
             except asyncio.TimeoutError:
                 continue
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:                # closing: the script goes too
         _kill(proc)
+        await proc.wait()
         raise
     if code is not None and code < 0:
         code = None                                 # ended by a signal: a failure
@@ -234,10 +235,8 @@ class Checks:
             self._loop.run_until_complete(self._main())
         except asyncio.CancelledError:
             pass
-        finally:
+        finally:                # the checks were cancelled with the loop: let them end
             pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
             self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
