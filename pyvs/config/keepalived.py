@@ -1095,10 +1095,10 @@ class Builder:
         where = own.pop("where")
         if "connect_port" not in own and rs.port != port:
             own["connect_port"] = rs.port   # the checker copied the address as written
-            if not rs.port and kind != "MISC_CHECK":
-                self.warn(Node([kind], where, ""), f"{kind} of real server "
-                          f"{int_to_ip(rs.addr)} (no port) connects to port 0, as "
-                          "keepalived's does: give connect_port", key=f"port0 {where}")
+        if kind != "MISC_CHECK" and not own.get("connect_port", port):
+            self.warn(Node([kind], where, ""), f"{kind} of real server "
+                      f"{int_to_ip(rs.addr)} (no port) connects to port 0, as "
+                      "keepalived's does: give connect_port", key=f"port0 {where}")
         if kind == "MISC_CHECK":
             own.setdefault("misc_timeout", 0.0)
             if not own["misc_timeout"]:
