@@ -328,6 +328,8 @@ def _ip(text: str, where: str, what: str) -> int:
 
 
 def _int(text: str, where: str, what: str, low: int, high: int) -> int:
+    if not text:
+        raise _fail(where, f"{what}: a value is missing")
     if not text.isdigit() or not low <= int(text) <= high:
         raise _fail(where, f"{what} {text!r} is not an integer in {low}..{high}")
     return int(text)
@@ -335,6 +337,8 @@ def _int(text: str, where: str, what: str, low: int, high: int) -> int:
 
 def _timer(text: str, where: str, what: str, positive: bool) -> float:
     """read_timer(): seconds, with up to 6 decimals (micro-seconds)."""
+    if not text:
+        raise _fail(where, f"{what}: a value is missing")
     if not re.fullmatch(r"\d+(\.\d{1,6})?", text) or (positive and float(text) == 0):
         raise _fail(where, f"{what} {text!r} is not a {'positive ' if positive else ''}"
                     "number of seconds")
