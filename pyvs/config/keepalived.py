@@ -1118,7 +1118,8 @@ class Builder:
             alpha=_first(d.alpha, r.alpha, v.alpha, False),
             connect_timeout=_first(d.connect_timeout, r.connect_timeout, v.connect_timeout,
                                    H.CONNECT_TIMEOUT),
-            virtualhost=_first(d.virtualhost, r.virtualhost, v.virtualhost, None), **own)
+            virtualhost=_first(d.virtualhost, r.virtualhost, v.virtualhost, None)
+            if kind == "HTTP_GET" else None, **own)
 
     def finish(self) -> Config:
         cfg = self.cfg
