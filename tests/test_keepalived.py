@@ -527,3 +527,55 @@ services:
     assert pools[0].sorry is not None and pools[0].sorry.ports == (0, 0, 0)
     again = parse(yaml.safe_load(dump(cfg)), "again")
     assert again.services == cfg.services
+
+
+def test_every_check_option_survives_the_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "k.conf").write_text("""\
+virtual_server 10.0.0.1 80 {
+  lvs_sched lblcr
+  lvs_method TUN
+  protocol TCP
+  virtualhost vs.example
+  warmup 3
+  delay_before_retry 4
+  real_server 10.0.1.1 80 {
+    alpha on
+    inhibit_on_failure no
+    weight 2
+    delay_loop 7
+    HTTP_GET {
+      connect_ip 10.0.2.1
+      connect_port 8081
+      bindto 10.0.0.254
+      bind_port 40000
+      fwmark 17
+      http_protocol 1.0C
+      fast_recovery
+      url {
+        path /a
+        virtualhost u.example
+        status_code 200 204-206
+      }
+      url {
+        path /b
+      }
+    }
+    MISC_CHECK {
+      misc_path "/bin/sh -c 'exit 0'"
+      warmup 0
+      alpha off
+    }
+  }
+}
+""")
+    cfg = load(str(tmp_path / "k.conf"))
+    http, misc = cfg.services[0].realservers[0].checks
+    assert (http.connect_ip, http.connect_port, http.bindto, http.bind_port, http.fwmark) == (
+        0x0A000201, 8081, 0x0A0000FE, 40000, 17)
+    assert (http.http_protocol, http.fast_recovery, http.virtualhost, http.alpha,
+            http.warmup, http.delay_before_retry, http.delay_loop) == (
+        "1.0C", True, "vs.example", True, 3, 4, 7)
+    assert (misc.misc_path, misc.warmup, misc.alpha, misc.virtualhost, misc.misc_timeout) == (
+        ("/bin/sh", "-c", "exit 0"), 0, False, None, 60)
+    again = parse(yaml.safe_load(dump(cfg)), "again")
+    assert again.services == cfg.services
