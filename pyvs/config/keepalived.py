@@ -75,7 +75,6 @@ GLOBAL_WARN = {
                      "adds the group's addresses as services",
     "nftables_ipvs_priority": None, "nftables_ipvs_start_fwmark": None,
 }
-GLOBAL_QUIET = ("lvs_flush", "lvs_flush_on_stop", "lvs_flush_onstop")  # pyvs starts empty
 UNSUPPORTED_CHECKS = ("SSL_GET", "SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK",
                       "BFD_CHECK", "FILE_CHECK")
 HTTP_VERSIONS = {"1.0": "1.0", "1.1": "1.1", "1.0C": "1.0C", "1.0c": "1.0C"}
@@ -423,7 +422,8 @@ class Builder:
         self.cfg = Config(path=path)
         self._warned: dict[str, list[str]] = {}
         self._order: list[str] = []
-        self.groups: dict[str, tuple[str, list[tuple[int, int]], list[int]]] = {}
+        # virtual_server_group name -> (address ranges with their port, fwmarks)
+        self.groups: dict[str, tuple[list[tuple[int, int, int]], list[int]]] = {}
         self.group_users: dict[str, int] = {}
         self.vrrp: dict[str, int] = {}          # vrrp_instance name -> virtual_router_id
         self.old_sync: tuple[str, str, str] | None = None   # lvs_sync_daemon_interface
@@ -561,9 +561,8 @@ class Builder:
         """check_data.c alloc_vsg_entry(): addresses, ranges, CIDR blocks, fwmarks."""
         _need(node, 1, "a group name")
         name = node.args[0]
-        ranges: list[tuple[int, int]] = []
+        ranges: list[tuple[int, int, int]] = []
         marks: list[int] = []
-        where = node.where
         for n in node.block or []:
             w = n.words
             if w[0] == "fwmark":
@@ -578,12 +577,13 @@ class Builder:
                 self.warn(n, f"{w[0]}: IPv6 is not modelled; entry skipped", key="ipv6")
                 continue
             port = _port(w[1] if len(w) > 1 else None, n.where, "virtual server group")
-            ranges.append((*self._range(w[0], n.where), port))   # type: ignore[arg-type]
+            start, end = self._range(w[0], n.where)
+            ranges.append((start, end, port))
         if not ranges and not marks:
             self.warn(node, f"virtual_server_group {name} has no entries: keepalived drops "
                       "it", key=f"empty group {name}")
             return
-        self.groups[name] = (where, ranges, marks)          # type: ignore[assignment]
+        self.groups[name] = (ranges, marks)
 
     def _range(self, text: str, where: str) -> tuple[int, int]:
         if "/" in text:
@@ -951,8 +951,8 @@ class Builder:
             if group is None:
                 raise _fail(node.where, f"virtual_server group {vs.group}: no "
                             "virtual_server_group of that name before it")
-            _, ranges, marks = group
-            for start, end, port in ranges:         # type: ignore[misc]
+            ranges, marks = group
+            for start, end, port in ranges:
                 members.extend((a, port, 0) for a in range(start, end + 1))
                 if len(members) > MAX_GROUP_SERVICES:
                     raise _fail(node.where, f"group {vs.group}: more than "

@@ -142,18 +142,17 @@ class Config:
 def _pool(members: list[VirtualService]) -> H.Pool:
     first = members[0]
 
-    def server(i: int, sorry: bool = False) -> H.Server:
-        rs = first.health.sorry if sorry else first.realservers[i]
-        assert rs is not None
-        ports = tuple((vs.health.sorry if sorry else vs.realservers[i]).port  # type: ignore
-                      for vs in members)
+    def server(rs: RealServer, ports: tuple[int, ...]) -> H.Server:
         return H.Server(rs.address, ports, rs.forward, rs.weight, rs.u_threshold,
                         rs.l_threshold, rs.inhibit, tuple(rs.checks), rs.port)
+    servers = tuple(server(rs, tuple(vs.realservers[i].port for vs in members))
+                    for i, rs in enumerate(first.realservers))
+    sorry = first.health.sorry
     name = f"group {first.group}" if first.group else pool_name(first.key)
-    return H.Pool(name, tuple(vs.key for vs in members),
-                  tuple(server(i) for i in range(len(first.realservers))),
-                  first.health.quorum, first.health.hysteresis,
-                  server(0, sorry=True) if first.health.sorry is not None else None)
+    return H.Pool(name, tuple(vs.key for vs in members), servers, first.health.quorum,
+                  first.health.hysteresis,
+                  None if sorry is None else server(sorry, tuple(
+                      vs.health.sorry.port if vs.health.sorry else 0 for vs in members)))
 
 
 def pool_name(key: C.ServiceKey) -> str:

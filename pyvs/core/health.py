@@ -32,7 +32,6 @@ transitions to log and count.  It sleeps until :meth:`Monitor.next_timer`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -209,10 +208,6 @@ def http_verdict(url: Url, status: int | None, body_md5: str | None) -> tuple[bo
     if url.digest is not None and body_md5 != url.digest:
         return False, "MD5 digest mismatch"
     return True, f"status {status}"
-
-
-def body_digest(body: bytes) -> str:
-    return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
 def misc_verdict(check: Check, exit_status: int | None) -> tuple[bool, str]:
