@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .config import FORMATS, ConfigFileError, load
@@ -22,7 +23,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:          # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:      # one line, exit 2, no usage dump
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -106,6 +107,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if any(t < 0 for t in at):
         raise UsageError("--at: times are seconds after the first packet, not negative")
     point = {"auto": None, "client": CLIENT_SIDE, "director": DIRECTOR_SIDE}[args.capture_point]
+    late = sum(e.at > max(at) for e in events)
+    if late:
+        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
+              f"({max(at):g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
     out = sys.stdout
     try:
         for i, (t, _) in enumerate(replay(director, packets, at, point,
@@ -330,7 +335,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_states(args: argparse.Namespace) -> int:
-    """The seeds' netstat | awk view of the director's table."""
+    """The director's entries counted by state, as `netstat -n | awk` counts sockets."""
     sys.stdout.write(state_counts(_table_snapshot(args, True), args.per_realserver))
     return 0
 
@@ -341,19 +346,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> int:
+    """512M, 2G, 300000 (bytes): a memory budget."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 2G)")
+    return int(digits) * scale
+
+
+def _director(args: argparse.Namespace, cfg=None):
+    from .core.engine import Director
+    if cfg is None and args.config:
+        cfg = _load(args)
+    director = cfg.build(0.0) if cfg is not None else Director()
+    if args.max_memory:
+        director.set_memory_limit(args.max_memory, 0.0)
+    return director
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """A director with no packet source: a control plane to drive with pyvsadm; the
     configuration's health checks run beside it, through its control socket."""
-    from .control import default_socket
-    from .core.engine import Director
+    from .control import SocketPathError, default_socket
     from .drivers.daemon import serve
     cfg = _load(args) if args.config else None
-    director = cfg.build(0.0) if cfg is not None else Director()
     path = args.socket or default_socket()
     checks = _start_checks(cfg, path) if cfg is not None and cfg.has_checks() else None
     try:
-        return serve(director, path, args.procfs, args.metrics)
-    except OSError as exc:
+        return serve(_director(args, cfg), path, args.procfs, args.metrics)
+    except (OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs serve: {exc}") from None
     finally:
         if checks is not None:
@@ -407,14 +430,16 @@ def cmd_checks(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from .control import default_socket
-    from .drivers import live, netfilter
+    from .control import SocketPathError, default_socket
+    from .drivers import daemon, live, netfilter
     logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
-    director = _load(args).build(0.0)
+    director = _director(args)
+    state = None if args.no_state else Path(args.state) if args.state else daemon.state_path()
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
-                        args.fail_closed, args.procfs, args.metrics)
-    except (netfilter.SetupError, OSError) as exc:
+                        args.fail_closed, args.procfs, args.metrics, state,
+                        args.restart_grace)
+    except (netfilter.SetupError, OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs run: {exc}") from None
 
 
@@ -522,11 +547,24 @@ def _add_director(sub) -> None:
                       + (" (default: none)" if name == "serve" else ""))
         p.add_argument("--socket", help="control socket path")
         p.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
-        p.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
+        p.add_argument("--metrics", metavar="[HOST]:PORT",
+                       help="serve Prometheus metrics (all addresses unless HOST is given)")
+        p.add_argument("--max-memory", type=_size, metavar="SIZE",
+                       help="the table's memory budget (e.g. 512M): the kernel's defenses "
+                       "(amemthresh, drop_entry, drop_packet, secure_tcp) act on it, and "
+                       "no entry is made past it")
         if name == "run":
             p.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
             p.add_argument("--fail-closed", action="store_true",
                            help="drop queued traffic while no director runs (default: bypass)")
+            p.add_argument("--state", metavar="FILE",
+                           help="the table is saved here at stop (and every minute) and "
+                           "loaded at start (default: in the runtime directory)")
+            p.add_argument("--no-state", action="store_true",
+                           help="neither save nor load the table")
+            p.add_argument("--restart-grace", type=float, default=10.0, metavar="S",
+                           help="a stop holds the queued traffic S seconds for a restart "
+                           "(default 10; 0: remove every rule at once)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_run)
     sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
                    "left in this network namespace").set_defaults(func=cmd_cleanup)

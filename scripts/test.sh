@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 .venv/bin/ruff check .
+.venv/bin/mypy pyvs
 # The suite runs on the compiled engine, then everything but the live tests again on the
 # Python source (what `scripts/demo.sh` and a plain install run).
 .venv/bin/python -c 'import pyvs, sys; sys.exit(pyvs.ENGINE != "compiled")' \

@@ -43,9 +43,11 @@ class Flow:
 
     def inb(self, flags: int, now: float, payload: bytes = b""):
         if self.protocol == 17:
-            return self.d.receive(udp(self.c, self.cport, self.v, self.vport, payload), now)
-        return self.d.receive(tcp(self.c, self.cport, self.v, self.vport, flags,
-                                  payload=payload), now)
+            self.last_sent = udp(self.c, self.cport, self.v, self.vport, payload)
+        else:
+            self.last_sent = tcp(self.c, self.cport, self.v, self.vport, flags,
+                                 payload=payload)
+        return self.d.receive(self.last_sent, now)
 
     def out(self, flags: int, now: float, payload: bytes = b""):
         """A realserver's reply as the director would see it (NAT: from the RIP)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from pyvs.config import load
+from pyvs.core.packet import int_to_ip
 from pyvs.drivers import health
 from pyvs.drivers.daemon import Runtime
 
@@ -64,8 +65,11 @@ def wait_until(what: Callable[[], object], limit: float) -> float:
 
 
 def dests(rt: Runtime) -> dict[str, int]:
-    return {f"{d['address']}:{d['port']}": d["weight"]
-            for s in rt.snapshot()["services"] for d in s["dests"]}
+    """The director's realservers and weights, read in its loop."""
+    def read() -> dict[str, int]:
+        return {f"{int_to_ip(d.addr)}:{d.port}": d.weight
+                for svc in rt.director.services for d in svc.dests}
+    return rt.call(read)
 
 
 @pytest.fixture
@@ -80,13 +84,21 @@ def start(tmp_path: Path, conf: str):
     cfg = load(str(tmp_path / "keepalived.conf"))
     assert cfg.warnings == []
     rt = Runtime(cfg.build(0.0), str(tmp_path / "ctl.sock")).start()
-    return rt, health.start(rt, cfg)
+    thread = rt.run_in_thread()
+    checks = health.start(rt, cfg)
+
+    def stop() -> None:
+        checks.close()
+        rt.loop.stop()
+        thread.join(5)
+        rt.close()
+    return rt, checks, stop
 
 
 def test_http_get_status_and_digest_inhibit_then_back(tmp_path: Path, web: Web,
                                                       caplog) -> None:
     caplog.set_level(logging.INFO, logger="pyvs")
-    rt, checks = start(tmp_path, f"""\
+    rt, checks, stop = start(tmp_path, f"""\
 virtual_server 10.0.0.1 {web.port} {{
     lvs_sched rr
     lvs_method NAT
@@ -128,8 +140,7 @@ virtual_server 10.0.0.1 {web.port} {{
         assert status["events"]["DOWN"] == 2 and status["events"]["UP"] == 1
         assert status["checks_total"] >= 7 and status["apply_errors"] == 0
     finally:
-        checks.close()
-        rt.close()
+        stop()
 
 
 def test_misc_check_dynamic_weight_and_timeout(tmp_path: Path) -> None:
@@ -142,7 +153,7 @@ def test_misc_check_dynamic_weight_and_timeout(tmp_path: Path) -> None:
     script = tmp_path / "check.sh"
     script.write_text('#!/bin/sh\n[ "$(cat "$1")" = sleep ] && sleep 30\nexit "$(cat "$1")"\n')
     script.chmod(0o755)
-    rt, checks = start(tmp_path, f"""\
+    rt, checks, stop = start(tmp_path, f"""\
 virtual_server 10.0.0.1 53 {{
     lvs_sched wrr
     lvs_method NAT
@@ -171,8 +182,7 @@ virtual_server 10.0.0.1 53 {{
         checker = checks.status()["pools"][0]["realservers"][0]["checks"][0]
         assert checker["last"] == "timed out" and checker["up"] is False
     finally:
-        checks.close()
-        rt.close()
+        stop()
     # the killed script's process group is gone too
     out = subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True).stdout
     assert out == ""

@@ -47,12 +47,12 @@ SAVED = {
     "groups": "".join(
         f"-A -t {vip} -s sh -b sh-fallback,sh-port\n"
         f"-a -t {vip} -r 192.0.2.11:{vip.split(':')[1]} -g -w 1\n"
-        f"-a -t {vip} -r 192.0.2.12:{vip.split(':')[1]} -i -w 1\n"
+        f"-a -t {vip} -r 192.0.2.12:{vip.split(':')[1]} -i -w 1 --tun-type ipip\n"
         for vip in ("198.51.100.10:80", "198.51.100.20:80", "198.51.100.21:80",
                     "198.51.100.22:80", "198.51.100.32:443", "198.51.100.33:443")) + """\
 -A -f 7 -s sh -b sh-fallback,sh-port
 -a -f 7 -r 192.0.2.11:0 -g -w 1
--a -f 7 -r 192.0.2.12:0 -i -w 1
+-a -f 7 -r 192.0.2.12:0 -i -w 1 --tun-type ipip
 -A -f 9 -s sh -p 600 -b sh-fallback
 -a -f 9 -r 192.0.2.13:0 -g -w 1
 """,
@@ -290,8 +290,8 @@ def test_every_unmodelled_keyword_warns_once_with_file_and_line() -> None:
     assert cfg.warnings == [f"{DATA}/{w.format(d=DATA)}" for w in WARNINGS]
     assert check_config(DATA / "warn.conf") == """\
 -A -t 10.0.0.1:80 -s rr -p 360 -M 255.255.255.0
--a -t 10.0.0.1:80 -r 10.0.1.1:80 -i -w 1
--a -t 10.0.0.1:80 -r 10.0.1.2:80 -i -w 1
+-a -t 10.0.0.1:80 -r 10.0.1.1:80 -i -w 1 --tun-type ipip
+-a -t 10.0.0.1:80 -r 10.0.1.2:80 -i -w 1 --tun-type ipip
 -A -u 10.0.0.3:0 -s rr -p 360
 -a -u 10.0.0.3:0 -r 10.0.1.3:0 -m -w 1
 """

@@ -29,7 +29,7 @@ SAVE = """\
 -A -u 10.0.0.100:53 -s wlc -p 360 -M 255.255.255.0 -o
 -a -u 10.0.0.100:53 -r 192.168.10.3:53 -g -w 0
 -A -f 1 -s sh -b sh-fallback,sh-port
--a -f 1 -r 192.168.10.2:0 -i -w 2
+-a -f 1 -r 192.168.10.2:0 -i -w 2 --tun-type ipip
 """
 
 
@@ -38,7 +38,10 @@ def director(tmp_path, monkeypatch):
     path = str(tmp_path / "ctl.sock")
     monkeypatch.setenv("PYVS_SOCKET", path)
     rt = Runtime(Director(), path).start()
+    thread = rt.run_in_thread()
     yield rt
+    rt.loop.stop()
+    thread.join(5)
     rt.close()
 
 
@@ -104,7 +107,7 @@ def test_changes_edit_delete_and_their_errors(director) -> None:
     assert adm("-S", "-n")[1] == ("-A -t 10.0.0.100:80 -s wrr -p 60\n"
                                   "-a -t 10.0.0.100:80 -r 192.168.10.2:8080 -m -w 1\n"
                                   "-A -f 1 -s sh -b sh-fallback,sh-port\n"
-                                  "-a -f 1 -r 192.168.10.2:0 -i -w 2\n")
+                                  "-a -f 1 -r 192.168.10.2:0 -i -w 2 --tun-type ipip\n")
     assert adm("-Z")[0] == 0 and adm("-Z", "-f", "1")[0] == 0
 
 
@@ -177,11 +180,12 @@ def _traffic(rt: Runtime) -> None:
     vip, c = ip_to_int("10.0.0.100"), ip_to_int("172.16.0.5")
     packets = [(40000, craft.SYN), (40001, craft.SYN), (40002, craft.SYN),
                (40000, craft.ACK), (40001, craft.ACK), (40001, craft.RST)]
-    with rt.lock:
+    def send() -> None:
         for port, flags in packets:
             rt.director.receive(craft.tcp(c, port, vip, 80, flags), rt.now(), IN)
         # counters reach -L --stats and ip_vs_stats at the estimator's next 2 s tick
         rt.director.handle_timers(rt.now() + 2.0)
+    rt.call(send)
 
 
 def test_pyvs_list_states_and_snapshot_file(director, tmp_path, capsys) -> None:

@@ -30,7 +30,7 @@ import glob
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,27 @@ UNSUPPORTED_CHECKS = ("SSL_GET", "SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_C
                       "BFD_CHECK", "FILE_CHECK")
 HTTP_VERSIONS = {"1.0": "1.0", "1.1": "1.1", "1.0C": "1.0C", "1.0c": "1.0C"}
 BOOL_WORDS = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
+VS_NUMBERS = {"weight": ("weight", 1, MAX_WEIGHT), "quorum": ("quorum", 1, UINT_MAX),
+              "hysteresis": ("hysteresis", 0, UINT_MAX)}
+RS_NUMBERS = {"weight": (0, MAX_WEIGHT), "uthreshold": (0, 2**31 - 1),
+              "lthreshold": (0, 2**31 - 1)}
+# keyword -> (warning key, what pyvs does not do)
+VS_UNMODELLED = {
+    "persistence_engine": ("persistence_engine", "persistence engines (sip) are not modelled"),
+    "ha_suspend": ("ha_suspend", "checks are not suspended while the VIP is absent"),
+    "quorum_up": ("quorum scripts", "quorum scripts are not run"),
+    "quorum_down": ("quorum scripts", "quorum scripts are not run"),
+}
+NOTIFY_ONLY = ("omega", "smtp_alert", "snmp_name")      # mail and SNMP: nothing to model
+TIMERS = {"delay_loop": ("delay_loop", True), "connect_timeout": ("connect_timeout", True),
+          "delay_before_retry": ("delay_before_retry", False), "warmup": ("warmup", False)}
+# a connecting checker's options: None an address, else the integer range
+CONNECT_OPTIONS: dict[str, tuple[int, int] | None] = {
+    "connect_ip": None, "bindto": None, "connect_port": (1, 65535), "bind_port": (1, 65535),
+    "fwmark": (0, UINT_MAX)}
+# the checker-level defaults each kind has (MISC_CHECK: no connection options)
+CHECK_DEFAULTS_OF = {"TCP_CHECK": ("connect_timeout",),
+                     "HTTP_GET": ("connect_timeout", "virtualhost"), "MISC_CHECK": ()}
 
 
 # ---------------------------------------------------------------------- reading
@@ -106,7 +127,7 @@ def _fail(where: str, reason: str) -> ConfigFileError:
 
 def _decomment(text: str, where: str) -> tuple[str, bool]:
     """parser.c decomment(): the line without its comment, and whether it continues."""
-    out = []
+    out: list[str] = []
     quote = False
     i = 0
     while i < len(text):
@@ -633,110 +654,115 @@ class Builder:
         if node.block is None:
             raise _fail(node.where, "virtual_server: '{' missing")
         for n in node.block:
-            if self._vs_keyword(vs, n) is False:
+            if not self._vs_keyword(vs, n):
                 return
         self._finish(vs, node)
 
-    def _vs_keyword(self, vs: _VS, n: Node) -> bool | None:
-        kw, d = n.kw, vs.defaults
-        if kw in ("lvs_sched", "lb_algo"):
-            _need(n, 1, "a scheduler")
-            name = n.args[0]
-            if name not in SCHEDULER_NAMES:
-                raise _fail(n.where, f"{kw} {name!r} is not one of "
-                            f"{', '.join(SCHEDULER_NAMES)}")
-            if name not in SCHEDULERS:
-                raise _fail(n.where, f"{kw} {name}: pyvs has no {name} scheduler")
-            vs.scheduler = name
-        elif kw in ("lvs_method", "lb_kind"):
-            vs.forward = self._method(n)
-        elif kw in SCHED_FLAG or kw == "ops":
+    def _vs_keyword(self, vs: _VS, n: Node) -> bool:
+        """One keyword of a virtual_server block; False: the virtual server is skipped."""
+        handler = VS_KEYWORDS.get(n.kw)
+        if handler is not None:
+            return handler(self, vs, n) is not False
+        if n.kw in SCHED_FLAG or n.kw == "ops":
             self._flag(vs, n)
-        elif kw == "hashed":
-            pass                                    # accepted, sets nothing (lbflags_handler)
-        elif kw == "persistence_timeout":
-            vs.timeout = (_int(n.args[0], n.where, kw, 1, MAX_TIMEOUT) if n.args
-                          else IPVS_SVC_PERSISTENT_TIMEOUT)
-        elif kw == "persistence_granularity":
-            vs.netmask = self._granularity(n)
-            vs.timeout = vs.timeout or IPVS_SVC_PERSISTENT_TIMEOUT
-        elif kw == "protocol":
-            _need(n, 1, "TCP, UDP or SCTP")
-            proto = n.args[0].upper()
-            if proto == "SCTP":
-                self.warn(n, "protocol SCTP: pyvs has no SCTP; virtual server skipped",
-                          key="SCTP")
-                return False
-            if proto not in ("TCP", "UDP"):
-                raise _fail(n.where, f"protocol {n.args[0]!r} is not one of TCP, UDP, SCTP")
-            vs.protocol = IPPROTO_UDP if proto == "UDP" else IPPROTO_TCP
-        elif kw == "ip_family":
-            _need(n, 1, "inet or inet6")
-            if n.args[0] == "inet6":
-                self.warn(n, "ip_family inet6: IPv6 is not modelled; virtual server skipped",
-                          key="ipv6")
-                return False
-            if n.args[0] != "inet":
-                raise _fail(n.where, f"ip_family {n.args[0]!r} is not inet or inet6")
-        elif kw == "weight":
-            vs.weight = _int(n.args[0] if n.args else "", n.where, kw, 1, MAX_WEIGHT)
-        elif kw == "quorum":
-            vs.quorum = _int(n.args[0] if n.args else "", n.where, kw, 1, UINT_MAX)
-        elif kw == "hysteresis":
-            vs.hysteresis = _int(n.args[0] if n.args else "", n.where, kw, 0, UINT_MAX)
-        elif kw == "sorry_server":
-            _need(n, 1, "IP [PORT]")
-            vs.sorry = _RS(n.where, _ip(n.args[0], n.where, "sorry server address"),
-                           _port(n.args[1] if len(n.args) > 1 else None, n.where,
-                                 "sorry server"), weight=1, forward=vs.forward)
-        elif kw == "sorry_server_inhibit":
-            if vs.sorry is None:
-                self.warn(n, "sorry_server_inhibit before or without sorry_server: ignored "
-                          "(as keepalived does)")
-            else:
-                vs.sorry_inhibit = True
-        elif kw == "sorry_server_lvs_method":
-            if vs.sorry is None:
-                self.warn(n, "sorry_server_lvs_method without sorry_server: ignored")
-            else:
-                vs.sorry.forward = self._method(n)
-        elif kw == "real_server":
-            rs = self._realserver(vs, n)
-            if rs is not None:
-                vs.realservers.append(rs)
-        elif kw == "alpha":
-            d.alpha = True
-        elif kw == "inhibit_on_failure":
-            d.inhibit = True
-        elif kw in ("persistence_engine", "ha_suspend", "quorum_up", "quorum_down"):
-            what = {"persistence_engine": "persistence engines (sip) are not modelled",
-                    "ha_suspend": "checks are not suspended while the VIP is absent",
-                    "quorum_up": "quorum scripts are not run",
-                    "quorum_down": "quorum scripts are not run"}[kw]
-            self.warn(n, f"{kw}: {what}", key="quorum scripts" if kw.startswith("quorum_")
-                      else kw)
-        elif kw in ("omega", "smtp_alert", "snmp_name"):
-            pass                                    # notifications only
-        elif not self._defaults(d, n, "virtual server"):
-            self.warn(n, f"unknown keyword {kw!r} in virtual_server (keepalived ignores it "
-                      "too)", key=f"unknown {kw}")
-        return None
+        elif n.kw in VS_UNMODELLED:
+            key, what = VS_UNMODELLED[n.kw]
+            self.warn(n, f"{n.kw}: {what}", key=key)
+        elif n.kw not in NOTIFY_ONLY and not self._defaults(vs.defaults, n, "virtual server"):
+            self.warn(n, f"unknown keyword {n.kw!r} in virtual_server (keepalived ignores it "
+                      "too)", key=f"unknown {n.kw}")
+        return True
+
+    def _vs_sched(self, vs: _VS, n: Node) -> None:
+        _need(n, 1, "a scheduler")
+        name = n.args[0]
+        if name not in SCHEDULER_NAMES:
+            raise _fail(n.where, f"{n.kw} {name!r} is not one of {', '.join(SCHEDULER_NAMES)}")
+        if name not in SCHEDULERS:
+            raise _fail(n.where, f"{n.kw} {name}: pyvs has no {name} scheduler")
+        vs.scheduler = name
+
+    def _vs_method(self, vs: _VS, n: Node) -> None:
+        vs.forward = self._method(n)
+
+    def _vs_timeout(self, vs: _VS, n: Node) -> None:
+        """pto_handler(): no value is 360 s."""
+        vs.timeout = (_int(n.args[0], n.where, n.kw, 1, MAX_TIMEOUT) if n.args
+                      else IPVS_SVC_PERSISTENT_TIMEOUT)
+
+    def _vs_granularity(self, vs: _VS, n: Node) -> None:
+        vs.netmask = self._granularity(n)
+        vs.timeout = vs.timeout or IPVS_SVC_PERSISTENT_TIMEOUT
+
+    def _vs_protocol(self, vs: _VS, n: Node) -> bool:
+        _need(n, 1, "TCP, UDP or SCTP")
+        proto = n.args[0].upper()
+        if proto == "SCTP":
+            self.warn(n, "protocol SCTP: pyvs has no SCTP; virtual server skipped", key="SCTP")
+            return False
+        if proto not in ("TCP", "UDP"):
+            raise _fail(n.where, f"protocol {n.args[0]!r} is not one of TCP, UDP, SCTP")
+        vs.protocol = IPPROTO_UDP if proto == "UDP" else IPPROTO_TCP
+        return True
+
+    def _vs_family(self, vs: _VS, n: Node) -> bool:
+        _need(n, 1, "inet or inet6")
+        if n.args[0] == "inet6":
+            self.warn(n, "ip_family inet6: IPv6 is not modelled; virtual server skipped",
+                      key="ipv6")
+            return False
+        if n.args[0] != "inet":
+            raise _fail(n.where, f"ip_family {n.args[0]!r} is not inet or inet6")
+        return True
+
+    def _vs_number(self, vs: _VS, n: Node) -> None:
+        attr, low, high = VS_NUMBERS[n.kw]
+        setattr(vs, attr, _int(n.args[0] if n.args else "", n.where, n.kw, low, high))
+
+    def _vs_sorry(self, vs: _VS, n: Node) -> None:
+        """alloc_ssvr(): weight 1, the forwarding method in force."""
+        _need(n, 1, "IP [PORT]")
+        vs.sorry = _RS(n.where, _ip(n.args[0], n.where, "sorry server address"),
+                       _port(n.args[1] if len(n.args) > 1 else None, n.where, "sorry server"),
+                       weight=1, forward=vs.forward)
+
+    def _vs_sorry_inhibit(self, vs: _VS, n: Node) -> None:
+        if vs.sorry is None:
+            self.warn(n, "sorry_server_inhibit before or without sorry_server: ignored (as "
+                      "keepalived does)")
+        else:
+            vs.sorry_inhibit = True
+
+    def _vs_sorry_method(self, vs: _VS, n: Node) -> None:
+        if vs.sorry is None:
+            self.warn(n, "sorry_server_lvs_method without sorry_server: ignored")
+        else:
+            vs.sorry.forward = self._method(n)
+
+    def _vs_real_server(self, vs: _VS, n: Node) -> None:
+        rs = self._realserver(vs, n)
+        if rs is not None:
+            vs.realservers.append(rs)
+
+    def _vs_alpha(self, vs: _VS, n: Node) -> None:
+        vs.defaults.alpha = True
+
+    def _vs_inhibit(self, vs: _VS, n: Node) -> None:
+        vs.defaults.inhibit = True
+
+    def _vs_nothing(self, vs: _VS, n: Node) -> None:
+        """hashed: still accepted, sets nothing (lbflags_handler)."""
 
     def _defaults(self, d: _Defaults, n: Node, level: str) -> bool:
         """The checker parameters a virtual server, realserver or checker may give."""
         kw = n.kw
         arg = n.args[0] if n.args else ""
-        if kw == "delay_loop":
-            d.delay_loop = _timer(arg, n.where, kw, True)
-        elif kw == "connect_timeout":
-            d.connect_timeout = _timer(arg, n.where, kw, True)
+        if kw in TIMERS:
+            attr, positive = TIMERS[kw]
+            setattr(d, attr, _timer(arg, n.where, kw, positive))
         elif kw in ("retry", "nb_get_retry"):
             # a virtual server's or realserver's retry is 1.., a checker's 0..
             d.retry = _int(arg, n.where, "retry", 0 if level == "checker" else 1, UINT_MAX)
-        elif kw == "delay_before_retry":
-            d.delay_before_retry = _timer(arg, n.where, kw, False)
-        elif kw == "warmup":
-            d.warmup = _timer(arg, n.where, kw, False)
         elif kw == "virtualhost":
             _need(n, 1, "a host name")
             d.virtualhost = n.args[0]
@@ -796,33 +822,29 @@ class Builder:
                  _port(node.args[1] if len(node.args) > 1 else None, node.where,
                        "real server"), forward=vs.forward)
         for n in node.block or []:
-            kw, d = n.kw, rs.defaults
-            if kw == "weight":
-                rs.weight = _int(n.args[0] if n.args else "", n.where, kw, 0, MAX_WEIGHT)
-            elif kw == "lvs_method":
-                rs.forward = self._method(n)
-            elif kw in ("uthreshold", "lthreshold"):
-                value = _int(n.args[0] if n.args else "", n.where, kw, 0, 2**31 - 1)
-                setattr(rs, kw, value)
-            elif kw == "inhibit_on_failure":
-                d.inhibit = _bool(n)
-            elif kw == "alpha":
-                d.alpha = _bool(n)
-            elif kw in ("TCP_CHECK", "HTTP_GET", "MISC_CHECK"):
-                check = self._checker(n)
-                if check is not None:
-                    rs.checks.append(check)
-            elif kw in UNSUPPORTED_CHECKS:
-                self.warn(n, f"{kw}: not performed by pyvs; a realserver whose checks are "
-                          "all of this kind stays in service", key=kw)
-            elif kw in ("notify_up", "notify_down"):
-                self.warn(n, f"{kw}: notify scripts are not run", key="notify scripts")
-            elif kw in ("smtp_alert", "snmp_name"):
-                pass
-            elif not self._defaults(d, n, "realserver"):
-                self.warn(n, f"unknown keyword {kw!r} in real_server (keepalived ignores "
-                          "it too)", key=f"unknown {kw}")
+            self._rs_keyword(rs, n)
         return rs
+
+    def _rs_keyword(self, rs: _RS, n: Node) -> None:
+        kw = n.kw
+        if kw in H.KINDS:
+            check = self._checker(n)
+            if check is not None:
+                rs.checks.append(check)
+        elif kw in UNSUPPORTED_CHECKS:
+            self.warn(n, f"{kw}: not performed by pyvs; a realserver whose checks are all "
+                      "of this kind stays in service", key=kw)
+        elif kw in RS_NUMBERS:
+            setattr(rs, kw, _int(n.args[0] if n.args else "", n.where, kw, *RS_NUMBERS[kw]))
+        elif kw == "lvs_method":
+            rs.forward = self._method(n)
+        elif kw in ("inhibit_on_failure", "alpha"):
+            setattr(rs.defaults, "alpha" if kw == "alpha" else "inhibit", _bool(n))
+        elif kw in ("notify_up", "notify_down"):
+            self.warn(n, f"{kw}: notify scripts are not run", key="notify scripts")
+        elif kw not in NOTIFY_ONLY and not self._defaults(rs.defaults, n, "realserver"):
+            self.warn(n, f"unknown keyword {kw!r} in real_server (keepalived ignores it "
+                      "too)", key=f"unknown {kw}")
 
     def _checker(self, node: Node) -> tuple[str, _Defaults, dict[str, Any]] | None:
         """check_api.c install_checker_common_keywords() and each checker's own."""
@@ -830,59 +852,64 @@ class Builder:
         d = _Defaults()
         own: dict[str, Any] = {"where": node.where}
         for n in node.block or []:
-            kw = n.kw
-            arg = n.args[0] if n.args else ""
-            connects = H.KINDS[kind].connects
-            if connects and kw == "connect_ip":
-                own["connect_ip"] = _ip(arg, n.where, "connect_ip")
-            elif connects and kw == "connect_port":
-                own["connect_port"] = _int(arg, n.where, "connect_port", 1, 65535)
-            elif connects and kw == "bindto":
-                own["bindto"] = _ip(arg, n.where, "bindto")
-            elif connects and kw == "bind_port":
-                own["bind_port"] = _int(arg, n.where, "bind_port", 1, 65535)
-            elif connects and kw == "fwmark":
-                own["fwmark"] = _int(arg, n.where, "fwmark", 0, UINT_MAX)
-            elif connects and kw == "bind_if":
-                self.warn(n, "bind_if: checks are not bound to an interface", key=kw)
-            elif kw == "alpha":
-                d.alpha = _bool(n)
-            elif kw == "log_all_failures":
-                _bool(n)
-            elif kind == "HTTP_GET" and kw == "url":
-                own.setdefault("urls", []).append(self._url(n))
-            elif kind == "HTTP_GET" and kw == "http_protocol":
-                if arg not in HTTP_VERSIONS:
-                    raise _fail(n.where, f"http_protocol {arg!r} is not one of 1.0, 1.0C, 1.1")
-                own["http_protocol"] = HTTP_VERSIONS[arg]
-            elif kind == "HTTP_GET" and kw == "fast_recovery":
-                own["fast_recovery"] = _bool(n)
-            elif kind == "MISC_CHECK" and kw == "misc_path":
-                own["misc_path"] = self._misc_path(n)
-            elif kind == "MISC_CHECK" and kw == "misc_timeout":
-                own["misc_timeout"] = float(_int(arg, n.where, kw, 0, UINT_MAX // 1000000))
-            elif kind == "MISC_CHECK" and kw == "misc_dynamic":
-                own["misc_dynamic"] = True
-            elif kind == "MISC_CHECK" and kw == "user":
-                self.warn(n, "user: scripts run as the user running pyvs", key="misc user")
-            elif kw in ("enable_sni", "sni_name", "tls_compliant"):
-                pass
-            elif kw == "virtualhost" and kind != "HTTP_GET":
-                self.warn(n, f"unknown keyword {kw!r} in {kind} (keepalived ignores it too)",
-                          key=f"unknown {kw}")
-            elif (kw in ("connect_timeout",) and not connects) or not self._defaults(
-                    d, n, "checker"):
-                self.warn(n, f"unknown keyword {kw!r} in {kind} (keepalived ignores it "
-                          "too)", key=f"unknown {kw}")
-        if kind == "HTTP_GET" and not own.get("urls"):
-            self.warn(node, "HTTP_GET without a url: keepalived drops the checker",
-                      key="HTTP_GET no url")
-            return None
-        if kind == "MISC_CHECK" and not own.get("misc_path"):
-            self.warn(node, "MISC_CHECK without misc_path: keepalived drops the checker",
-                      key="MISC_CHECK no path")
+            if not self._checker_keyword(kind, d, own, n):
+                self.warn(n, f"unknown keyword {n.kw!r} in {kind} (keepalived ignores it "
+                          "too)", key=f"unknown {n.kw}")
+        needed = {"HTTP_GET": ("urls", "a url"), "MISC_CHECK": ("misc_path", "misc_path")}
+        if kind in needed and not own.get(needed[kind][0]):
+            self.warn(node, f"{kind} without {needed[kind][1]}: keepalived drops the "
+                      "checker", key=f"{kind} empty")
             return None
         return kind, d, own
+
+    def _checker_keyword(self, kind: str, d: _Defaults, own: dict[str, Any],
+                         n: Node) -> bool:
+        """One keyword of a checker block; False if the checker has no such keyword."""
+        kw, connects = n.kw, H.KINDS[kind].connects
+        own_keywords = CHECKER_KEYWORDS.get(kind, {})
+        if connects and kw in CONNECT_OPTIONS:
+            limits = CONNECT_OPTIONS[kw]
+            arg = n.args[0] if n.args else ""
+            own[kw] = _ip(arg, n.where, kw) if limits is None else _int(arg, n.where, kw,
+                                                                       *limits)
+        elif connects and kw == "bind_if":
+            self.warn(n, "bind_if: checks are not bound to an interface", key=kw)
+        elif kw in ("alpha", "log_all_failures"):
+            value = _bool(n)
+            d.alpha = value if kw == "alpha" else d.alpha
+        elif kw in own_keywords:
+            own_keywords[kw](self, n, own)
+        elif kw in ("virtualhost", "connect_timeout") and kw not in CHECK_DEFAULTS_OF[kind]:
+            return False
+        elif kw not in ("enable_sni", "sni_name", "tls_compliant"):
+            return self._defaults(d, n, "checker")
+        return True
+
+    def _http_url(self, n: Node, own: dict[str, Any]) -> None:
+        own.setdefault("urls", []).append(self._url(n))
+
+    def _http_protocol(self, n: Node, own: dict[str, Any]) -> None:
+        arg = n.args[0] if n.args else ""
+        if arg not in HTTP_VERSIONS:
+            raise _fail(n.where, f"http_protocol {arg!r} is not one of 1.0, 1.0C, 1.1")
+        own["http_protocol"] = HTTP_VERSIONS[arg]
+
+    def _http_fast_recovery(self, n: Node, own: dict[str, Any]) -> None:
+        own["fast_recovery"] = _bool(n)
+
+    def _misc_path_keyword(self, n: Node, own: dict[str, Any]) -> None:
+        own["misc_path"] = self._misc_path(n)
+
+    def _misc_timeout(self, n: Node, own: dict[str, Any]) -> None:
+        """misc_timeout_handler(): whole seconds."""
+        arg = n.args[0] if n.args else ""
+        own["misc_timeout"] = float(_int(arg, n.where, n.kw, 0, UINT_MAX // 1000000))
+
+    def _misc_dynamic(self, n: Node, own: dict[str, Any]) -> None:
+        own["misc_dynamic"] = True
+
+    def _misc_user(self, n: Node, own: dict[str, Any]) -> None:
+        self.warn(n, "user: scripts run as the user running pyvs", key="misc user")
 
     def _url(self, node: Node) -> H.Url:
         path = None
@@ -896,13 +923,7 @@ class Builder:
                     self.warn(n, f"path {path}: keepalived has no ';' separator, so the ';' "
                               "is part of the path", key="semicolon")
             elif n.kw == "status_code":
-                for word in n.args:
-                    m = re.fullmatch(r"(\d{3})(?:-(\d{3}))?", word)
-                    lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
-                    if not m or not 100 <= lo <= hi <= 599:
-                        raise _fail(n.where, f"status_code {word!r} is not a code or a range "
-                                    "in 100..599")
-                    status.append((lo, hi))
+                status.extend(_status_codes(n))
             elif n.kw == "digest":
                 _need(n, 1, "an MD5 digest")
                 if not re.fullmatch(r"[0-9a-fA-F]{32}", n.args[0]):
@@ -945,25 +966,44 @@ class Builder:
             self.warn(node, f"{name} has no real servers: ignored, as keepalived does",
                       key=f"no rs {node.where}")
             return
-        members: list[tuple[int, int, int]] = []      # (addr, port, fwmark) per service
-        if vs.group:
-            group = self.groups.get(vs.group)
-            if group is None:
-                raise _fail(node.where, f"virtual_server group {vs.group}: no "
-                            "virtual_server_group of that name before it")
-            ranges, marks = group
-            for start, end, port in ranges:
-                members.extend((a, port, 0) for a in range(start, end + 1))
-                if len(members) > MAX_GROUP_SERVICES:
-                    raise _fail(node.where, f"group {vs.group}: more than "
-                                f"{MAX_GROUP_SERVICES} services")
-            members.extend((0, 0, m) for m in marks)
-        elif vs.fwmark:
-            members.append((0, 0, vs.fwmark))
+        members = self._members(vs, node)
+        self._validate(vs, node, name, members)
+        services = self._services(vs, node, name, members, self._unique(vs.realservers))
+        for svc in services:
+            if svc.key in self.defined:
+                raise _fail(node.where, f"{name}: service {pool_name(svc.key)} is already "
+                            f"defined at {self.defined[svc.key]}")
+            self.defined[svc.key] = node.where
+        self.cfg.services.extend(services)
+
+    def _members(self, vs: _VS, node: Node) -> list[tuple[int, int, int]]:
+        """(address, port, fwmark) of each service: a group's addresses in order, then its
+        fwmarks, as ipvs_group_cmd() adds them."""
+        if vs.fwmark:
+            return [(0, 0, vs.fwmark)]
+        if not vs.group:
+            return [(vs.addr, vs.port, 0)]
+        group = self.groups.get(vs.group)
+        if group is None:
+            raise _fail(node.where, f"virtual_server group {vs.group}: no "
+                        "virtual_server_group of that name before it")
+        ranges, marks = group
+        members: list[tuple[int, int, int]] = []
+        for start, end, port in ranges:
+            members.extend((a, port, 0) for a in range(start, end + 1))
+            if len(members) > MAX_GROUP_SERVICES:
+                raise _fail(node.where, f"group {vs.group}: more than {MAX_GROUP_SERVICES} "
+                            "services")
+        return members + [(0, 0, m) for m in marks]
+
+    def _validate(self, vs: _VS, node: Node, name: str,
+                  members: list[tuple[int, int, int]]) -> None:
+        """What validate_check_config() corrects, corrected the same way, with its word."""
+        if not any(not mark for _, _, mark in members):
+            if vs.protocol is not None:
+                self.warn(node, f"{name}: protocol specified for fwmark: ignored",
+                          key="fwmark protocol")
         else:
-            members.append((vs.addr, vs.port, 0))
-        has_addr = any(not m[2] for m in members)
-        if has_addr:
             if vs.protocol is None:
                 self.warn(node, f"{name}: no protocol set: UDP, as keepalived defaults it "
                           "(the kernel's 0)", key="no protocol")
@@ -972,35 +1012,39 @@ class Builder:
                 self.warn(node, f"{name}: one packet scheduling requires UDP: reset, as "
                           "keepalived does", key="ops tcp")
                 vs.flags &= ~SVC_F_ONEPACKET
-            if not vs.timeout and any(not m[2] and not m[1] for m in members):
+            if not vs.timeout and any(not mark and not port for _, port, mark in members):
                 self.warn(node, f"{name}: zero port only valid for persistent services: "
-                          "persistence_timeout 360 set, as keepalived does",
-                          key="zero port")
+                          "persistence_timeout 360 set, as keepalived does", key="zero port")
                 vs.timeout = IPVS_SVC_PERSISTENT_TIMEOUT
-        elif vs.protocol is not None:
-            self.warn(node, f"{name}: protocol specified for fwmark: ignored",
-                      key="fwmark protocol")
         if not vs.scheduler:
             self.warn(node, f"{name}: no scheduler set: {DEFAULT_SCHEDULER}, keepalived's "
                       "default", key="no scheduler")
             vs.scheduler = DEFAULT_SCHEDULER
-        if vs.forward is None and (any(r.forward is None for r in vs.realservers)
-                                   or (vs.sorry is not None and vs.sorry.forward is None)):
+        unset = [r for r in vs.realservers if r.forward is None] + (
+            [vs.sorry] if vs.sorry is not None and vs.sorry.forward is None else [])
+        if vs.forward is None and unset:
             self.warn(node, f"{name}: no forwarding method set: NAT, keepalived's default",
                       key="no method")
             vs.forward = MASQ
+        if vs.timeout:
+            vs.flags |= SVC_F_PERSISTENT
+
+    def _unique(self, realservers: list[_RS]) -> list[_RS]:
+        """A realserver given twice: the second is dropped, as keepalived drops it."""
         seen: set[tuple[int, int]] = set()
-        realservers = []
-        for rs in vs.realservers:
+        out = []
+        for rs in realservers:
             if (rs.addr, rs.port) in seen:
                 self.warn(Node(["real_server"], rs.where, ""), f"real server "
                           f"{int_to_ip(rs.addr)}:{rs.port} is duplicated: the second is "
                           "removed, as keepalived does", key=f"dup {rs.where}")
                 continue
             seen.add((rs.addr, rs.port))
-            realservers.append(rs)
-        if vs.timeout:
-            vs.flags |= SVC_F_PERSISTENT
+            out.append(rs)
+        return out
+
+    def _services(self, vs: _VS, node: Node, name: str, members: list[tuple[int, int, int]],
+                  realservers: list[_RS]) -> list[VirtualService]:
         protocol = vs.protocol or IPPROTO_TCP
         group = self._group_id(vs)
         services = [VirtualService(IPPROTO_TCP if mark else protocol, addr, port, mark,
@@ -1019,18 +1063,13 @@ class Builder:
             svc.realservers = [self._rs(vs, rs, svc, c) for rs, c in zip(realservers, checks)]
             svc.health = Health(vs.quorum, vs.hysteresis, None if vs.sorry is None else
                                 self._sorry(vs, svc))
-        problem = quorum_problem(services[0].health, services[0].realservers)
+        problem = quorum_problem(first.health, first.realservers)
         if problem:
             self.warn(node, f"{name}: {problem}, as keepalived does", key=f"q {node.where}")
             for svc in services[1:]:
-                svc.health.quorum = services[0].health.quorum
-                svc.health.hysteresis = services[0].health.hysteresis
-        for svc in services:
-            if svc.key in self.defined:
-                raise _fail(node.where, f"{name}: service {pool_name(svc.key)} is already "
-                            f"defined at {self.defined[svc.key]}")
-            self.defined[svc.key] = node.where
-        self.cfg.services.extend(services)
+                svc.health.quorum = first.health.quorum
+                svc.health.hysteresis = first.health.hysteresis
+        return services
 
     def _group_id(self, vs: _VS) -> str:
         """The group's name, made unique when two virtual servers (TCP and UDP) use it."""
@@ -1055,7 +1094,7 @@ class Builder:
                       what: str) -> None:
         """keepalived's messages for a port that DR or TUN cannot use."""
         fwd = rs.forward if rs.forward is not None else vs.forward
-        if fwd == MASQ or not rs.port:
+        if fwd is None or fwd == MASQ or not rs.port:
             return
         node = Node([what], rs.where, "")
         for svc in services:
@@ -1137,6 +1176,42 @@ class Builder:
                 sync["syncid"] = 0
         cfg.warnings = self.warnings()
         return cfg
+
+
+VsHandler = Callable[[Builder, _VS, Node], "bool | None"]
+VS_KEYWORDS: dict[str, VsHandler] = {
+    "lvs_sched": Builder._vs_sched, "lb_algo": Builder._vs_sched,
+    "lvs_method": Builder._vs_method, "lb_kind": Builder._vs_method,
+    "persistence_timeout": Builder._vs_timeout,
+    "persistence_granularity": Builder._vs_granularity,
+    "protocol": Builder._vs_protocol, "ip_family": Builder._vs_family,
+    "weight": Builder._vs_number, "quorum": Builder._vs_number,
+    "hysteresis": Builder._vs_number,
+    "sorry_server": Builder._vs_sorry, "sorry_server_inhibit": Builder._vs_sorry_inhibit,
+    "sorry_server_lvs_method": Builder._vs_sorry_method,
+    "real_server": Builder._vs_real_server, "alpha": Builder._vs_alpha,
+    "inhibit_on_failure": Builder._vs_inhibit, "hashed": Builder._vs_nothing,
+}
+CheckHandler = Callable[[Builder, Node, dict[str, Any]], None]
+CHECKER_KEYWORDS: dict[str, dict[str, CheckHandler]] = {
+    "HTTP_GET": {"url": Builder._http_url, "http_protocol": Builder._http_protocol,
+                 "fast_recovery": Builder._http_fast_recovery},
+    "MISC_CHECK": {"misc_path": Builder._misc_path_keyword,
+                   "misc_timeout": Builder._misc_timeout,
+                   "misc_dynamic": Builder._misc_dynamic, "user": Builder._misc_user},
+}
+
+
+def _status_codes(n: Node) -> list[tuple[int, int]]:
+    """status_code_handler(): codes and ranges (200-299) in 100..599."""
+    out = []
+    for word in n.args:
+        m = re.fullmatch(r"(\d{3})(?:-(\d{3}))?", word)
+        lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+        if not m or not 100 <= lo <= hi <= 599:
+            raise _fail(n.where, f"status_code {word!r} is not a code or a range in 100..599")
+        out.append((lo, hi))
+    return out
 
 
 def _first(*values: Any) -> Any:

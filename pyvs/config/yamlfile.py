@@ -164,7 +164,7 @@ def parse(data: Any, path: str) -> Config:
         cfg.tunnel_source = r.ip(top["tunnel_source"], "tunnel_source")
     if top.get("sync_daemon") is not None:
         cfg.sync_daemon = _sync(r, top["sync_daemon"])
-    seen: set[tuple] = set()
+    seen: set[object] = set()
     groups: set[str] = set()
     for i, raw in enumerate(r.seq(top.get("services"), "services")):
         where = f"services[{i}]"
@@ -215,38 +215,43 @@ def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
     return values
 
 
-def _services(r: Reader, raw: Any, where: str, cfg: Config) -> list[VirtualService]:
-    """One entry: a service, or with `group:` a pool of them (address: [..], fwmark: [..])."""
-    s = r.mapping(raw, where, SERVICE)
-    group = r.text(s["group"], f"{where}.group") if "group" in s else ""
+def _address(r: Reader, s: dict, where: str) -> tuple[int, int, int, int]:
+    """(protocol, address, port, fwmark) of a service entry."""
     proto = r.choice(s.get("protocol", "tcp"), f"{where}.protocol", ("tcp", "udp", "fwmark"))
     protocol = IPPROTO_UDP if proto == "udp" else IPPROTO_TCP
-    keys: list[tuple[int, int | None, int]] = []         # (address, port, fwmark)
-    if group:
-        addrs = s.get("address", [])
-        marks = s.get("fwmark", [])
-        for j, a in enumerate(addrs if isinstance(addrs, list) else [addrs]):
-            if proto == "fwmark":
-                raise r.fail(f"{where}.address", "a group's addresses need protocol tcp or udp")
-            keys.append((*r.addr_port(a, f"{where}.address[{j}]", True), 0))
-        for j, m in enumerate(marks if isinstance(marks, list) else [marks]):
-            keys.append((0, 0, r.integer(m, f"{where}.fwmark[{j}]", 1, MAX_FWMARK)))
-        if not keys:
-            raise r.fail(f"{where}.group", "a group needs `address:` and/or `fwmark:` lists")
-    elif proto == "fwmark":
+    if proto == "fwmark":
         if "address" in s:
             raise r.fail(f"{where}.address", "a fwmark service has `fwmark: N`, no address")
         if "fwmark" not in s:
             raise r.fail(f"{where}.fwmark", "required for protocol fwmark")
-        keys.append((0, 0, r.integer(s["fwmark"], f"{where}.fwmark", 1, MAX_FWMARK)))
-    else:
-        if "fwmark" in s:
-            raise r.fail(f"{where}.fwmark", "only for protocol fwmark (or with `group:`)")
-        if "address" not in s:
-            raise r.fail(f"{where}.address", "required (address:port)")
-        keys.append((*r.addr_port(s["address"], f"{where}.address", port_required=True), 0))
-    sched = r.choice(s.get("scheduler", DEFAULT_SCHEDULER), f"{where}.scheduler",
-                     tuple(SCHEDULERS))
+        return protocol, 0, 0, r.integer(s["fwmark"], f"{where}.fwmark", 1, MAX_FWMARK)
+    if "fwmark" in s:
+        raise r.fail(f"{where}.fwmark", "only for protocol fwmark (or with `group:`)")
+    if "address" not in s:
+        raise r.fail(f"{where}.address", "required (address:port)")
+    addr, port = r.addr_port(s["address"], f"{where}.address", port_required=True)
+    return protocol, addr, port or 0, 0
+
+
+def _members(r: Reader, s: dict, where: str) -> tuple[int, list[tuple[int, int, int]]]:
+    """A group's protocol and its services' (address, port, fwmark): the addresses in
+    order, then the fwmarks, as keepalived adds a virtual_server_group's."""
+    proto = r.choice(s.get("protocol", "tcp"), f"{where}.protocol", ("tcp", "udp", "fwmark"))
+    addrs, marks = s.get("address", []), s.get("fwmark", [])
+    keys = []
+    for j, a in enumerate(addrs if isinstance(addrs, list) else [addrs]):
+        if proto == "fwmark":
+            raise r.fail(f"{where}.address", "a group's addresses need protocol tcp or udp")
+        addr, port = r.addr_port(a, f"{where}.address[{j}]", True)
+        keys.append((addr, port or 0, 0))
+    for j, m in enumerate(marks if isinstance(marks, list) else [marks]):
+        keys.append((0, 0, r.integer(m, f"{where}.fwmark[{j}]", 1, MAX_FWMARK)))
+    if not keys:
+        raise r.fail(f"{where}.group", "a group needs `address:` and/or `fwmark:` lists")
+    return IPPROTO_UDP if proto == "udp" else IPPROTO_TCP, keys
+
+
+def _sched_flags(r: Reader, s: dict, where: str, sched: str) -> int:
     flags = 0
     for j, name in enumerate(r.seq(s.get("flags"), f"{where}.flags")):
         fw = f"{where}.flags[{j}]"
@@ -254,49 +259,60 @@ def _services(r: Reader, raw: Any, where: str, cfg: Config) -> list[VirtualServi
         if flag.scheduler is not None and flag.scheduler != sched:
             raise r.fail(fw, f"{name!r} needs scheduler {flag.scheduler}")
         flags |= flag.bit
+    return flags
+
+
+def _persistence(r: Reader, s: dict, where: str) -> tuple[int, int]:
+    """(timeout, netmask): `persistent: true` is 360 s, as -p with no value."""
     timeout = 0
     persistent = s.get("persistent")
     if persistent is True:
         timeout = PERSISTENT_TIMEOUT
     elif persistent not in (None, False):
         timeout = r.integer(persistent, f"{where}.persistent", 1, MAX_TIMEOUT)
-    if timeout:
-        flags |= SVC_F_PERSISTENT
     netmask = NETMASK_ALL
     if "netmask" in s:
         if not timeout:
             raise r.fail(f"{where}.netmask", "a netmask needs `persistent`")
         netmask = r.ip(s["netmask"], f"{where}.netmask")
+    return timeout, netmask
+
+
+def _ops(r: Reader, s: dict, where: str, protocol: int,
+         keys: list[tuple[int, int, int]]) -> int:
+    if "ops" not in s:
+        return 0
+    if not isinstance(s["ops"], bool):
+        raise r.fail(f"{where}.ops", f"{_short(s['ops'])} is not true/false")
+    if s["ops"] and protocol == IPPROTO_TCP and any(not mark for _, _, mark in keys):
+        raise r.fail(f"{where}.ops", "one-packet scheduling is for udp or fwmark services")
+    return SVC_F_ONEPACKET if s["ops"] else 0
+
+
+def _services(r: Reader, raw: Any, where: str, cfg: Config) -> list[VirtualService]:
+    """One entry: a service, or with `group:` a pool of them (address: [..], fwmark: [..])."""
+    s = r.mapping(raw, where, SERVICE)
+    group = r.text(s["group"], f"{where}.group") if "group" in s else ""
+    if group:
+        protocol, keys = _members(r, s, where)
+    else:
+        protocol, addr, port, fwmark = _address(r, s, where)
+        keys = [(addr, port, fwmark)]
+    sched = r.choice(s.get("scheduler", DEFAULT_SCHEDULER), f"{where}.scheduler",
+                     tuple(SCHEDULERS))
+    flags = _sched_flags(r, s, where, sched)
+    timeout, netmask = _persistence(r, s, where)
+    if timeout:
+        flags |= SVC_F_PERSISTENT
     if any(port == 0 and not mark for _, port, mark in keys) and not timeout:
         raise r.fail(f"{where}.address", "Zero port specified for non-persistent service")
-    if "ops" in s:
-        if not isinstance(s["ops"], bool):
-            raise r.fail(f"{where}.ops", f"{_short(s['ops'])} is not true/false")
-        if s["ops"] and any(protocol == IPPROTO_TCP and not mark for _, _, mark in keys):
-            raise r.fail(f"{where}.ops", "one-packet scheduling is for udp or fwmark services")
-        flags |= SVC_F_ONEPACKET if s["ops"] else 0
+    flags |= _ops(r, s, where, protocol, keys)
     health_raw = r.mapping(s.get("health") or {}, f"{where}.health", HEALTH)
-    defaults = _check_defaults(r, health_raw, f"{where}.health")
-    inhibit = r.flag(health_raw.get("inhibit_on_failure", False),
-                     f"{where}.health.inhibit_on_failure")
-    members = []
-    for addr, port, mark in keys:
-        vs = VirtualService(IPPROTO_TCP if mark else protocol, addr, port or 0, mark, sched,
-                            flags, timeout, netmask, group=group)
-        seen: set[tuple[int, int]] = set()
-        for j, raw_rs in enumerate(r.seq(s.get("realservers"), f"{where}.realservers")):
-            rs = _realserver(r, raw_rs, f"{where}.realservers[{j}]", vs, defaults, inhibit)
-            if (rs.address, rs.port) in seen:
-                raise r.fail(f"{where}.realservers[{j}]", "Destination already exists")
-            seen.add((rs.address, rs.port))
-            vs.realservers.append(rs)
-        vs.health = Health(
-            r.integer(health_raw.get("quorum", 1), f"{where}.health.quorum", 0, 2**32 - 1),
-            r.integer(health_raw.get("hysteresis", 0), f"{where}.health.hysteresis", 0,
-                      2**32 - 1),
-            None if s.get("sorry_server") is None
-            else _sorry(r, s["sorry_server"], f"{where}.sorry_server", vs))
-        members.append(vs)
+    members = [VirtualService(IPPROTO_TCP if mark else protocol, addr, port, mark, sched,
+                              flags, timeout, netmask, group=group)
+               for addr, port, mark in keys]
+    for vs in members:
+        _pool_members(r, s, where, vs, health_raw)
     checked = ("quorum" in health_raw or "hysteresis" in health_raw
                or members[0].health.sorry is not None
                or any(rs.checks for rs in members[0].realservers))
@@ -306,6 +322,27 @@ def _services(r: Reader, raw: Any, where: str, cfg: Config) -> list[VirtualServi
         for vs in members[1:]:
             vs.health = members[0].health
     return members
+
+
+def _pool_members(r: Reader, s: dict, where: str, vs: VirtualService,
+                  health_raw: dict[str, Any]) -> None:
+    """A service's realservers and its health (quorum, hysteresis, sorry server)."""
+    defaults = _check_defaults(r, health_raw, f"{where}.health")
+    inhibit = r.flag(health_raw.get("inhibit_on_failure", False),
+                     f"{where}.health.inhibit_on_failure")
+    seen: set[tuple[int, int]] = set()
+    for j, raw_rs in enumerate(r.seq(s.get("realservers"), f"{where}.realservers")):
+        rs = _realserver(r, raw_rs, f"{where}.realservers[{j}]", vs, defaults, inhibit)
+        if (rs.address, rs.port) in seen:
+            raise r.fail(f"{where}.realservers[{j}]", "Destination already exists")
+        seen.add((rs.address, rs.port))
+        vs.realservers.append(rs)
+    vs.health = Health(
+        r.integer(health_raw.get("quorum", 1), f"{where}.health.quorum", 0, 2**32 - 1),
+        r.integer(health_raw.get("hysteresis", 0), f"{where}.health.hysteresis", 0,
+                  2**32 - 1),
+        None if s.get("sorry_server") is None
+        else _sorry(r, s["sorry_server"], f"{where}.sorry_server", vs))
 
 
 def _sorry(r: Reader, raw: Any, where: str, vs: VirtualService) -> RealServer:
@@ -396,31 +433,43 @@ def _check(r: Reader, raw: Any, where: str, defaults: dict[str, Any]) -> H.Check
     if "fwmark" in d:
         extra["fwmark"] = r.integer(d["fwmark"], f"{where}.fwmark", 0, 2**32 - 1)
     if kind == H.HTTP_GET:
-        urls = r.seq(d.get("url"), f"{where}.url")
-        if not urls:
-            raise r.fail(f"{where}.url", "an HTTP_GET needs at least one url")
-        extra["urls"] = tuple(_url(r, u, f"{where}.url[{k}]") for k, u in enumerate(urls))
-        if "http_protocol" in d:
-            extra["http_protocol"] = r.choice(str(d["http_protocol"]),
-                                              f"{where}.http_protocol", H.HTTP_PROTOCOLS)
-        if "virtualhost" in d:
-            extra["virtualhost"] = r.text(d["virtualhost"], f"{where}.virtualhost")
-        if "fast_recovery" in d:
-            extra["fast_recovery"] = r.flag(d["fast_recovery"], f"{where}.fast_recovery")
+        extra.update(_http_options(r, d, where))
     if kind == H.MISC_CHECK:
-        if "misc_path" not in d:
-            raise r.fail(f"{where}.misc_path", "required (the command: a list of words)")
-        path = d["misc_path"]
-        argv = shlex.split(path) if isinstance(path, str) else r.seq(path, f"{where}.misc_path")
-        if not argv or not all(isinstance(a, str) for a in argv):
-            raise r.fail(f"{where}.misc_path", "expected a command: a list of strings")
-        extra["misc_path"] = tuple(argv)
-        extra["misc_timeout"] = (_seconds(r, d["misc_timeout"], f"{where}.misc_timeout",
-                                          False) if "misc_timeout" in d
-                                 else check_default(kind, "misc_timeout", 0, defaults))
-        if "misc_dynamic" in d:
-            extra["misc_dynamic"] = r.flag(d["misc_dynamic"], f"{where}.misc_dynamic")
+        extra.update(_misc_options(r, d, where, defaults))
     return H.Check(kind, **values, **extra)
+
+
+def _http_options(r: Reader, d: dict[str, Any], where: str) -> dict[str, Any]:
+    urls = r.seq(d.get("url"), f"{where}.url")
+    if not urls:
+        raise r.fail(f"{where}.url", "an HTTP_GET needs at least one url")
+    out: dict[str, Any] = {"urls": tuple(_url(r, u, f"{where}.url[{k}]")
+                                         for k, u in enumerate(urls))}
+    if "http_protocol" in d:
+        out["http_protocol"] = r.choice(str(d["http_protocol"]), f"{where}.http_protocol",
+                                        H.HTTP_PROTOCOLS)
+    if "virtualhost" in d:
+        out["virtualhost"] = r.text(d["virtualhost"], f"{where}.virtualhost")
+    if "fast_recovery" in d:
+        out["fast_recovery"] = r.flag(d["fast_recovery"], f"{where}.fast_recovery")
+    return out
+
+
+def _misc_options(r: Reader, d: dict[str, Any], where: str,
+                  defaults: dict[str, Any]) -> dict[str, Any]:
+    if "misc_path" not in d:
+        raise r.fail(f"{where}.misc_path", "required (the command: a list of words)")
+    path = d["misc_path"]
+    argv = shlex.split(path) if isinstance(path, str) else r.seq(path, f"{where}.misc_path")
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise r.fail(f"{where}.misc_path", "expected a command: a list of strings")
+    out: dict[str, Any] = {"misc_path": tuple(argv)}
+    out["misc_timeout"] = (_seconds(r, d["misc_timeout"], f"{where}.misc_timeout", False)
+                           if "misc_timeout" in d
+                           else check_default(H.MISC_CHECK, "misc_timeout", 0, defaults))
+    if "misc_dynamic" in d:
+        out["misc_dynamic"] = r.flag(d["misc_dynamic"], f"{where}.misc_dynamic")
+    return out
 
 
 def _url(r: Reader, raw: Any, where: str) -> H.Url:

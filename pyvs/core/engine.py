@@ -26,6 +26,7 @@ from .conn import (
     conn_key,
     reply_key,
 )
+from .defense import DEFENSE_PERIOD, DROP_SCAN_SHARE, ENTRY_BYTES, Defense, availmem
 from .forwarding import DROUTE, MASQ, TUNNEL
 from .limits import DEFAULT_SCHEDULER, NETMASK_ALL
 from .packet import (
@@ -33,6 +34,7 @@ from .packet import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     addr_bytes,
+    icmp_port_unreachable,
     ipip_encapsulate,
     masq,
     port_bytes,
@@ -51,16 +53,20 @@ from .sysctls import Sysctls
 from .sysctls import check as sysctl_problem
 from .verdict import (
     ACCEPT,
+    DROP,
     R_DEST_UNAVAILABLE,
+    R_DROP_PACKET,
     R_FORWARD,
     R_FRAGMENT,
     R_MALFORMED,
     R_NO_CONNECTION,
     R_NO_DESTINATION,
+    R_NO_MEMORY,
     R_NO_SERVICE,
     R_NOT_IPV4,
     R_NOT_SCHEDULED,
     R_NOT_TCP_UDP,
+    R_REUSE_CONNTRACK,
     Verdict,
     accept,
     drop,
@@ -77,7 +83,8 @@ UNPRIVILEGED_PORT_START: Final = 1024
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
 _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
                                   R_NO_CONNECTION, R_NOT_SCHEDULED)}
-_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_NO_DESTINATION)}
+_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK,
+                                     R_NO_MEMORY, R_DROP_PACKET)}
 
 
 class ConfigError(ValueError):
@@ -98,7 +105,8 @@ class Director:
 
     def __init__(self, kernel: str = "modern", sysctls: Sysctls | None = None,
                  timeouts: Timeouts | None = None, tunnel_source: int | None = None,
-                 route_mark_base: int = 1000, start: float = 0.0) -> None:
+                 route_mark_base: int = 1000, start: float = 0.0,
+                 memory_limit: int | None = None, seed: int = 0) -> None:
         if kernel not in S.PROFILES:
             raise ConfigError(f"unknown kernel profile {kernel!r}")
         self.profile = S.PROFILES[kernel]
@@ -122,25 +130,35 @@ class Director:
         self.total_base = Counters()
         self.total_est = Estimator()
         self.drops: dict[str, int] = {}
+        # connections by state, kept as they change: TCP states by index, UDP last
+        self.state_counts: list[int] = [0] * (S.N_TCP_STATES + 1)
         # Observer for drivers that track entries one by one (the simulator's truth
         # comparison): called with (conn, now) after a connection (not a template) is
         # created, changes state, or leaves the table (conn.alive is then False).
         self.watch: Callable[[Conn, float], None] | None = None
+        # A master sync daemon (pyvs.core.sync.SyncMaster.hook): called with (entry, now,
+        # True) after each inbound packet, as ip_vs_in_hook() calls ip_vs_sync_conn(), and
+        # with (template, now, False) when a template still in use is put off 60 s.
+        self.sync: Callable[[Conn, float, bool], None] | None = None
         self.start = start
         self._next_est = start + ESTIMATOR_PERIOD
         self._due = self._next_est
+        # the defenses: a memory budget (bytes; None: unbounded) and what they decided
+        self.memory_limit = memory_limit
+        self.defense = Defense(seed)
+        self._next_defense = start + DEFENSE_PERIOD
         self.timeouts = Timeouts()
         self._tcp_timeouts = [float(t) for t in S.TCP_TIMEOUTS]
         self._udp_timeout = float(S.UDP_TIMEOUT)
         if timeouts is not None:
             self.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp)
-        self._select_tables()
+        self._update_defense()
 
     # ------------------------------------------------------------------ configuration
     def _select_tables(self) -> None:
-        """secure_tcp 3 uses tcp_states_dos always; 1 and 2 only under memory pressure,
-        which pyvs never has (2 falls back to 1 at the next defense-level update)."""
-        table = self.profile.dos if self.sysctls.secure_tcp >= 3 else self.profile.normal
+        """tcp_timeout_change(): tcp_states_dos while secure_tcp reads 2 or 3 (3: always;
+        1 becomes 2 while memory is short, and back)."""
+        table = self.profile.dos if self.sysctls.secure_tcp > 1 else self.profile.normal
         # rows indexed by FLAG_ROW; index -1 (no RST/SYN/FIN/ACK) is an all-CLOSE row
         close = (S.CLOSE,) * S.N_TCP_STATES
         self._rows_input: S.Section = (*table[S.INPUT], close)
@@ -208,7 +226,7 @@ class Director:
         if problem:
             raise ConfigError(problem)
         setattr(self.sysctls, name, int(value))
-        self._select_tables()
+        self._update_defense()            # proc_do_defense_mode(): at once
 
     def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
         """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only.  An
@@ -330,9 +348,8 @@ class Director:
                 self._route_marks[dest.addr] = mark
             dest.mark = mark
             dest.route_verdict = Verdict(ACCEPT, R_FORWARD, mark=mark)
-        else:
-            dest.mark = 0
-            dest.route_verdict = _ACCEPT_FORWARD
+        # A dest edited away from Route keeps its mark verdict: its existing Route entries
+        # still go to its address (each entry copied the forwarding method at creation).
 
     def edit_dest(self, dest: Dest, fwd: int | None = None, weight: int | None = None,
                   u_threshold: int | None = None, l_threshold: int | None = None) -> None:
@@ -362,7 +379,7 @@ class Director:
         self._trash[self._trash_key(svc, dest.addr, dest.port)] = dest
         if not self._dest_refs(dest):
             dest.idle_since = now
-        if self.sysctls.expire_nodest_conn:
+        if self.sysctls.expire_nodest_conn and self.profile.nodest_flush:
             self._expire_nodest_conns(now)
 
     @staticmethod
@@ -398,9 +415,8 @@ class Director:
 
     # ------------------------------------------------------------------ timers
     def next_timer(self) -> float | None:
-        """When handle_timers() next has work (connection expiry or estimator tick)."""
-        t = self._timers.next_time()
-        return self._next_est if t is None or self._next_est < t else t
+        """When handle_timers() next has work (expiry, estimator or defense tick)."""
+        return self._due
 
     def handle_timers(self, now: float) -> None:
         """Fire every timer due at or before `now`, each at its own exact time.
@@ -413,13 +429,98 @@ class Director:
                 # nothing either, so an idle span of any length costs one tick
                 idle = int((now - self._next_est) // ESTIMATOR_PERIOD) + 1
                 self._next_est += idle * ESTIMATOR_PERIOD
+        if self._defending():
+            self._defense_until(now)
+        self._expire_until(now)
+        due = self._next_est
+        t = self._timers.next_time()
+        if t is not None and t < due:
+            due = t
+        if self._defending() and self._next_defense < due:
+            due = self._next_defense
+        self._due = due
+
+    def _expire_until(self, now: float) -> None:
         timers = self._timers
         cp = timers.pop_due(now)
         while cp is not None:
             self._expire(cp, cp.expires)
             cp = timers.pop_due(now)
-        t = timers.next_time()
-        self._due = self._next_est if t is None or self._next_est < t else t
+
+    # ------------------------------------------------------------------ defenses
+    def _defending(self) -> bool:
+        """The defense timer has work: a memory budget, or drop_entry=3 (always on)."""
+        return self.memory_limit is not None or self.sysctls.drop_entry == 3
+
+    def _update_defense(self) -> None:
+        """update_defense_level() now, against the entries in the table."""
+        self.defense.update(self.sysctls, availmem(self.memory_limit, self.connection_count()))
+        self._select_tables()
+
+    def _defense_until(self, now: float) -> None:
+        """The 1 s defense ticks due by `now`, each after the expiries before it.  A run of
+        ticks that change nothing (no entry dropped, no level changed) is skipped up to
+        the next expiry: only a packet or an expiry can change what a tick decides."""
+        quiet = 0
+        while self._next_defense <= now:
+            t = self._next_defense
+            self._expire_until(t)
+            before = (self.defense.short, self.sysctls.secure_tcp)
+            dropped = self._defense_tick(t)
+            self._next_defense = t + DEFENSE_PERIOD
+            quiet = 0 if dropped or before != (self.defense.short,
+                                               self.sysctls.secure_tcp) else quiet + 1
+            if quiet > (2 * DROP_SCAN_SHARE if self.defense.dropentry else 1):
+                nxt = self._timers.next_time()
+                target = now if nxt is None or nxt > now else nxt
+                skip = int((target - self._next_defense) // DEFENSE_PERIOD)
+                if skip > 0:
+                    self._next_defense += skip * DEFENSE_PERIOD
+                quiet = 0
+
+    def _defense_tick(self, now: float) -> int:
+        """defense_work_handler(): update the levels; drop entries while dropentry is on."""
+        self._update_defense()
+        return self._random_dropentry(now) if self.defense.dropentry else 0
+
+    def _random_dropentry(self, now: float) -> int:
+        """ip_vs_random_dropentry(): look at a random 1/32 of the table (the kernel: 1/32
+        of its hash buckets) and drop half-open entries, and quiet ones at todrop_entry's
+        rate; never an entry that controls others.  Returns how many were dropped."""
+        entries: list[Conn] = list(self._in.values())
+        entries.extend(self._template_list)
+        if not entries:
+            return 0
+        defense = self.defense
+        dropped = 0
+        for cp in defense.random.sample(entries, max(1, len(entries) // DROP_SCAN_SHARE)):
+            if cp.n_control or not cp.alive:
+                continue
+            if not cp.template and cp.protocol == IPPROTO_TCP:
+                if cp.state == S.ESTABLISHED:
+                    if not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
+                        continue
+                elif cp.state != S.SYN_RECV and cp.state != S.SYNACK:
+                    continue
+            elif not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
+                continue
+            self._expire(cp, now)             # ip_vs_conn_del()
+            dropped += 1
+        defense.entries_dropped += dropped
+        return dropped
+
+    def _full(self) -> bool:
+        """ip_vs_conn_new() cannot allocate: the memory budget is spent."""
+        limit = self.memory_limit
+        return limit is not None and (self.connection_count() + 1) * ENTRY_BYTES > limit
+
+    def set_memory_limit(self, limit: int | None, now: float) -> None:
+        """The director's memory budget, in bytes (None: unbounded)."""
+        self.memory_limit = limit
+        self._next_defense = now + DEFENSE_PERIOD
+        self._update_defense()
+        if self._next_defense < self._due:
+            self._due = self._next_defense
 
     def _estimate(self) -> bool:
         """estimation_timer(): every 2 s, copy counters to kstats and update the rates;
@@ -449,6 +550,7 @@ class Director:
         key = conn_key(protocol, caddr, vaddr, cport, vport)
         cp = Conn(key, protocol, dest.addr, dport, dest)
         dest.inactconns += 1
+        self.state_counts[0 if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
         self._in[key] = cp
         if dest.fwd == MASQ:
             cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
@@ -470,6 +572,56 @@ class Director:
         dest.check_overload_on_bind()
         return ct
 
+    def insert_entry(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
+                     dest: Dest, dport: int, fwd: int, state: int, inactive: bool,
+                     noout: bool, expires: float, timeout: float, in_pkts: int,
+                     control: Template | None, now: float) -> Conn:
+        """An entry made without a packet (a restored table, a synced entry): bound to
+        `dest` with the forwarding method and flags it had, counted as its INACTIVE flag
+        says, expiring at `expires`."""
+        key = conn_key(protocol, caddr, vaddr, cport, vport)
+        cp = Conn(key, protocol, dest.addr, dport, dest)
+        cp.fwd, cp.state, cp.inactive, cp.noout = fwd, state, inactive, noout
+        cp.timeout, cp.in_pkts = timeout, in_pkts
+        if inactive:
+            dest.inactconns += 1
+        else:
+            dest.activeconns += 1
+        old = self._in.get(key)
+        if old is not None:
+            self._expire(old, now)
+        self.state_counts[state if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
+        self._in[key] = cp
+        if fwd == MASQ:
+            cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
+            self._out[cp.out_key] = cp
+            cp.masq = self._masq_rewrite(vaddr, vport, dest.addr, dport)
+        if control is not None:
+            cp.control = control
+            control.n_control += 1
+        dest.check_overload_on_bind()
+        self._arm_at(cp, expires)
+        if self.watch is not None:
+            self.watch(cp, now)
+        return cp
+
+    def insert_template(self, protocol: int, snet: int, vaddr: int, vport: int, dest: Dest,
+                        dport: int, state: int, expires: float, timeout: float,
+                        in_pkts: int) -> Template:
+        """A persistence template made without a packet (restored or synced)."""
+        ct = self._new_template(protocol, snet, vaddr, vport, dest, dport, 0)
+        ct.state, ct.timeout, ct.in_pkts = state, timeout, in_pkts
+        if vport != INVALID_PORT:
+            self._templates[(protocol, snet, vaddr, vport)] = ct
+        self._template_list[ct] = None
+        self._arm_at(ct, expires)
+        return ct
+
+    def _arm_at(self, cp: Conn, expires: float) -> None:
+        self._timers.arm(cp, expires)
+        if expires < self._due:
+            self._due = expires
+
     def _masq_rewrite(self, vaddr: int, vport: int, daddr: int, dport: int) -> MasqRewrite:
         """The rewrite material for vaddr:vport <-> daddr:dport, shared by its connections."""
         m = self._masq.get((vaddr, vport, daddr, dport))
@@ -483,6 +635,8 @@ class Director:
         if cp.n_control:
             cp.timeout = EXPIRE_LATER
             self._timers.arm(cp, at + EXPIRE_LATER)
+            if self.sync is not None:
+                self.sync(cp, at, False)
             return
         cp.alive = False
         if cp.template:
@@ -491,6 +645,7 @@ class Director:
             if self._templates.get(key) is cp:
                 del self._templates[key]
         else:
+            self.state_counts[cp.state if cp.protocol == IPPROTO_TCP else S.N_TCP_STATES] -= 1
             if self._in.get(cp.key) is cp:
                 del self._in[cp.key]
             if cp.out_key is not None and self._out.get(cp.out_key) is cp:
@@ -556,6 +711,8 @@ class Director:
         dest = svc.scheduler.schedule(svc, caddr, cport, vaddr, now)
         if dest is None:
             return None, 0
+        if self._full():
+            return None, -1                # ip_vs_conn_new() failed: dropped
         cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest,
                             dest.port or vport, now)
         self._conn_stats(dest)
@@ -577,6 +734,8 @@ class Director:
             dest = svc.scheduler.schedule(svc, caddr, cport, vaddr, now)
             if dest is None:
                 return None, 0
+            if self._full():
+                return None, -1
             t_dport = dest.port if (vport == svc.port and svc.port != FTPPORT) else 0
             ct = self._new_template(t_proto, snet, t_vaddr, t_vport, dest, t_dport, svc.timeout)
             self._templates[key] = ct
@@ -586,6 +745,8 @@ class Director:
         dport = vport
         if dport == svc.port and dest.port:
             dport = dest.port
+        if self._full():
+            return None, -1
         cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest, dport, now)
         cp.control = ct
         ct.n_control += 1
@@ -615,13 +776,16 @@ class Director:
             ct = cp.control
             if ct is not None:
                 ct.state |= S.TEMPLATE_ASSURED
+        counts = self.state_counts
+        counts[cp.state] -= 1
+        counts[new] += 1
         cp.state = new
         if self.watch is not None:
             self.watch(cp, now)
 
     # ------------------------------------------------------------------ the packet path
-    def receive(self, packet: bytes | bytearray, now: float, direction: int | None = None,
-                mark: int = 0) -> Verdict:
+    def receive(self, packet: bytes | bytearray, now: float,  # noqa: C901 (one call per packet)
+                direction: int | None = None, mark: int = 0) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
@@ -685,26 +849,34 @@ class Director:
 
     def _in_existing(self, cp: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                      mark: int) -> Verdict:
+        """ip_vs_in_hook() for an entry that a SYN reuses or whose realserver is gone."""
         dest = cp.dest
-        if flags >= 0 and flags & S.TH_SYN:
-            # is_new_conn(): a SYN for an entry that is closing (or quiesced) starts anew
-            resched = False
-            if (self.sysctls.expire_nodest_conn and self.profile.nodest_on_syn
-                    and dest.weight == 0):
-                resched = True
-            elif (self.sysctls.conn_reuse_mode and self.profile.conn_reuse
-                  and cp.control is None and (
-                      cp.state == S.TIME_WAIT or cp.state == S.CLOSE or (
-                          self.sysctls.conn_reuse_mode & 2 and cp.state == S.FIN_WAIT
-                          and cp.noout))):
-                resched = True
-            if resched:
-                return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+        sysctls, profile = self.sysctls, self.profile
+        if flags >= 0 and flags & S.TH_SYN and (
+                (sysctls.expire_nodest_conn and profile.nodest_on_syn and dest.weight == 0)
+                or (sysctls.conn_reuse_mode and profile.conn_reuse
+                    and self._new_conn_expected(cp))):
+            # is_new_conn(): this SYN starts a new connection on the entry's port
+            if sysctls.conntrack and profile.reuse_drops_conntrack:
+                self._expire(cp, now)      # conntrack must be redirected: drop this one SYN
+                return self._dropped(R_REUSE_CONNTRACK)
+            return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
         if not dest.available:
-            if self.sysctls.expire_nodest_conn:
+            if not sysctls.expire_nodest_conn:
+                return self._dropped(R_DEST_UNAVAILABLE)    # blackholed until it expires
+            if profile.nodest_reschedules and not sysctls.conntrack:
                 return self._reschedule(cp, data, ihl, tot_len, flags, now, mark)
+            self._expire(cp, now)          # 4.x, or its conntrack is the old one: dropped
             return self._dropped(R_DEST_UNAVAILABLE)
         return self._in_forward(cp, data, ihl, tot_len, flags, now)
+
+    def _new_conn_expected(self, cp: Conn) -> bool:
+        """is_new_conn_expected(): a controlled entry never; TCP in TIME_WAIT or CLOSE, or
+        (conn_reuse_mode bit 2) FIN_WAIT of a DR/TUN entry; UDP never."""
+        if cp.control is not None or cp.protocol != IPPROTO_TCP:
+            return False
+        return (cp.state == S.TIME_WAIT or cp.state == S.CLOSE or (
+            bool(self.sysctls.conn_reuse_mode & 2) and cp.state == S.FIN_WAIT and cp.noout))
 
     def _reschedule(self, old: Conn, data: bytes, ihl: int, tot_len: int, flags: int, now: float,
                     mark: int) -> Verdict:
@@ -728,13 +900,21 @@ class Director:
         svc = self._lookup_service(mark, protocol, daddr, dport)
         if svc is None:
             return _ACCEPT[R_NO_SERVICE]
+        if self.defense.drop_rate and self.defense.todrop():
+            return self._dropped(R_DROP_PACKET)      # "we are very loaded"
         cp, ignored = self._schedule(svc, protocol, saddr, sport, daddr, dport, now)
         if cp is None:
             if ignored == 1:
                 return _ACCEPT[R_NOT_SCHEDULED]
+            if ignored < 0:
+                self.defense.no_memory += 1
+                return self._dropped(R_NO_MEMORY)
             if svc.port == FTPPORT and dport != FTPPORT:
                 return _ACCEPT[R_NOT_SCHEDULED]
-            return self._dropped(R_NO_DESTINATION)
+            # ip_vs_leave(): ICMP port unreachable (for TCP too), and the packet dropped
+            self.drops[R_NO_DESTINATION] = self.drops.get(R_NO_DESTINATION, 0) + 1
+            return Verdict(DROP, R_NO_DESTINATION,
+                           reply=icmp_port_unreachable(data, tot_len))
         if svc.flags & SVC_F_ONEPACKET and protocol == IPPROTO_UDP:
             verdict = self._in_forward(cp, data, ihl, tot_len, flags, now)
             self._expire(cp, now)          # ONE_PACKET: timeout 0, never kept in the table
@@ -748,8 +928,11 @@ class Director:
         if dest.available:
             dest.inpkts += 1
             dest.inbytes += tot_len
+        cp.in_pkts += 1
         # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
         self._track(cp, self._rows_input_only if cp.noout else self._rows_input, flags, now)
+        if self.sync is not None:
+            self.sync(cp, now, True)
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
@@ -813,7 +996,13 @@ class Director:
 
     def connections(self) -> list[Conn]:
         """Every entry as /proc/net/ip_vs_conn lists it: connections, then templates."""
-        return list(self._in.values()) + list(self._template_list)
+        return self.connection_list() + self.template_list()
+
+    def connection_list(self) -> list[Conn]:
+        return list(self._in.values())
+
+    def template_list(self) -> list[Conn]:
+        return list(self._template_list)
 
     def connection_count(self) -> int:
         return len(self._in) + len(self._template_list)
@@ -821,10 +1010,12 @@ class Director:
     def state_name(self, cp: Conn) -> str:
         """ip_vs_state_name()."""
         if cp.template and self.profile.assure_templates:
-            return S.TEMPLATE_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_TCP:
-            return S.TCP_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_UDP:
-            return S.UDP_STATE_NAMES[0]
-        return "NONE"
+            # a synced template carries whatever state its message said
+            return (S.TEMPLATE_STATE_NAMES[cp.state] if cp.state < len(S.TEMPLATE_STATE_NAMES)
+                    else "ERR!")
+        names = (S.TCP_STATE_NAMES if cp.protocol == IPPROTO_TCP
+                 else S.UDP_STATE_NAMES if cp.protocol == IPPROTO_UDP else None)
+        if names is None:
+            return "NONE"
+        return names[cp.state] if cp.state < len(names) else "ERR!"
 

@@ -18,6 +18,7 @@ U16: Final = struct.Struct("!H")
 U32: Final = struct.Struct("!I")
 
 IPPROTO_IP: Final = 0      # a fwmark service's protocol: any
+IPPROTO_ICMP: Final = 1
 IPPROTO_IPIP: Final = 4
 IPPROTO_TCP: Final = 6
 IPPROTO_UDP: Final = 17
@@ -84,6 +85,25 @@ def ipip_encapsulate(inner: bytes, src: int, dst: int, ident: int) -> bytes:
                                      ttl, IPPROTO_IPIP, 0, src, dst))
     U16.pack_into(header, 10, ip_checksum(header))
     return bytes(header) + inner
+
+
+ICMP_DEST_UNREACH: Final = 3
+ICMP_PORT_UNREACH: Final = 3
+ICMP_ERROR_ROOM: Final = 576 - 20 - 8      # icmp_send(): an error fits in 576 bytes
+
+
+def icmp_port_unreachable(packet: bytes, tot_len: int) -> bytes:
+    """The ICMP port unreachable a Linux host sends back for `packet` (ip_vs_leave() ->
+    icmp_send()): from the address the packet was sent to (the VIP, local on a director),
+    quoting the original datagram up to 576 bytes in all."""
+    quoted = packet[:min(tot_len, ICMP_ERROR_ROOM)]
+    icmp = bytearray(struct.pack("!BBHI", ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, 0) + quoted)
+    U16.pack_into(icmp, 2, ip_checksum(icmp + (b"\0" if len(icmp) & 1 else b"")))
+    src, dst = U32.unpack_from(packet, 16)[0], U32.unpack_from(packet, 12)[0]
+    header = bytearray(IP_FIXED.pack(0x45, 0xC0, 20 + len(icmp), 0, 0, 64, IPPROTO_ICMP, 0,
+                                     src, dst))
+    U16.pack_into(header, 10, ip_checksum(header))
+    return bytes(header) + bytes(icmp)
 
 
 def addr_bytes(addr: int) -> bytes:

@@ -151,6 +151,7 @@ class KernelProfile:
     """What differs between the kernels users compare against (docs/ipvs.md)."""
 
     name: str
+    kernels: str              # the kernel versions it stands for
     normal: Table
     dos: Table
     active: Active
@@ -158,18 +159,36 @@ class KernelProfile:
     conn_reuse: bool          # the conn_reuse_mode sysctl exists (4.2+)
     route_replies: bool       # 5.10+: DR/TUN replies that cross the director match (VIP source)
     nodest_on_syn: bool       # 5.x: expire_nodest_conn also re-schedules SYNs to weight-0 dests
+    reuse_drops_conntrack: bool  # 4.10-5.8: with conntrack=1 a SYN that must start a new
+                                 # entry is dropped once ("drop first packet to redirect
+                                 # conntrack"); 5.9+ keeps it unless its conntrack is old
+    nodest_reschedules: bool  # 5.9+: expire_nodest_conn schedules the packet anew (before:
+                              # the entry is expired and the packet dropped)
+    nodest_flush: bool        # 5.9+: removing a destination with expire_nodest_conn=1
+                              # expires all its entries at once
 
 
 DEFAULT_PROFILE: Final = "modern"
 PROFILES: Final = {
-    "modern": KernelProfile("modern", TCP_STATES_NORMAL, TCP_STATES_DOS, ACTIVE_MODERN,
-                            assure_templates=True, conn_reuse=True, route_replies=True,
-                            nodest_on_syn=True),
-    "4.4": KernelProfile("4.4", TCP_STATES_NORMAL, TCP_STATES_DOS, ACTIVE_ESTABLISHED_ONLY,
-                         assure_templates=False, conn_reuse=True, route_replies=False,
-                         nodest_on_syn=False),
-    "2.6": KernelProfile("2.6", _legacy(TCP_STATES_NORMAL), _legacy(TCP_STATES_DOS),
-                         ACTIVE_ESTABLISHED_ONLY, assure_templates=False, conn_reuse=False,
-                         route_replies=False, nodest_on_syn=False),
+    "modern": KernelProfile("modern", "5.10 and later (6.x)", TCP_STATES_NORMAL,
+                            TCP_STATES_DOS, ACTIVE_MODERN, assure_templates=True,
+                            conn_reuse=True, route_replies=True, nodest_on_syn=True,
+                            reuse_drops_conntrack=False, nodest_reschedules=True,
+                            nodest_flush=True),
+    "4.19": KernelProfile("4.19", "4.10 to 5.8", TCP_STATES_NORMAL, TCP_STATES_DOS,
+                          ACTIVE_MODERN, assure_templates=False, conn_reuse=True,
+                          route_replies=False, nodest_on_syn=False,
+                          reuse_drops_conntrack=True, nodest_reschedules=False,
+                          nodest_flush=False),
+    "4.4": KernelProfile("4.4", "3.18 to 4.4", TCP_STATES_NORMAL, TCP_STATES_DOS,
+                         ACTIVE_ESTABLISHED_ONLY, assure_templates=False, conn_reuse=True,
+                         route_replies=False, nodest_on_syn=False,
+                         reuse_drops_conntrack=False, nodest_reschedules=False,
+                         nodest_flush=False),
+    "2.6": KernelProfile("2.6", "2.6 to 3.17", _legacy(TCP_STATES_NORMAL),
+                         _legacy(TCP_STATES_DOS), ACTIVE_ESTABLISHED_ONLY,
+                         assure_templates=False, conn_reuse=False, route_replies=False,
+                         nodest_on_syn=False, reuse_drops_conntrack=False,
+                         nodest_reschedules=False, nodest_flush=False),
 }
 KERNELS: Final = tuple(PROFILES)        # the profile names, for front ends

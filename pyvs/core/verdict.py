@@ -18,19 +18,25 @@ R_NOT_SCHEDULED: Final = "not-scheduled"        # kernel declines (FTP data port
 R_MALFORMED: Final = "malformed"                # shorter than it claims, bad IHL or lengths
 R_DEST_UNAVAILABLE: Final = "dest-unavailable"  # its realserver removed, expire_nodest_conn=0
 R_NO_DESTINATION: Final = "no-destination"      # scheduler found none: ICMP port unreachable
+R_REUSE_CONNTRACK: Final = "reuse-conntrack"    # a SYN reusing an entry, conntrack=1 (4.10-5.8):
+                                                # dropped once, the client retransmits
+R_DROP_PACKET: Final = "drop-packet"            # the drop_packet defense: a new connection
+R_NO_MEMORY: Final = "no-memory"                # the memory budget is spent: no new entry
 
 
 class Verdict:
-    """accept / drop; `data` is the rewritten packet (None: unchanged); `mark` routes DR."""
+    """accept / drop; `data` is the rewritten packet (None: unchanged); `mark` routes DR;
+    `reply` is a packet the director's own stack sends back (ICMP port unreachable)."""
 
-    __slots__ = ("action", "data", "mark", "reason")
+    __slots__ = ("action", "data", "mark", "reason", "reply")
 
     def __init__(self, action: str, reason: str, data: bytes | None = None,
-                 mark: int = 0) -> None:
+                 mark: int = 0, reply: bytes | None = None) -> None:
         self.action = action
         self.reason = reason
         self.data = data
         self.mark = mark
+        self.reply = reply
 
     @property
     def accepted(self) -> bool:
@@ -39,6 +45,7 @@ class Verdict:
     def __repr__(self) -> str:
         extra = f", mark={self.mark}" if self.mark else ""
         extra += f", data={len(self.data)}B" if self.data is not None else ""
+        extra += f", reply={len(self.reply)}B" if self.reply is not None else ""
         return f"Verdict({self.action}, {self.reason}{extra})"
 
 

@@ -4,12 +4,12 @@ realservers, driving pyvs.core.health.Monitor.
 One thread runs an asyncio loop: it starts the checks the monitor says are due, sleeps
 until its next timer (or until a result arrives), and feeds each result back; the
 commands a result makes go, in order, to `apply(commands) -> [None | error text]` with the
-commands in their dict form (pyvs.core.commands.to_dict), which is what
-pyvs.drivers.daemon.Runtime.apply and the control socket's "apply" take.  Nothing here
+commands in their dict form (pyvs.core.commands.to_dict), which is what the director's
+loop (pyvs.drivers.daemon.Runtime.submit) and the control socket's "apply" take.  Nothing here
 blocks the caller: a check is a non-blocking connect, read or child process with its
 timeout; the applying runs on its own worker thread, one batch after the other.
 
-    checks = start(runtime, config)      # in the director's process (pyvs run)
+    checks = start(runtime, config)      # in the director's process, through its loop
     checks = Checks(config, over_socket(path)).start()   # beside it (pyvs serve, checks)
     checks.status(); checks.close()
 
@@ -290,12 +290,29 @@ class Checks:
 
 
 def start(runtime: Any, config: Config) -> Checks | None:
-    """The checks of `config` inside a director process: changes go through
-    `runtime.apply` (pyvs.drivers.daemon.Runtime), times are its clock.  None when the
-    configuration has no checks."""
+    """The checks of `config` inside a director process: changes are handed to the
+    director's loop (pyvs.drivers.daemon.Runtime.submit), times are its clock.  None when
+    the configuration has no checks."""
     if not config.has_checks():
         return None
-    return Checks(config, runtime.apply, runtime.now).start()
+    return Checks(config, in_loop(runtime), runtime.now).start()
+
+
+def in_loop(runtime: Any, wait: float = 10.0) -> Apply:
+    """An `apply` that runs the commands in the director's loop and waits for their
+    errors (the loop owns the director; this runs on the checks' applying thread)."""
+    def apply(commands: list[dict]) -> list[str | None]:
+        done = threading.Event()
+        box: list[list[str | None]] = []
+
+        def finished(errors: list[str | None]) -> None:
+            box.append(errors)
+            done.set()
+        runtime.submit(commands, finished)
+        if not done.wait(wait):
+            return ["the director's loop did not answer"] * len(commands)
+        return box[0]
+    return apply
 
 
 def over_socket(path: str, wait: float = 10.0) -> Apply:

@@ -7,7 +7,7 @@ Where the capture was taken decides what each packet is:
   handed to the engine as the realserver sent it (source = the connection's realserver), which
   is what the director would have seen.  For Route/Tunnel connections replies never cross
   the director, so they are ignored unless ``replies_via_director`` is set (a realserver whose
-  default gateway is the director: seed 000's "incorrect routing").
+  default gateway is the director: the LVS-HOWTO's "incorrect routing").
 * **director side** (``tcpdump -i any`` on the director): packets to a virtual service are
   inbound, packets from a realserver to a client are outbound, and the director's own
   forwarded copies (client -> realserver, VIP -> client after SNAT, IPIP) are skipped.
@@ -146,7 +146,7 @@ NS = 1_000_000_000
 
 def replay(director: Director, packets: list[tuple[int, bytes]], at: list[float],
            capture_point: str | None = None, replies_via_director: bool = False,
-           events: list[Event] = ()) -> Iterator[tuple[float, Replayer]]:
+           events: Iterable[Event] = ()) -> Iterator[tuple[float, Replayer]]:
     """Yield (T, replayer) for each T in `at` (seconds after the first packet), with the
     director advanced to that instant: every packet up to T (a packet at T included, to
     the nanosecond) and every event up to T, an event before a packet at the same

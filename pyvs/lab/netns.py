@@ -62,7 +62,7 @@ def layout(mode: str, realservers: int, clients: int) -> dict:
 
 def config_yaml(mode: str, realservers: int) -> str:
     """The lab director's services: www and telnet rr, an all-ports persistent service
-    (ftp-like control and data) on the first realserver, as in seed article 000."""
+    (ftp-like control and data) on the first realserver: the LVS-HOWTO's classic director."""
     lay = layout(mode, realservers, 1)
     fwd = BY_MODE[mode].word
     vip, rs = lay["vip"], lay["realservers"]
@@ -279,7 +279,8 @@ def status(out=sys.stdout) -> int:
 
 
 def check(out=sys.stdout) -> int:
-    """The classic LVS mistakes, host by host (seed 000's 'incorrect routing' among them)."""
+    """The classic LVS mistakes, host by host (the LVS-HOWTO's 'incorrect routing' among
+    them)."""
     state = load_state()
     mode, vip, problems = state["mode"], state["vip"], 0
 

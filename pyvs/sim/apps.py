@@ -1,6 +1,6 @@
 """Client and server applications: what each side of a session sends, waits for and closes.
 
-A `Session` is one client's use of one virtual service, written the way the seeds describe
+A `Session` is one client's use of one virtual service, written the way LVS write-ups describe
 the protocols: a greeting from the server (telnet, ftp), request/response exchanges, a hold,
 and who ends it and how (the client's close, the server's idle close as with Apache's
 KeepAliveTimeout, a logout that makes the server close, an RST, or nobody).
@@ -39,6 +39,7 @@ class Session:
     crash: float | None = None      # the client host crashes this long after connecting
     data: Session | None = None     # a second connection once the exchanges are done
     keepalive: bool = False         # the server socket has SO_KEEPALIVE
+    cport: int = 0                  # the client's port (bind() first); 0: an ephemeral one
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -54,10 +55,12 @@ class Registry:
 
 class SessionStarter(Protocol):
     def start_session(self, session: Session, client: int) -> None: ...
+    def session_connected(self, delay: float) -> None: ...
+    def session_ended(self, how: str) -> None: ...
 
 
 class ClientApp:
-    __slots__ = ("sim", "session", "received", "done", "greeted", "lab")
+    __slots__ = ("sim", "session", "received", "done", "greeted", "lab", "began")
 
     def __init__(self, sim: Simulation, session: Session, lab: SessionStarter) -> None:
         self.sim = sim
@@ -66,8 +69,10 @@ class ClientApp:
         self.done = 0                  # exchanges completed
         self.greeted = not session.banner
         self.lab = lab
+        self.began = sim.now
 
     def connected(self, sock: Socket) -> None:
+        self.lab.session_connected(self.sim.now - self.began)
         if self.greeted:
             self._next(sock)
 
@@ -108,7 +113,9 @@ class ClientApp:
         self.sim.after(self.session.peer_close_delay, sock.close)
 
     def closed(self, sock: Socket) -> None:
-        pass
+        """How the client saw its connection end: closed, aborted (its own RST), reset,
+        refused, timeout, crash."""
+        self.lab.session_ended(sock.end)
 
 
 class ServerApp:

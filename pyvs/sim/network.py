@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import MASQ
+from ..core.packet import ip_to_int
 from ..core.verdict import DROP, R_FORWARD
 from .apps import ClientApp, Registry, ServerApp, Session
 from .events import Simulation
@@ -45,7 +46,7 @@ class LabParams:
 
 
 class IdleFirewall:
-    """A stateful firewall that silently forgets idle flows (seed 004).
+    """A stateful firewall that silently forgets idle flows.
 
     A packet of a forgotten or unknown flow (other than a client's SYN) is dropped and
     answered with an RST to its sender, as if from the other end."""
@@ -93,6 +94,9 @@ class Lab:
         self.packets = 0
         self.lost = 0
         self.drops: dict[str, int] = {}
+        self.started = 0                            # client sessions opened
+        self.ended: dict[str, int] = {}             # ... ended, by how (ClientApp.closed)
+        self.connect_delays: list[float] = []       # SYN to ESTABLISHED, seconds
         self.firewall = IdleFirewall(sim, params.firewall_idle) if params.firewall_idle else None
         self.vips = {svc.addr for svc in director.services if not svc.fwmark}
         self.masq = any(d.fwd == MASQ for svc in director.services for d in svc.dests)
@@ -138,10 +142,45 @@ class Lab:
         self.listen(session.port, session.keepalive)
         vip = self.vip_for(session.port)
         sock = stack.connect(next(iter(stack.addrs)), vip, session.port,
-                             ClientApp(self.sim, session, self))
+                             ClientApp(self.sim, session, self), session.cport)
+        self.started += 1
         self.registry.by_client[(sock.laddr, sock.lport)] = session
         if session.crash is not None:
             self.sim.after(session.crash, stack.crash)
+
+    def session_connected(self, delay: float) -> None:
+        self.connect_delays.append(delay)
+
+    def session_ended(self, how: str) -> None:
+        self.ended[how] = self.ended.get(how, 0) + 1
+
+    # ------------------------------------------------------------------ faults
+    def realserver(self, name: str) -> Stack:
+        """A realserver by name (rs1.. in address order) or by its address."""
+        by_name = {f"rs{i + 1}": addr for i, addr in enumerate(sorted(self.realservers))}
+        addr = by_name.get(name)
+        if addr is None:
+            try:
+                addr = ip_to_int(name)
+            except ValueError:
+                addr = -1
+        if addr not in self.realservers:
+            raise KeyError(f"no realserver {name!r} (realservers: "
+                           f"{', '.join(sorted(by_name))} in address order, or an address)")
+        return self.realservers[addr]
+
+    def fault(self, name: str, kind: str) -> None:
+        """crash: the host stops, its sockets gone; blackhole: its network is cut, it runs
+        on; refuse: its services stop listening (SYNs get RST); recover: back from any."""
+        rs = self.realserver(name)
+        if kind == "crash":
+            rs.crash()
+        elif kind == "blackhole":
+            rs.cut = True
+        elif kind == "refuse":
+            rs.refusing = True
+        else:
+            rs.recover()
 
     def vip_for(self, port: int) -> int:
         director = self.director
@@ -213,6 +252,9 @@ class Lab:
         verdict = self.director.receive(pkt, self.sim.now, direction)
         if verdict.action == DROP:
             self.drops[verdict.reason] = self.drops.get(verdict.reason, 0) + 1
+            if verdict.reply is not None:           # ICMP from the director's own stack
+                self.packets += 1
+                self._to_client(verdict.reply, self.params.client_delay)
             return
         if verdict.reason == R_FORWARD:
             if verdict.data is not None:    # rewritten by Masq or wrapped by Tunnel

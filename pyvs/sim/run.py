@@ -7,10 +7,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Config, ConfigFileError
-from ..config.model import pool_name
-from ..core.engine import ConfigError
-from ..core.forwarding import BY_CODE, BY_MODE
+from ..config.model import describe, pool_name
+from ..core import commands as C
+from ..core.engine import ConfigError, Director
+from ..core.forwarding import BY_CODE, BY_MODE, MASQ
 from ..core.packet import IPPROTO_TCP, int_to_ip
+from ..core.service import Dest
 from ..views.snapshot import snapshot
 from . import tcp
 from .events import Simulation
@@ -46,18 +48,24 @@ class Result:
     events: int = 0
     wall: float = 0.0
     drops: dict[str, int] = field(default_factory=dict)
+    clients: dict[str, float] = field(default_factory=dict)    # what the clients saw
+    marks: list[tuple[float, str]] = field(default_factory=list)   # the timeline's changes
 
     def as_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "mode": self.mode, "kernel": self.kernel,
                 "samples": [vars(s) for s in self.samples], "summary": self.summary,
-                "cause": self.cause}
+                "cause": self.cause, "clients": self.clients,
+                "marks": [list(m) for m in self.marks]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
         samples = [Sample(**s) for s in data["samples"]]
-        return cls(data["scenario"], data["mode"], data["kernel"],
-                   samples[-1].t if samples else 0.0, samples, dict(data["summary"]),
-                   data["cause"])
+        result = cls(data["scenario"], data["mode"], data["kernel"],
+                     samples[-1].t if samples else 0.0, samples, dict(data["summary"]),
+                     data["cause"])
+        result.clients = dict(data.get("clients", {}))
+        result.marks = [(float(t), str(text)) for t, text in data.get("marks", [])]
+        return result
 
 
 def summarize(samples: list[Sample], seconds: dict[tuple[str, str, str], float],
@@ -84,11 +92,12 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     """Simulate `scenario`; sample every `sample` s (default: the scenario's) and keep a
     full table snapshot (plus the realservers' socket states) at each time in `at`."""
     wall = time.perf_counter()
-    cfg = config if config is not None else lab_config()
+    cfg = config or scenario.director_config() or lab_config()
     if mode is not None:
         cfg = cfg.with_forward(BY_MODE[mode].code)
-    if kernel is not None:
-        cfg = replace(cfg, kernel=kernel)
+    chosen = kernel or scenario.kernel
+    if chosen:
+        cfg = replace(cfg, kernel=chosen)
     director = cfg.build(0.0)
     if scenario.timeouts:
         try:
@@ -101,14 +110,15 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
         raise ConfigFileError(f"{cfg.path}: services: the simulator needs at least one "
                               "service with a realserver")
     sim = Simulation(seed)
-    sessions = scenario.all_sessions(sim.random)
-    _check_reached(scenario, sessions, director, cfg)
     lab = Lab(sim, director, scenario.lab, scenario.tcp, scenario.client_count())
     agreement = Agreement(director)
     director.watch = agreement.conn_changed
     truths = {addr: RealserverTruth(addr) for addr in lab.realservers}
     for addr, stack in lab.realservers.items():
         stack.on_state = _truth_hook(sim, truths[addr], agreement)
+    _timeline(scenario, sim, lab, director, agreement, mode)
+    sessions = scenario.all_sessions(sim.random)
+    _check_reached(scenario, sessions, director, cfg)
     for s in sessions:
         if s.start <= scenario.duration:
             sim.at(s.start, lab.start_session, s, s.client)
@@ -119,17 +129,15 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     wanted = set(at)
     on_grid = set(grid)
     mode_name = mode or _mode_of(cfg)
-    result = Result(scenario.name, mode_name, director.profile.name, scenario.duration)
-    dests_by_addr: dict[int, list] = {}
-    for svc in director.services:
-        for d in svc.dests:
-            dests_by_addr.setdefault(d.addr, []).append(d)
+    result = Result(scenario.name, mode_name, director.profile.name, scenario.duration,
+                    marks=list(scenario.marks))
     for t in marks:
         sim.run_until(t)
         director.handle_timers(t)
         if t in on_grid:
+            listed = _listed_dests(director)
             for addr, truth in truths.items():
-                dests = dests_by_addr[addr]
+                dests = listed.get(addr, [])
                 result.samples.append(Sample(
                     round(t, 6), int_to_ip(addr),
                     sum(d.activeconns for d in dests), sum(d.inactconns for d in dests),
@@ -148,12 +156,14 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     result.firewall_resets = lab.firewall.resets if lab.firewall is not None else 0
     result.events = sim.events
     result.drops = dict(lab.drops)
+    result.clients = _clients(lab)
     result.wall = time.perf_counter() - wall
     director.watch = None
     return result
 
 
-def _check_reached(scenario: Scenario, sessions: list, director, cfg: Config) -> None:
+def _check_reached(scenario: Scenario, sessions: list, director: Director,
+                   cfg: Config) -> None:
     """A scenario whose connections reach no service would compare an empty table with
     empty realservers: a perfect score that means nothing, so it is refused."""
     ports = sorted({s.port for s in sessions})
@@ -165,9 +175,62 @@ def _check_reached(scenario: Scenario, sessions: list, director, cfg: Config) ->
                               f"services: {have}")
 
 
+def _listed_dests(director: Director) -> dict[int, list[Dest]]:
+    """The realservers ipvsadm -L lists now, by address (a removed one is not listed)."""
+    out: dict[int, list[Dest]] = {}
+    for svc in director.services:
+        for d in svc.dests:
+            out.setdefault(d.addr, []).append(d)
+    return out
+
+
+def _timeline(scenario: Scenario, sim: Simulation, lab: Lab, director: Director,
+              agreement: Agreement, mode: str | None) -> None:
+    """Schedule the scenario's control-plane changes and realserver faults; a change
+    made for one forwarding method follows --mode, as the configuration does."""
+    fwd = BY_MODE[mode].code if mode is not None else None
+
+    def change(cmd: C.Command) -> None:
+        try:
+            director.apply(cmd, sim.now)
+        except ConfigError as exc:
+            raise ConfigFileError(f"{scenario.name}: the event at {sim.now:g} s "
+                                  f"({describe(cmd)}) was refused: {exc}") from None
+        agreement.dests_changed(sim.now)
+
+    def fault(realserver: str, kind: str) -> None:
+        try:
+            lab.fault(realserver, kind)
+        except KeyError as exc:
+            raise ConfigFileError(f"{scenario.name}: the fault at {sim.now:g} s: "
+                                  f"{exc.args[0]}") from None
+
+    for e in scenario.events:
+        cmd = e.command
+        if fwd is not None and isinstance(cmd, C.AddDest):
+            port = cmd.port if fwd == MASQ or cmd.service.fwmark else cmd.service.port
+            cmd = replace(cmd, fwd=fwd, port=port)
+        sim.at(e.at, change, cmd)
+    for f in scenario.faults:
+        sim.at(f.at, fault, f.realserver, f.kind)
+
+
+def _clients(lab: Lab) -> dict[str, float]:
+    """How the client sessions ended, and how long their connections took to open."""
+    delays = lab.connect_delays
+    out: dict[str, float] = {"sessions": lab.started, **lab.ended}
+    out["open"] = lab.started - sum(lab.ended.values())
+    if delays:
+        out["connect_max"] = round(max(delays), 3)
+        out["connect_mean"] = round(sum(delays) / len(delays), 3)
+        out["connect_over_1s"] = sum(d >= 1.0 for d in delays)
+    return out
+
+
 def _mode_of(cfg: Config) -> str:
     kinds = {BY_CODE[rs.forward].mode for vs in cfg.services for rs in vs.realservers}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
+    mode = kinds.pop() if len(kinds) == 1 else None
+    return mode or "mixed"
 
 
 def _truth_hook(sim: Simulation, truth: RealserverTruth, agreement: Agreement):

@@ -1,10 +1,11 @@
-"""Built-in scenarios (the seeds' examples) and scenarios loaded from YAML.
+"""Built-in scenarios and scenarios loaded from YAML.
 
 A scenario is data: the lab (links, firewall, routing), the hosts' TCP settings, the
-sessions the clients run, how long to watch, and optionally the director's `--set`
-timeouts.  The director's services come from the built-in lab config (seed article 000's
-director: www and telnet round-robin, an all-ports persistent service for ftp, two
-realservers) or from `--config`.
+sessions the clients run, how long to watch, optionally the director's `--set` timeouts,
+kernel profile and sysctls, and a timeline of events: control-plane changes (ipvsadm,
+sysctl) and realserver faults.  The director's services come from the scenario's own
+configuration, the built-in lab's (www and telnet round-robin, an all-ports persistent
+service for ftp, two realservers: the classic LVS-HOWTO director), or `--config`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ from typing import Any
 import yaml
 
 from ..config import Config, ConfigFileError
+from ..config import rules as rules_format
+from ..config.events import EventError, parse_event, sysctl_commands
 from ..config.yamlfile import Reader, parse, read_yaml
+from ..core.commands import Event
+from ..core.states import KERNELS
 from .apps import ENDS, Session
 from .network import LabParams
 from .tcp import TcpParams
 
 LAB_CONFIG = """\
-# seed article 000's director: www and telnet round-robin, an all-ports persistent service
-# (ftp control and passive data) on RS1, two realservers
+# the classic LVS-HOWTO director: www and telnet round-robin, an all-ports persistent
+# service (ftp control and passive data) on RS1, two realservers
 kernel: modern
 timeouts: {tcp: 900, tcpfin: 120, udp: 300}
 services:
@@ -40,6 +45,18 @@ services:
 
 def lab_config() -> Config:
     return parse(yaml.safe_load(LAB_CONFIG), "<built-in lab>")
+
+
+FAULTS = ("crash", "recover", "blackhole", "refuse")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Something happening to a realserver host at an instant (not a director change)."""
+
+    at: float
+    realserver: str               # rs1.. in address order, or an address
+    kind: str                     # one of FAULTS
 
 
 @dataclass
@@ -86,6 +103,25 @@ class Scenario:
     timeouts: dict[str, int] = field(default_factory=dict)
     mix: Mix | None = None
     show: tuple[float, ...] = ()    # when `pyvs simulate` lists the table by default
+    events: list[Event] = field(default_factory=list)      # control-plane changes
+    faults: list[Fault] = field(default_factory=list)      # realserver faults
+    marks: list[tuple[float, str]] = field(default_factory=list)   # both, as written
+    kernel: str | None = None       # the kernel profile, unless --kernel says otherwise
+    config: str | None = None       # the director's services (ipvsadm rules), else the lab's
+    reproduces: str = ""            # the public report it reproduces
+
+    def add_event(self, text: str) -> None:
+        """`T ipvsadm ...` or `T sysctl NAME=VALUE`, as replay's --event takes it."""
+        self.events.extend(parse_event(text))
+        at, _, change = text.partition(" ")
+        self.marks.append((float(at), change))
+
+    def add_fault(self, at: float, realserver: str, kind: str) -> None:
+        self.faults.append(Fault(at, realserver, kind))
+        self.marks.append((at, f"{realserver} {kind}"))
+
+    def director_config(self) -> Config | None:
+        return None if self.config is None else rules_format.parse(self.config, self.name)
 
     def all_sessions(self, rng: random.Random) -> list[Session]:
         return self.sessions + (self.mix.sessions(rng) if self.mix else [])
@@ -97,10 +133,82 @@ class Scenario:
 
 def _telnet(**kw: Any) -> Session:
     """A telnet session: greeting, keystrokes echoed, logout makes the server close."""
-    base = dict(port=23, banner=80, requests=15, request_bytes=1, response_bytes=1, think=20.0,
-                hold=5.0, end="quit", keepalive=True)
+    base: dict[str, Any] = dict(port=23, banner=80, requests=15, request_bytes=1,
+                                response_bytes=1, think=20.0, hold=5.0, end="quit",
+                                keepalive=True)
     base.update(kw)
     return Session(**base)
+
+
+VIP = "192.0.2.110"
+WWW = f"-A -t {VIP}:80 -s rr\n"
+DESTS = "".join(f"-a -t {VIP}:{{port}} -r 192.0.2.{i}:{{port}} -g\n" for i in (11, 12))
+TELNET = f"-A -t {VIP}:23 -s rr\n" + DESTS.format(port=23)
+RS2_WWW = f"-t {VIP}:80 -r 192.0.2.12:80"
+
+
+def _changing() -> list[Scenario]:
+    """Directors that change: each reproduces a public report (Scenario.reproduces)."""
+    drain = Scenario(
+        "drain", "persistent www (-p 120); rs2 drained to weight 0 at 60 s; its clients keep "
+        "reaching it (templates) until expire_quiescent_template=1 at 240 s", 480,
+        [Session(start=1.0 + c + 10 * i, client=c, response_bytes=5000)
+         for c in range(6) for i in range(46)], clients=6,
+        config=f"-A -t {VIP}:80 -s rr -p 120\n" + DESTS.format(port=80),
+        show=(58, 238, 300, 470),
+        reproduces="kubernetes/kubernetes#57841 and alibaba/LVS#34: a quiesced realserver "
+        "keeps its persistent clients")
+    drain.add_event(f"60 ipvsadm -e {RS2_WWW} -g -w 0")
+    drain.add_event("240 sysctl expire_quiescent_template=1")
+    telnets = [_telnet(start=1.0 + i, client=i, requests=200, think=10.0) for i in range(4)]
+    remove = Scenario(
+        "remove-realserver", "four telnet sessions; rs2 removed at 60 s with "
+        "expire_nodest_conn=0: its clients' packets are dropped until they give up", 1200,
+        telnets, clients=4, config=TELNET, show=(50, 70, 600, 1100),
+        reproduces="kubernetes/kubernetes#71358: connections to a removed realserver are "
+        "blackholed until they time out")
+    remove.add_event(f"60 ipvsadm -d -t {VIP}:23 -r 192.0.2.12:23")
+    remove_expire = Scenario(
+        "remove-realserver-expire", "the same with expire_nodest_conn=1: rs2's entries go "
+        "at once (5.9+) and its clients' next keystroke is reset by the director", 1200,
+        telnets, clients=4, config=TELNET, show=(50, 70, 600, 1100),
+        reproduces="kubernetes/kubernetes#71358 with expire_nodest_conn=1, as alibaba/LVS#34 "
+        "advises")
+    remove_expire.add_event("0 sysctl expire_nodest_conn=1")
+    remove_expire.add_event(f"60 ipvsadm -d -t {VIP}:23 -r 192.0.2.12:23")
+    reusing = [Session(start=1.0 + 0.5 * c + 2 * i, client=c, cport=40000,
+                       response_bytes=5000, end="server-close") for c in range(3)
+               for i in range(15)]
+    reuse = Scenario(
+        "port-reuse", "each client reuses one port for 15 fetches 2 s apart (the server "
+        "closes first): conn_reuse_mode=1 schedules each anew", 60, reusing, clients=3,
+        config=WWW + DESTS.format(port=80), show=(4, 20, 40),
+        reproduces="kubernetes/kubernetes#93297: conn_reuse_mode=1 is safe on 5.9+")
+    reuse_ct = Scenario(
+        "port-reuse-conntrack", "the same on a 4.10-5.8 kernel with conntrack=1: the first "
+        "SYN of each reuse is dropped and the client waits 1 s", 60, reusing, clients=3,
+        config=WWW + DESTS.format(port=80), show=(4, 20, 40), kernel="4.19",
+        reproduces="kubernetes/kubernetes#70747 and cloudnativelabs/kube-router#544: "
+        "1-second connection delays under load")
+    reuse_ct.add_event("0 sysctl conntrack=1")
+    reuse_0 = Scenario(
+        "port-reuse-mode0", "the same with conn_reuse_mode=0 and rs2 drained at 10 s: reused "
+        "ports keep reaching the drained realserver", 60, reusing, clients=3,
+        config=WWW + DESTS.format(port=80), show=(8, 20, 40),
+        reproduces="kubernetes/kubernetes#81775: with conn_reuse_mode=0 a weight-0 "
+        "realserver never drains")
+    reuse_0.add_event("0 sysctl conn_reuse_mode=0")
+    reuse_0.add_event(f"10 ipvsadm -e {RS2_WWW} -g -w 0")
+    timeout = Scenario(
+        "timeout-change", "four telnet sessions, a keystroke every 300 s; --set 120 at 60 s: "
+        "each entry keeps 900 s until its next packet, then 120 s, and expires between "
+        "keystrokes", 900, [_telnet(start=1.0 + i, client=i, requests=3, think=300.0)
+                            for i in range(4)], clients=4, config=TELNET,
+        show=(50, 310, 430, 610),
+        reproduces="kubernetes/kubernetes#84041 and kubermatic/kubelb#539: a tcp timeout "
+        "below the applications' keepalive interval")
+    timeout.add_event("60 ipvsadm --set 120 0 0")
+    return [drain, remove, remove_expire, reuse, reuse_ct, reuse_0, timeout]
 
 
 def _builtins() -> dict[str, Scenario]:
@@ -146,6 +254,7 @@ def _builtins() -> dict[str, Scenario]:
         Scenario("web-mix", "Poisson web load: 2000 connections at 10/s from 50 clients, "
                  "mostly HTTP/1.0, some keep-alive and long-held", 500, mix=Mix(),
                  show=(100, 250, 400)),
+        *_changing(),
     ]
     return {s.name: s for s in scenarios}
 
@@ -172,7 +281,7 @@ def _numbers(r: Reader, raw: Any, where: str, cls: type, base: Any) -> Any:
     """Fill a dataclass of numbers/bools from a mapping, validating each field."""
     known = tuple(_fields(cls))
     d = r.mapping(raw, where, known)
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in d.items():
         current = getattr(base, key)
         if isinstance(current, bool):
@@ -205,7 +314,8 @@ def _session(r: Reader, raw: Any, where: str) -> list[Session]:
 def parse_scenario(data: Any, path: str) -> Scenario:
     r = Reader(path)
     d = r.mapping(data, "", ("name", "summary", "duration", "sample", "clients", "lab", "tcp",
-                             "timeouts", "sessions", "mix"))
+                             "timeouts", "sessions", "mix", "events", "kernel", "config",
+                             "reproduces"))
     if "duration" not in d:
         raise r.fail("duration", "required (seconds to simulate)")
     name = str(d.get("name", Path(path).stem))
@@ -229,7 +339,44 @@ def parse_scenario(data: Any, path: str) -> Scenario:
         sc.mix = _numbers(r, d["mix"], "mix", Mix, Mix())
     if not sc.sessions and sc.mix is None:
         raise r.fail("sessions", "no sessions and no mix: nothing would happen")
+    if "kernel" in d:
+        sc.kernel = r.choice(str(d["kernel"]), "kernel", KERNELS)
+    if "config" in d:
+        if not isinstance(d["config"], str):
+            raise r.fail("config", "expected ipvsadm rules, one per line (as ipvsadm -S "
+                         "writes them)")
+        sc.config = d["config"]
+        try:
+            sc.director_config()
+        except ConfigFileError as exc:
+            raise r.fail("config", str(exc).split(": ", 1)[-1]) from None
+    sc.reproduces = str(d.get("reproduces", ""))
+    for i, raw in enumerate(r.seq(d.get("events"), "events")):
+        _event(r, raw, f"events[{i}]", sc)
     return sc
+
+
+def _event(r: Reader, raw: Any, where: str, sc: Scenario) -> None:
+    """{at: T, ipvsadm: ARGS} | {at: T, sysctl: {NAME: VALUE}} |
+    {at: T, realserver: rs2, fault: crash|recover|blackhole|refuse}."""
+    e = r.mapping(raw, where, ("at", "ipvsadm", "sysctl", "realserver", "fault"))
+    at = r.number(e.get("at"), f"{where}.at", 0, 1e7)
+    kinds = [k for k in ("ipvsadm", "sysctl", "realserver") if k in e]
+    if len(kinds) != 1:
+        raise r.fail(where, "one of ipvsadm, sysctl or realserver (with fault)")
+    try:
+        if "ipvsadm" in e:
+            sc.add_event(f"{at:g} ipvsadm {e['ipvsadm']}")
+        elif "sysctl" in e:
+            values = r.mapping(e["sysctl"], f"{where}.sysctl", tuple(e["sysctl"] or ()))
+            for name, value in values.items():
+                sysctl_commands(f"{name}={value}")       # checked here, applied at `at`
+                sc.add_event(f"{at:g} sysctl {name}={value}")
+        else:
+            kind = r.choice(e.get("fault"), f"{where}.fault", FAULTS)
+            sc.add_fault(at, str(e["realserver"]), kind)
+    except EventError as exc:
+        raise r.fail(where, str(exc)) from None
 
 
 def load(path: str) -> Scenario:

@@ -54,6 +54,9 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 SEGMENT = struct.Struct("!BBHHHBBHIIHHIIBBHHH")     # IPv4 + TCP, no options
 _RECEIVED = struct.Struct("!2xH8xIIHHII1xB")   # tot_len, src, dst, ports, seq, ack, flags
+_QUOTED = struct.Struct("!12xIIHH")             # the quoted header's src, dst and ports
+ICMP = 1
+ICMP_DEST_UNREACH = 3
 IPIP = 4
 INF = float("inf")
 _ZEROS = bytes(65536)
@@ -105,7 +108,7 @@ class Socket:
     __slots__ = ("stack", "laddr", "lport", "raddr", "rport", "state", "snd_una", "snd_nxt",
                  "rcv_nxt", "acked", "rtx", "rtx_gen", "rto", "rto_at", "rto_event", "retries",
                  "max_retries", "app", "keepalive", "probes", "last_rcv", "ka_gen", "passive",
-                 "fin_seq", "rtt")
+                 "fin_seq", "rtt", "end")
 
     def __init__(self, stack: Stack, laddr: int, lport: int, raddr: int, rport: int,
                  passive: bool) -> None:
@@ -131,6 +134,7 @@ class Socket:
         self.passive = passive
         self.fin_seq = -1
         self.rtt = 0.0
+        self.end = ""                 # why it closed: closed, reset, refused, timeout, ...
 
     # -------------------------------------------------------------- state
     def _set(self, new: int) -> None:
@@ -141,6 +145,7 @@ class Socket:
             stack.on_state(self, old, new)
         sim, p = stack.sim, stack.params
         if new == CLOSED:
+            self.end = self.end or "closed"
             stack.sockets.pop((self.laddr, self.lport, self.raddr, self.rport), None)
             self._cancel_timers()
             self.ka_gen += 1
@@ -167,7 +172,7 @@ class Socket:
     def _emit(self, flags: int, seq: int, length: int = 0) -> None:
         if flags & ACK:
             self.acked = self.rcv_nxt
-        self.stack.send(build(self.laddr, self.lport, self.raddr, self.rport, flags, seq,
+        self.stack.output(build(self.laddr, self.lport, self.raddr, self.rport, flags, seq,
                               self.rcv_nxt if flags & ACK else 0, length))
 
     def _send_seq(self, flags: int, length: int) -> None:
@@ -203,6 +208,7 @@ class Socket:
             self.stack.sim.at(self.rto_at, self._rtx_fire, gen)
             return
         if self.retries >= self.max_retries:
+            self.end = "timeout"
             self._set(CLOSED)               # ETIMEDOUT: given up, no RST sent
             return
         self.retries += 1
@@ -241,6 +247,7 @@ class Socket:
         if self.state in SYNCHRONIZED or self.state == SYN_RECV:
             self._emit(RST | ACK, self.snd_nxt)
         if self.state != CLOSED:
+            self.end = "aborted"
             self._set(CLOSED)
 
     # -------------------------------------------------------------- keepalive
@@ -261,6 +268,7 @@ class Socket:
             return
         if self.probes >= p.keepalive_probes:
             self._emit(RST | ACK, self.snd_nxt)
+            self.end = "timeout"
             self._set(CLOSED)
             return
         self.probes += 1
@@ -268,11 +276,13 @@ class Socket:
         self._ka_arm(now + p.keepalive_intvl)
 
     # -------------------------------------------------------------- receiving
-    def segment(self, flags: int, seq: int, ack: int, length: int) -> None:
+    def segment(self, flags: int, seq: int, ack: int,  # noqa: C901 (one call per segment)
+                length: int) -> None:
         state = self.state
         self.last_rcv = self.stack.sim.now
         if flags & RST:
             if state != SYN_SENT or (flags & ACK and ack == self.snd_nxt & 0xFFFFFFFF):
+                self.end = "refused" if state == SYN_SENT else "reset"
                 self._set(CLOSED)
             return
         if state == SYN_SENT:
@@ -369,6 +379,8 @@ class Stack:
         self.keepalive_ports: set[int] = set()
         self.on_state: Callable[[Socket, int, int], None] | None = None
         self.alive = True
+        self.cut = False          # blackholed: nothing in or out, the host runs on
+        self.refusing = False     # its services stopped listening: SYNs get RST
         self.next_port = 32768 + sim.random.randrange(28232)
 
     def listen(self, port: int, accept: Callable[[Socket], App], keepalive: bool = False
@@ -377,12 +389,18 @@ class Stack:
         if keepalive:
             self.keepalive_ports.add(port)
 
-    def connect(self, laddr: int, raddr: int, rport: int, app: App) -> Socket:
-        """connect(): the next free ephemeral port (32768-60999), skipping ports in use."""
-        port = self.next_port
-        while (laddr, port, raddr, rport) in self.sockets:
+    def connect(self, laddr: int, raddr: int, rport: int, app: App, lport: int = 0) -> Socket:
+        """connect(): from `lport` (bind() first), or the next free ephemeral port
+        (32768-60999), skipping ports in use."""
+        port = lport or self.next_port
+        while not lport and (laddr, port, raddr, rport) in self.sockets:
             port = 32768 if port >= 60999 else port + 1
-        self.next_port = 32768 if port >= 60999 else port + 1
+        if not lport:
+            self.next_port = 32768 if port >= 60999 else port + 1
+        old = self.sockets.get((laddr, port, raddr, rport))
+        if old is not None:                    # bind() to a port still in use: the old
+            old.end = "aborted"                # socket is given up (SO_REUSEADDR client)
+            old._set(CLOSED)
         sock = Socket(self, laddr, port, raddr, rport, passive=False)
         sock.app = app
         self.sockets[(laddr, port, raddr, rport)] = sock
@@ -390,12 +408,20 @@ class Stack:
         return sock
 
     def crash(self) -> None:
-        """The host stops: no more packets in or out, no timers, no RST."""
+        """The host stops: no more packets in or out, no timers, no RST; its sockets are
+        gone without a word (a rebooted host holds none)."""
         self.alive = False
         for sock in list(self.sockets.values()):
             sock.app = None
-            sock._cancel_timers()
-            sock.ka_gen += 1
+            sock.end = "crash"
+            sock._set(CLOSED)
+
+    def recover(self) -> None:
+        """Back from any fault: running, reachable, accepting (after a crash, with an
+        empty socket table, so segments of old connections are answered with RST)."""
+        self.alive = True
+        self.cut = False
+        self.refusing = False
 
     def accepted(self, sock: Socket) -> None:
         factory = self.listeners.get(sock.lport)
@@ -403,11 +429,19 @@ class Stack:
             sock.app = factory(sock)
             sock.app.connected(sock)
 
+    def output(self, pkt: bytes) -> None:
+        """Everything this host sends goes here (nothing leaves a cut host)."""
+        if not self.cut:
+            self.send(pkt)
+
     def receive(self, data: bytes) -> None:
-        if not self.alive:
+        if not self.alive or self.cut:
             return
         if data[9] == IPIP:
             data = data[(data[0] & 15) << 2:]
+        if data[9] == ICMP:
+            self._icmp(data)
+            return
         if data[9] != 6 or len(data) < 40:
             return
         tot_len, src, dst, sport, dport, seq, ack, flags = _RECEIVED.unpack_from(data)
@@ -420,7 +454,7 @@ class Stack:
             sock = None
         if sock is not None:
             sock.segment(flags, seq, ack, length)
-        elif flags & (SYN | ACK | RST) == SYN and dport in self.listeners:
+        elif flags & (SYN | ACK | RST) == SYN and dport in self.listeners and not self.refusing:
             self._passive_open(dst, dport, src, sport, seq)
         elif not flags & RST:
             self._reset(dst, dport, src, sport, flags, seq, ack, length)
@@ -435,6 +469,19 @@ class Stack:
         sock._set(SYN_RECV)
         sock._send_seq(SYN | ACK, 0)
 
+    def _icmp(self, data: bytes) -> None:
+        """tcp_v4_err(): a destination unreachable for a connection still opening is a
+        hard error (connect() fails: port unreachable is ECONNREFUSED); later, a soft one."""
+        ihl = (data[0] & 15) << 2
+        if len(data) < ihl + 8 + 28 or data[ihl] != ICMP_DEST_UNREACH:
+            return
+        q = data[ihl + 8:]
+        src, dst, sport, dport = _QUOTED.unpack_from(q)
+        sock = self.sockets.get((src, sport, dst, dport))
+        if sock is not None and sock.state in (SYN_SENT, SYN_RECV):
+            sock.end = "refused"
+            sock._set(CLOSED)
+
     def _reset(self, laddr: int, lport: int, raddr: int, rport: int, flags: int, seq: int,
                ack: int, length: int) -> None:
-        self.send(reset(laddr, lport, raddr, rport, flags, seq, ack, length))
+        self.output(reset(laddr, lport, raddr, rport, flags, seq, ack, length))

@@ -25,6 +25,8 @@ from . import tcp
 
 NONE, ACTIVE, INACTIVE = 0, 1, 2
 KINDS = ("ghost", "forgotten", "stale", "hidden")
+REMOVED = "(removed)"       # the director-side state of an entry whose realserver is gone
+EXPIRED_EARLY = "(expired early)"   # ... of one the director dropped before its timer
 
 
 def socket_class(state: int) -> int:
@@ -76,11 +78,25 @@ class Agreement:
     def conn_changed(self, cp: Conn, now: float) -> None:
         key = (cp.daddr, cp.caddr, cp.cport)
         entry = self.entries.get(key)
-        if cp.alive:
+        if cp.alive and not cp.dest.available:
+            # a removed realserver is not listed: ipvsadm counts none of its entries
+            self._update(key, entry, now, cp, NONE, REMOVED, None)
+        elif cp.alive:
             dclass = INACTIVE if cp.inactive else ACTIVE
             self._update(key, entry, now, cp, dclass, self.director.state_name(cp), None)
         elif entry is not None and entry[0] is cp:
-            self._update(key, entry, now, None, NONE, "-", None)
+            # gone before its timer: flushed (expire_nodest_conn) or replaced (port reuse)
+            early = now < cp.expires - 1e-6
+            self._update(key, entry, now, None, NONE, EXPIRED_EARLY if early else "-", None)
+
+    def dests_changed(self, now: float) -> None:
+        """After a control-plane change: entries whose realserver was removed (or came
+        back) change class without a packet."""
+        for cp in list(self.director._in.values()):
+            entry = self.entries.get((cp.daddr, cp.caddr, cp.cport))
+            if entry is not None and entry[0] is cp and (entry[2] == REMOVED) == (
+                    cp.dest.available):
+                self.conn_changed(cp, now)
 
     def socket_changed(self, rs: int, sock: tcp.Socket, now: float) -> None:
         key = (rs, sock.raddr, sock.rport)
@@ -163,6 +179,14 @@ EXPLAIN: dict[tuple[str, str], str] = {
     ("CLOSE", "-"): "RST seen: CLOSE entry kept 10 s",
     ("CLOSE_WAIT", "-"): "CLOSE_WAIT kept 60 s after the realserver's socket is gone",
     ("LAST_ACK", "-"): "LAST_ACK kept 30 s after the realserver's socket is gone",
+    (EXPIRED_EARLY, "ESTABLISHED"): "the director expired the entry before its timer "
+                                    "(its realserver removed with expire_nodest_conn=1): the "
+                                    "realserver still holds the connection",
+    (EXPIRED_EARLY, "TIME_WAIT"): "a reused client port replaced the entry (conn_reuse_mode) "
+                                  "while the realserver's old socket is in TIME_WAIT",
+    (REMOVED, "ESTABLISHED"): "the realserver was removed from the service: ipvsadm no "
+                              "longer counts its connections, while their entries live on "
+                              "(packets dropped unless expire_nodest_conn=1)",
 }
 
 
@@ -173,9 +197,9 @@ def explain(seconds: dict[tuple[str, str, str], float], tcp: int, tcpfin: int) -
         return "exact: director and realservers agree on every connection"
     k, d, r, sec = top
     text = EXPLAIN.get((d, r))
-    if text is None and d == "-":
+    if text is None and d in ("-", EXPIRED_EARLY):
         text = "director has no entry while the realserver's socket is {rstate}"
     if text is None:
         text = "director shows {dstate} while the realserver's socket is {rstate}"
     text = text.format(tcp=tcp, tcpfin=tcpfin, dstate=d, rstate=r if r != "-" else "gone")
-    return f"{k} {sec:.0f} s: {text}"
+    return f"{k} {sec:.0f} s: {text}" if sec >= 10 else f"{k} {sec:.1f} s: {text}"

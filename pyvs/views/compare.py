@@ -31,7 +31,7 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
 
 
 def truth_text(states: dict[str, dict[str, int]]) -> str:
-    """Each realserver's sockets the way the seeds count them:
+    """Each realserver's sockets counted the way LVS operators count them:
     netstat -n | awk '/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}'  (LISTEN left out)."""
     lines = []
     for addr, counts in states.items():
@@ -68,16 +68,38 @@ LEGEND = ("director/truth: the cluster's total, mean over the samples (connectio
           "ghost: entries counted ActiveConn with no ESTABLISHED socket, forgotten: sockets "
           "with no entry, stale: InActConn entries with no socket, hidden: InActConn entries "
           "whose socket is ESTABLISHED (connection-seconds)")
-_HEAD = (f"{'':29} {'ActiveConn (connections)':<25}  {'InActConn (connections)':<27}  "
+_HEAD = (f"{'':36} {'ActiveConn (connections)':<25}  {'InActConn (connections)':<27}  "
          f"{'ghost':>6} {'forgotten':>9}",
-         "scenario          mode kernel director truth |err|  max  "
+         f"{'scenario':<24} mode kernel director truth |err|  max  "
          "director truth  |err|   max  conn-s    conn-s")
+
+
+QUIET_ENDS = ("closed", "aborted", "open")      # what a client means to happen
+
+
+def clients_text(clients: dict[str, float], always: bool = False) -> str:
+    """What the clients saw, when it is not the uneventful (or `always`): how sessions
+    ended and slow connects, e.g. "60 sessions: 60 closed; 56 connects took 1 s or more
+    (max 1.01 s)"."""
+    if not clients:
+        return ""
+    ends = {k: int(v) for k, v in clients.items()
+            if k not in ("sessions", "connect_max", "connect_mean", "connect_over_1s") and v}
+    slow = int(clients.get("connect_over_1s", 0))
+    if not always and not slow and all(k in QUIET_ENDS for k in ends):
+        return ""
+    text = f"{int(clients['sessions'])} sessions: " + ", ".join(
+        f"{n} {k}" for k, n in sorted(ends.items(), key=lambda kv: -kv[1]))
+    if slow:
+        text += (f"; {slow} connect{'s' if slow > 1 else ''} took 1 s or more "
+                 f"(max {clients['connect_max']:.2f} s)")
+    return text
 
 
 def _row(r: Result) -> str:
     a, ta, i, ti = _means(r)
     s = r.summary
-    return (f"{r.scenario[:17]:<17} {r.mode:<4} {r.kernel:<6} {a:>8.2f} {ta:>5.2f} "
+    return (f"{r.scenario[:24]:<24} {r.mode:<4} {r.kernel:<6} {a:>8.2f} {ta:>5.2f} "
             f"{s['active_mae']:>5.2f} {s['active_max']:>4}  {i:>8.2f} {ti:>5.2f} "
             f"{s['inactive_mae']:>6.2f} {s['inactive_max']:>5}  {s['ghost_seconds']:>6.0f} "
             f"{s['forgotten_seconds']:>9.0f}")
@@ -98,6 +120,9 @@ def table(results: list[Result], wide: bool = False) -> str:
             lines.append(_row(r))
             lines.extend(textwrap.wrap(r.cause, WIDTH, initial_indent="  cause: ",
                                        subsequent_indent="         "))
+            seen = clients_text(r.clients)
+            if seen:
+                lines.append(f"  clients: {seen}")
     lines.extend([""] + textwrap.wrap(LEGEND, WIDTH))
     return "\n".join(lines) + "\n"
 
@@ -155,6 +180,12 @@ def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
                 peak = max([peak, *director, *truth])
                 if r.mode not in modes:
                     modes.append(r.mode)
+            for t, text in runs[0].marks:        # the timeline: one line per change
+                ax.axvline(t, color="0.45", linewidth=0.8, linestyle=":")
+                if col == 0:
+                    ax.annotate(text, (t, 1), xycoords=("data", "axes fraction"),
+                                xytext=(2, -2), textcoords="offset points", fontsize=6,
+                                color="0.35", va="top", rotation=90)
             ax.set_title(f"{name}: {label}", fontsize=9, loc="left")
             ax.set_ylabel("connections", fontsize=8)
             ax.tick_params(labelsize=7)
