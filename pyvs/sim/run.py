@@ -7,11 +7,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Config, ConfigFileError
-from ..config.model import describe
+from ..config.model import describe, pool_name
 from ..core import commands as C
 from ..core.engine import ConfigError, Director
 from ..core.forwarding import BY_CODE, BY_MODE, MASQ
-from ..core.packet import int_to_ip
+from ..core.packet import IPPROTO_TCP, int_to_ip
 from ..core.service import Dest
 from ..views.snapshot import snapshot
 from . import tcp
@@ -117,7 +117,9 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     for addr, stack in lab.realservers.items():
         stack.on_state = _truth_hook(sim, truths[addr], agreement)
     _timeline(scenario, sim, lab, director, agreement, mode)
-    for s in scenario.all_sessions(sim.random):
+    sessions = scenario.all_sessions(sim.random)
+    _check_reached(scenario, sessions, director, cfg)
+    for s in sessions:
         if s.start <= scenario.duration:
             sim.at(s.start, lab.start_session, s, s.client)
 
@@ -158,6 +160,19 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     result.wall = time.perf_counter() - wall
     director.watch = None
     return result
+
+
+def _check_reached(scenario: Scenario, sessions: list, director: Director,
+                   cfg: Config) -> None:
+    """A scenario whose connections reach no service would compare an empty table with
+    empty realservers: a perfect score that means nothing, so it is refused."""
+    ports = sorted({s.port for s in sessions})
+    tcp = [svc for svc in director.services if not svc.fwmark and svc.protocol == IPPROTO_TCP]
+    if not any(svc.port in (0, p) for svc in tcp for p in ports):
+        have = ", ".join(pool_name(vs.key) for vs in cfg.services) or "none"
+        raise ConfigFileError(f"{cfg.path}: no service takes scenario {scenario.name}'s "
+                              f"connections (TCP port {', '.join(map(str, ports))}); its "
+                              f"services: {have}")
 
 
 def _listed_dests(director: Director) -> dict[int, list[Dest]]:
