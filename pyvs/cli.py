@@ -441,12 +441,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .control import SocketPathError, default_socket
     from .drivers import daemon, live, netfilter
     logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
-    director = _director(args)
+    cfg = _load(args) if args.config else None
+    director = _director(args, cfg)
     state = None if args.no_state else Path(args.state) if args.state else daemon.state_path()
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
                         args.fail_closed, args.procfs, args.metrics, state,
-                        args.restart_grace, args.queues)
+                        args.restart_grace, args.queues, cfg)
     except (netfilter.SetupError, OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs run: {exc}") from None
 
