@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..control import NoDirector, request
 from ..core.forwarding import BY_MODE, MODES
+from ..drivers.netfilter import alive
 from ..resources import PROVISION
 from . import ipip
 
@@ -262,14 +263,6 @@ def _kill(pid: int, sig: int = signal.SIGTERM) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def down(out=sys.stdout) -> None:
     """Stop everything the lab started and delete its namespaces; safe to repeat."""
     state = json.loads(STATE.read_text()) if STATE.exists() else {"namespaces": [], "pids": {}}
@@ -277,7 +270,7 @@ def down(out=sys.stdout) -> None:
     if pid:
         _kill(pid)
         for _ in range(50):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.1)
         _kill(pid, signal.SIGKILL)
@@ -302,7 +295,7 @@ def status(out=sys.stdout) -> int:
     state = load_state()
     print(f"mode {state['mode']}, VIP {state['vip']}", file=out)
     for name, pid in state["pids"].items():
-        print(f"  {name:<9} pid {pid:<7} {'running' if _alive(pid) else 'DEAD'}", file=out)
+        print(f"  {name:<9} pid {pid:<7} {'running' if alive(pid) else 'DEAD'}", file=out)
     for host, ns in hosts(state).items():
         if host != "client":
             addrs = exec_in(ns, "ip", "-4", "-o", "addr", "show", check=False).split("\n")
@@ -326,7 +319,7 @@ def check(out=sys.stdout) -> int:
         return exec_in(host, "cat", f"/proc/sys/{name.replace('.', '/')}", check=False).strip()
 
     report(sysctl(ns("d"), "net.ipv4.ip_forward") == "1", "director", "ip_forward=1")
-    report(_alive(state["pids"].get("director", 0) or 0), "director", "pyvs run is running")
+    report(alive(state["pids"].get("director", 0) or 0), "director", "pyvs run is running")
     for i, addr in enumerate(state["realservers"]):
         rns, host = ns(f"r{i + 1}"), f"rs{i + 1} {addr}"
         if mode == "nat":
