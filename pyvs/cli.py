@@ -8,6 +8,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .config import FORMATS, ConfigFileError, load
@@ -23,7 +24,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:          # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:      # one line, exit 2, no usage dump
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -135,11 +136,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if late:
         print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
               f"({end:g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
+    if not _forwarded(director):
+        print(f"pyvs: warning: {', '.join(args.capture)}: no packet reached a realserver of "
+              f"a service in {args.config} (the capture's traffic goes to "
+              f"{view.destinations(rp.stats)}); the table shows none of it", file=sys.stderr)
     sys.stderr.write(view.summary_text(view.summary(reader, rp)))
     if args.plot:
         view.plot(samples, args.plot, Path(args.capture[0]).name)
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _forwarded(director) -> bool:
+    """Whether any packet was forwarded to a realserver (a service's counters moved)."""
+    return bool(director.total_base.inpkts
+                or any(svc.live_counters().inpkts for svc in director.services))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -356,7 +367,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_states(args: argparse.Namespace) -> int:
-    """The seeds' netstat | awk view of the director's table."""
+    """The director's entries counted by state, as `netstat -n | awk` counts sockets."""
     sys.stdout.write(state_counts(_table_snapshot(args, True), args.per_realserver))
     return 0
 
@@ -377,23 +388,83 @@ def _size(text: str) -> int:
     return int(digits) * scale
 
 
-def _director(args: argparse.Namespace):
+def _queues(text: str) -> int:
+    from .drivers.queues import MAX_QUEUES
+    if not text.isdigit() or not 1 <= int(text) <= MAX_QUEUES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of queues "
+                                         f"(1-{MAX_QUEUES})")
+    return int(text)
+
+
+def _director(args: argparse.Namespace, cfg=None):
     from .core.engine import Director
-    director = _load(args).build(0.0) if args.config else Director()
+    if cfg is None and args.config:
+        cfg = _load(args)
+    director = cfg.build(0.0) if cfg is not None else Director()
     if args.max_memory:
         director.set_memory_limit(args.max_memory, 0.0)
     return director
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """A director with no packet source: a control plane to drive with pyvsadm."""
+    """A director with no packet source: a control plane to drive with pyvsadm; the
+    configuration's health checks run beside it, through its control socket."""
     from .control import SocketPathError, default_socket
     from .drivers.daemon import serve
+    cfg = _load(args) if args.config else None
+    path = args.socket or default_socket()
+    checks = _start_checks(cfg, path) if cfg is not None and cfg.has_checks() else None
     try:
-        return serve(_director(args), args.socket or default_socket(), args.procfs,
-                     args.metrics)
+        return serve(_director(args, cfg), path, args.procfs, args.metrics)
     except (OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs serve: {exc}") from None
+    finally:
+        if checks is not None:
+            checks.close()
+
+
+def _start_checks(cfg, path: str):
+    import logging
+
+    from .drivers.health import Checks, over_socket
+    logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
+    return Checks(cfg, over_socket(path)).start()
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    """keepalived's checker beside a running director: the configuration's checks, their
+    changes sent to the director's control socket, until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from .control import NoDirector, default_socket, request
+    cfg = _load(args)
+    if not cfg.has_checks():
+        raise UsageError(f"pyvs checks: {args.config} has no health checks")
+    path = args.socket or default_socket()
+    try:
+        table = request(path, {"op": "snapshot", "connections": False})["snapshot"]
+    except NoDirector as exc:
+        raise UsageError(f"pyvs checks: {exc}; start one with pyvs run or pyvs serve") from None
+    from .config import from_snapshot
+    from .config.model import pool_name
+    have = {vs.key for vs in from_snapshot(table).services}
+    for vs in cfg.services:
+        if vs.key not in have:
+            print(f"pyvs: warning: the director has no {pool_name(vs.key)}: its checks' "
+                  "changes will be refused", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    checks = _start_checks(cfg, path)
+    n = sum(len(rs.checks) for vs in cfg.services for rs in vs.realservers)
+    print(f"pyvs: checks: {n} checks of {len(cfg.pools())} virtual servers, changes to "
+          f"{path}", file=sys.stderr)
+    try:
+        stop.wait()
+    finally:
+        checks.close()
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -402,12 +473,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .control import SocketPathError, default_socket
     from .drivers import daemon, live, netfilter
     logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
-    director = _director(args)
+    cfg = _load(args) if args.config else None
+    director = _director(args, cfg)
     state = None if args.no_state else Path(args.state) if args.state else daemon.state_path()
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
                         args.fail_closed, args.procfs, args.metrics, state,
-                        args.restart_grace)
+                        args.restart_grace, args.queues, cfg)
     except (netfilter.SetupError, OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs run: {exc}") from None
 
@@ -426,7 +498,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from .lab import netns
     try:
         if args.action == "up":
-            netns.up(args.mode, args.realservers, args.clients)
+            netns.up(args.mode, args.realservers, args.clients,
+                     run_args=("--queues", str(args.queues)) if args.queues > 1 else ())
         elif args.action == "down":
             netns.down()
         elif args.action == "status":
@@ -453,7 +526,8 @@ def _table_source(p: argparse.ArgumentParser) -> None:
 
 def _config_flags(p: argparse.ArgumentParser, required: bool, text: str) -> None:
     p.add_argument("--config", required=required, help=text + " (pyvs YAML, an ipvsadm "
-                   "rules file as ipvsadm -S writes it, or a shipped name: nat, dr, ...)")
+                   "rules file as ipvsadm -S writes it, a keepalived.conf, or a shipped "
+                   "name: nat, dr, ...)")
     p.add_argument("--config-format", choices=FORMATS,
                    help="the config's format (default: detected from its content)")
 
@@ -526,6 +600,10 @@ def _add_director(sub) -> None:
                        "no entry is made past it")
         if name == "run":
             p.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
+            p.add_argument("--queues", type=_queues, default=1, metavar="N",
+                           help="N queues from --queue on, one worker process each, "
+                           "split by client address (default 1: one engine, as the "
+                           "kernel's one table)")
             p.add_argument("--fail-closed", action="store_true",
                            help="drop queued traffic while no director runs (default: bypass)")
             p.add_argument("--state", metavar="FILE",
@@ -539,6 +617,11 @@ def _add_director(sub) -> None:
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_run)
     sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
                    "left in this network namespace").set_defaults(func=cmd_cleanup)
+    ch = sub.add_parser("checks", help="run a configuration's health checks (keepalived's "
+                        "checkers) against a running director")
+    _config_flags(ch, True, "the configuration whose checks to run")
+    ch.add_argument("--socket", help="the director's control socket")
+    ch.set_defaults(func=cmd_checks)
 
 
 def _add_lab(sub) -> None:
@@ -550,6 +633,8 @@ def _add_lab(sub) -> None:
         q.add_argument("--mode", choices=MODES, default="nat")
         q.add_argument("--realservers", type=int, default=2)
     lu.add_argument("--clients", type=int, default=1)
+    lu.add_argument("--queues", type=_queues, default=1, metavar="N",
+                    help="the director runs N queues, one worker each (pyvs run --queues)")
     lsub.add_parser("down", help="stop everything, delete the namespaces")
     lsub.add_parser("status", help="processes and addresses")
     lsub.add_parser("check", help="diagnose the classic LVS set-up mistakes")

@@ -387,22 +387,37 @@ _HANDLERS: dict[str, Callable[[Invocation, str, Any], None]] = {
 }
 
 
-def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -> Invocation:
-    """parse_options() and process_options(), up to where the kernel would be called."""
-    c = Invocation()
-    args: list[str] = []
-    tokens = _tokens(argv)
+def _command(tokens: Iterator[tuple[str | None, str | None, str]], prog: str) -> str:
+    """The first option: the command (or -h, -v, which answer at once)."""
     first = next((t for t in tokens if t[0] is not None), None)
-    tryhelp = Exit(255, f"Try `{prog} -h' or '{prog} --help' for more information.")
     if first is None or first[0] not in (*_COMMANDS, "h", "v"):
-        raise tryhelp
+        raise Exit(255, f"Try `{prog} -h' or '{prog} --help' for more information.")
     if first[0] == "h":
         raise Exit(0, usage(prog))
     if first[0] == "v":
         raise Exit(0, VERSION)
     if first[0] in ("start-daemon", "stop-daemon"):
         raise Exit(255, "pyvs has no connection sync daemon")
-    c.cmd = _COMMANDS[first[0]]
+    return _COMMANDS[first[0]]
+
+
+def _arguments(c: Invocation, args: list[str]) -> None:
+    """--set's three timeouts; anything else left over is an error."""
+    if c.cmd == "set":
+        if len(args) < 3:
+            raise fail("--set option requires 3 timeout values")
+        tcp, tcpfin, udp = (_timeout(a, 0, MAX_TIMEOUT) for a in args[:3])
+        c.timeouts = (tcp, tcpfin, udp)
+        args = args[3:]
+    if args:
+        raise fail(f"unexpected argument {args[0]}")
+
+
+def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -> Invocation:
+    """parse_options() and process_options(), up to where the kernel would be called."""
+    tokens = _tokens(argv)
+    c = Invocation(cmd=_command(tokens, prog))
+    args: list[str] = []
     for tag, value, spelling in tokens:
         if tag is None:
             args.append(value or "")
@@ -414,14 +429,7 @@ def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -
             _HANDLERS[tag](c, tag, value)
         else:                                   # a second command
             raise fail(f"invalid option `{spelling}'")
-    if c.cmd == "set":
-        if len(args) < 3:
-            raise fail("--set option requires 3 timeout values")
-        tcp, tcpfin, udp = (_timeout(a, 0, MAX_TIMEOUT) for a in args[:3])
-        c.timeouts = (tcp, tcpfin, udp)
-        args = args[3:]
-    if args:
-        raise fail(f"unexpected argument {args[0]}")
+    _arguments(c, args)
     if c.sched_flags:
         c.flags &= ~SCHED_FLAG_BITS
         try:
@@ -430,7 +438,7 @@ def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -
         except ValueError as exc:
             raise fail(str(exc)) from None
     if c.cmd == "restore" and reading_stdin:
-        raise tryhelp
+        raise Exit(255, f"Try `{prog} -h' or '{prog} --help' for more information.")
     _check(c)
     return c
 
@@ -654,3 +662,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

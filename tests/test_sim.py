@@ -1,5 +1,5 @@
-"""The simulator: the seed's observations as assertions, for the modern and 2.6 profiles,
-plus exact TCP endpoint timers (the truth the director is measured against)."""
+"""The simulator: the classic LVS write-ups' observations as assertions, for the modern and
+2.6 profiles, plus exact TCP endpoint timers (the truth the director is measured against)."""
 
 from __future__ import annotations
 

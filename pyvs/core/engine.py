@@ -130,11 +130,17 @@ class Director:
         self.total_base = Counters()
         self.total_est = Estimator()
         self.drops: dict[str, int] = {}
+        # connections by state, kept as they change: TCP states by index, UDP last
+        self.state_counts: list[int] = [0] * (S.N_TCP_STATES + 1)
         self._build_packets = True        # False within a receive(headers_only=True)
         # Observer for drivers that track entries one by one (the simulator's truth
         # comparison): called with (conn, now) after a connection (not a template) is
         # created, changes state, or leaves the table (conn.alive is then False).
         self.watch: Callable[[Conn, float], None] | None = None
+        # A master sync daemon (pyvs.core.sync.SyncMaster.hook): called with (entry, now,
+        # True) after each inbound packet, as ip_vs_in_hook() calls ip_vs_sync_conn(), and
+        # with (template, now, False) when a template still in use is put off 60 s.
+        self.sync: Callable[[Conn, float, bool], None] | None = None
         self.start = start
         self._next_est = start + ESTIMATOR_PERIOD
         self._due = self._next_est
@@ -545,6 +551,7 @@ class Director:
         key = conn_key(protocol, caddr, vaddr, cport, vport)
         cp = Conn(key, protocol, dest.addr, dport, dest)
         dest.inactconns += 1
+        self.state_counts[0 if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
         self._in[key] = cp
         if dest.fwd == MASQ:
             cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
@@ -584,6 +591,7 @@ class Director:
         old = self._in.get(key)
         if old is not None:
             self._expire(old, now)
+        self.state_counts[state if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
         self._in[key] = cp
         if fwd == MASQ:
             cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
@@ -628,6 +636,8 @@ class Director:
         if cp.n_control:
             cp.timeout = EXPIRE_LATER
             self._timers.arm(cp, at + EXPIRE_LATER)
+            if self.sync is not None:
+                self.sync(cp, at, False)
             return
         cp.alive = False
         if cp.template:
@@ -636,6 +646,7 @@ class Director:
             if self._templates.get(key) is cp:
                 del self._templates[key]
         else:
+            self.state_counts[cp.state if cp.protocol == IPPROTO_TCP else S.N_TCP_STATES] -= 1
             if self._in.get(cp.key) is cp:
                 del self._in[cp.key]
             if cp.out_key is not None and self._out.get(cp.out_key) is cp:
@@ -766,13 +777,17 @@ class Director:
             ct = cp.control
             if ct is not None:
                 ct.state |= S.TEMPLATE_ASSURED
+        counts = self.state_counts
+        counts[cp.state] -= 1
+        counts[new] += 1
         cp.state = new
         if self.watch is not None:
             self.watch(cp, now)
 
     # ------------------------------------------------------------------ the packet path
-    def receive(self, packet: bytes | bytearray, now: float, direction: int | None = None,
-                mark: int = 0, headers_only: bool = False) -> Verdict:
+    def receive(self, packet: bytes | bytearray, now: float,  # noqa: C901 (one call per packet)
+                direction: int | None = None, mark: int = 0,
+                headers_only: bool = False) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
@@ -928,6 +943,8 @@ class Director:
         cp.in_pkts += 1
         # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
         self._track(cp, self._rows_input_only if cp.noout else self._rows_input, flags, now)
+        if self.sync is not None:
+            self.sync(cp, now, True)
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
@@ -993,7 +1010,13 @@ class Director:
 
     def connections(self) -> list[Conn]:
         """Every entry as /proc/net/ip_vs_conn lists it: connections, then templates."""
-        return list(self._in.values()) + list(self._template_list)
+        return self.connection_list() + self.template_list()
+
+    def connection_list(self) -> list[Conn]:
+        return list(self._in.values())
+
+    def template_list(self) -> list[Conn]:
+        return list(self._template_list)
 
     def connection_count(self) -> int:
         return len(self._in) + len(self._template_list)
@@ -1001,10 +1024,12 @@ class Director:
     def state_name(self, cp: Conn) -> str:
         """ip_vs_state_name()."""
         if cp.template and self.profile.assure_templates:
-            return S.TEMPLATE_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_TCP:
-            return S.TCP_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_UDP:
-            return S.UDP_STATE_NAMES[0]
-        return "NONE"
+            # a synced template carries whatever state its message said
+            return (S.TEMPLATE_STATE_NAMES[cp.state] if cp.state < len(S.TEMPLATE_STATE_NAMES)
+                    else "ERR!")
+        names = (S.TCP_STATE_NAMES if cp.protocol == IPPROTO_TCP
+                 else S.UDP_STATE_NAMES if cp.protocol == IPPROTO_UDP else None)
+        if names is None:
+            return "NONE"
+        return names[cp.state] if cp.state < len(names) else "ERR!"
 

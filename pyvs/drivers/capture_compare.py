@@ -139,94 +139,112 @@ def compare(paths: list[str], config: Config, modes: list[str], at: list[float] 
             f"{', '.join(paths)}: no connection is seen in both directions, so the "
             "realservers' sockets cannot be inferred; capture on a client, a span port, a "
             "realserver or a NAT director (a DR/TUN director sees only client -> VIP)")
-    runs = [_Mode(m, config.with_forward(BY_MODE[m].code).build(0.0)) for m in modes]
+    run = _Comparison(config, modes, params, one_way, Classifier(vips, rss))
+    last = run.replay(paths, at, every)
+    name = Path(paths[0]).name + (f" +{len(paths) - 1}" if len(paths) > 1 else "")
+    basis = Basis(first.stats.connections, first.stats.confirmed, first.stats.one_way,
+                  first.stats.already_open, first.stats.refused)
+    results = []
+    for mode in run.modes:
+        d = mode.director
+        mode.agreement.finish(last)
+        d.watch = None
+        result = Result(name, mode.mode, d.profile.name, last, mode.samples,
+                        summarize(mode.samples, mode.agreement.seconds, mode.agreement.worst),
+                        explain(mode.agreement.seconds, d.timeouts.tcp, d.timeouts.tcpfin))
+        result.packets = mode.feed.stats.inbound + mode.feed.stats.outbound
+        result.drops = dict(d.drops)
+        result.wall = time.perf_counter() - wall
+        results.append(result)
+        if mode.unattributed:
+            basis.unattributed[mode.mode] = mode.unattributed
+    return results, basis, run.reader, run.stats
 
-    def changed(end: ServerEnd, old: int, new: int, now: float) -> None:
+
+class _Comparison:
+    """The second pass: every mode's director and the truth, fed together."""
+
+    def __init__(self, config: Config, modes: list[str], params: TcpParams,
+                 one_way: set[tuple[bytes, int]], classifier: Classifier) -> None:
+        self.modes = [_Mode(m, config.with_forward(BY_MODE[m].code).build(0.0))
+                      for m in modes]
+        self.directors = [m.director for m in self.modes]
+        self.truth = CaptureTruth(params, self.changed, one_way)
+        self.reader = ReadStats()
+        self.stats = classifier.stats
+        self.classifier = classifier
+
+    def changed(self, end: ServerEnd, old: int, new: int, now: float) -> None:
+        """A socket changed: each mode counts it for the realserver it gave it."""
         if end.attribution is None:
-            end.attribution = [-1] * len(runs)
-        for i, run in enumerate(runs):
-            rs = end.attribution[i]
-            if rs < 0:
-                cp = run.director.find_conn(IPPROTO_TCP, end.raddr, end.rport, end.vaddr,
-                                            end.vport)
-                rs = cp.daddr if cp is not None else end.rip
-                rs = end.attribution[i] = rs if rs in run.truths else 0
-                if not rs:
-                    run.unattributed += 1
+            end.attribution = [self._realserver(m, end) for m in self.modes]
+        for mode, rs in zip(self.modes, end.attribution):
             if not rs:
                 continue
-            by_state = run.truths[rs].by_state
+            by_state = mode.truths[rs].by_state
             if old != CLOSED and old != LISTEN:
                 by_state[old] -= 1
             if new != CLOSED and new != LISTEN:
                 by_state[new] += 1
-            run.agreement.socket_changed(rs, end, now)
+            mode.agreement.socket_changed(rs, end, now)
 
-    truth = CaptureTruth(params, changed, one_way)
-    reader, stats = ReadStats(), ReplayStats()
-    classifier = Classifier(vips, rss, stats)
-    order = TimeOrder(stats)
-    directors = [run.director for run in runs]
+    @staticmethod
+    def _realserver(mode: _Mode, end: ServerEnd) -> int:
+        cp = mode.director.find_conn(IPPROTO_TCP, end.raddr, end.rport, end.vaddr, end.vport)
+        rs = cp.daddr if cp is not None else end.rip
+        if rs in mode.truths:
+            return rs
+        mode.unattributed += 1
+        return 0
 
-    def advance(t: float) -> None:
+    def advance(self, t: float) -> None:
         """Every timer up to t, the truth's and each director's in time order."""
+        truth = self.truth
         while True:
             due = truth.next_timer()
             if due is None or due > t:
                 break
-            for d in directors:
+            for d in self.directors:
                 d.handle_timers(due)
             truth.handle_timers(due)
-        for d in directors:
+        for d in self.directors:
             d.handle_timers(t)
 
-    def idle() -> bool:
-        return not truth.conns and not any(d.connection_count() for d in directors)
+    def idle(self) -> bool:
+        return not self.truth.conns and not any(d.connection_count() for d in self.directors)
 
-    marks = _Marks(at, every)
-    rel = -1
-    for ns, pkt in read_captures(paths, reader):
-        rel = order(ns)
-        for t in marks.before(rel, idle, True):
-            advance(t / NS)
-            for run in runs:
-                run.sample(t / NS)
-        now = rel / NS
-        advance(now)
-        kind = classifier.classify(ns, pkt)
-        if kind < 0:
-            continue
-        if pkt[9] == IPPROTO_TCP:
-            end = _truth_feed(truth, kind, ns, now, pkt, classifier.ihl)
-            if end is not None and end.excluded:
+    def sample(self, t_ns: int) -> None:
+        self.advance(t_ns / NS)
+        for mode in self.modes:
+            mode.sample(t_ns / NS)
+
+    def replay(self, paths: list[str], at: list[float] | None, every: float) -> float:
+        """Feed the capture; the end time (the last packet, or the last --at if later)."""
+        classifier, truth = self.classifier, self.truth
+        order = TimeOrder(self.stats)
+        marks = _Marks(at, every)
+        rel = -1
+        for ns, pkt in read_captures(paths, self.reader):
+            rel = order(ns)
+            for t in marks.before(rel, self.idle, True):
+                self.sample(t)
+            now = rel / NS
+            self.advance(now)
+            kind = classifier.classify(ns, pkt)
+            if kind < 0:
                 continue
-        for run in runs:
-            run.feed.deliver(kind, now, pkt, classifier)
-    last = max(rel, round(max(at) * NS) if at else 0)
-    for t in marks.before(last, idle, True):
-        advance(t / NS)
-        for run in runs:
-            run.sample(t / NS)
-    advance(last / NS)
-    truth.finish()
-    name = Path(paths[0]).name + (f" +{len(paths) - 1}" if len(paths) > 1 else "")
-    results = []
-    basis = Basis(first.stats.connections, first.stats.confirmed, first.stats.one_way,
-                  first.stats.already_open, first.stats.refused)
-    for run in runs:
-        d = run.director
-        run.agreement.finish(last / NS)
-        d.watch = None
-        result = Result(name, run.mode, d.profile.name, last / NS, run.samples,
-                        summarize(run.samples, run.agreement.seconds, run.agreement.worst),
-                        explain(run.agreement.seconds, d.timeouts.tcp, d.timeouts.tcpfin))
-        result.packets = run.feed.stats.inbound + run.feed.stats.outbound
-        result.drops = dict(d.drops)
-        result.wall = time.perf_counter() - wall
-        results.append(result)
-        if run.unattributed:
-            basis.unattributed[run.mode] = run.unattributed
-    return results, basis, reader, stats
+            if pkt[9] == IPPROTO_TCP:
+                end = _truth_feed(truth, kind, ns, now, pkt, classifier.ihl)
+                if end is not None and end.excluded:
+                    continue
+            for mode in self.modes:
+                mode.feed.deliver(kind, now, pkt, classifier)
+        last = max(rel, round(max(at) * NS) if at else 0)
+        for t in marks.before(last, self.idle, True):
+            self.sample(t)
+        self.advance(last / NS)
+        truth.finish()
+        return last / NS
 
 
 class _Marks:

@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config.model import Config
 from ..core.engine import IN, OUT, Director
+from ..core.forwarding import TUNNEL
 from ..core.verdict import DROP
-from . import netfilter
+from ..views.health import HealthCollector
+from . import health, netfilter
 from .daemon import Runtime, on_stop_signals
+from .queues import Split
+from .workers import Fleet
 
 log = logging.getLogger("pyvs")
 NF_INET_POST_ROUTING = 4
@@ -42,7 +48,17 @@ class Packets:
         self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.icmp.setblocking(False)
         self.packets = 0
+        self.gso = True
+        self.follow()
         runtime.loop.add_reader(queue, self.read)
+
+    def follow(self) -> None:
+        """After a change: GSO only while no realserver is a tunnel's (the queue hands
+        GSO packets over whole; wrapped in IPIP and returned, one could not be cut up)."""
+        gso = not any(d.fwd == TUNNEL for svc in self.director.services for d in svc.dests)
+        if gso != self.gso:
+            self.queue.set_gso(gso)
+            self.gso = gso
 
     def read(self) -> None:
         q, receive, now = self.queue, self.director.receive, self.clock()
@@ -72,36 +88,66 @@ class Packets:
         self.queue.close()
 
 
+def _following(setup: netfilter.Setup, packets: Packets | None) -> Callable[[], None]:
+    """What a control-plane change is followed by: the rules, and the queue's GSO."""
+    def changed() -> None:
+        setup.update()
+        if packets is not None:
+            packets.follow()
+    return changed
+
+
 def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool = False,
         procfs_dir: str | None = None, metrics: str | None = None,
-        state: Path | None = None, grace: float = GRACE) -> int:
+        state: Path | None = None, grace: float = GRACE, queues: int = 1,
+        config: Config | None = None) -> int:
+    """The director on queue `queue`, or on `queues` queues from `queue` on, one worker
+    process each (pyvs.drivers.workers); `config`'s health checks run beside it."""
     from .nfqueue import NfqueueError, Queue
-    runtime = Runtime(director, socket_path, procfs_dir, metrics, state)
-    setup = netfilter.Setup(director, queue, fail_closed)
+    split = Split(queues, queue, director.services) if queues > 1 else None
+    runtime: Runtime
+    if split is None:
+        runtime = Runtime(director, socket_path, procfs_dir, metrics, state)
+    else:
+        runtime = Fleet(director, socket_path, split, fail_closed, procfs_dir, metrics, state)
+    setup = netfilter.Setup(director, queue, fail_closed, split)
     packets: Packets | None = None
+    checks: health.Checks | None = None
     try:
         log.info("%s", runtime.restore())
-        try:
-            packets = Packets(Queue(queue, fail_open=not fail_closed), director, runtime)
-        except NfqueueError as exc:
-            raise netfilter.SetupError(str(exc)) from None
+        if split is None:
+            try:
+                packets = Packets(Queue(queue, fail_open=not fail_closed), director, runtime)
+            except NfqueueError as exc:
+                raise netfilter.SetupError(str(exc)) from None
         log.info("rules: %s", setup.apply())          # the queue is read before it fills
-        runtime.on_change = setup.update
+        runtime.on_change = _following(setup, packets)
         runtime.start()
+        checks = None if config is None else health.start(runtime, config)
+        if checks is not None and runtime.registry is not None:
+            runtime.registry.register(HealthCollector(checks.status))
         on_stop_signals(runtime.loop.stop)
-        log.info("director running: queue %d, %d services", queue, len(director.services))
+        log.info("director running: %s, %d services",
+                 f"queue {queue}" if split is None else
+                 f"queues {queue}-{queue + queues - 1}, {queues} workers",
+                 len(director.services))
         runtime.loop.run()
     finally:
+        if checks is not None:
+            checks.close()
         if setup.owned:
-            runtime.save()
+            if split is None:
+                runtime.save()            # a fleet's workers save theirs as they stop
             if grace > 0:
                 setup.hold(grace)
             else:
                 for step in netfilter.undo(setup.path):
                     log.info("removed: %s", step)
+        drops = ", ".join(f"{k} {v}" for k, v in sorted(runtime.drops().items()))
+        if isinstance(runtime, Fleet):
+            runtime.stop_workers()
         if packets is not None:
             packets.close()
         runtime.close()
-        drops = ", ".join(f"{k} {v}" for k, v in sorted(director.drops.items())) or "none"
-        log.info("stopped; drops: %s", drops)
+        log.info("stopped; drops: %s", drops or "none")
     return 0

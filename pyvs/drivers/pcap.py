@@ -125,6 +125,10 @@ class _Reader:
         self.buf = b""
         self.pos = 0
         self.base = 0                    # file offset of buf[0]
+        # pcapng: the section's byte order, and per interface: Link or None, the text for
+        # an unsupported link type, its time scale (mul, shift, div, offset ns)
+        self._endian = "<"
+        self._interfaces: list[tuple[Link | None, str, tuple[int, int, int, int]]] = []
         try:
             self._fill(4)
         except CaptureError:
@@ -177,7 +181,6 @@ class _Reader:
         # record headers read by byte indexing: native in the compiled build, no tuples
         big = endian == ">"
         lk = link(linktype)
-        ip_off, type_off = (lk.ip_off, lk.type_off) if lk else (0, 0)
         unsupported = f"frames of link type {linktype} (not supported)"
         stats = self.stats
         frames = 0                       # numbered as Wireshark does, for messages
@@ -219,20 +222,11 @@ class _Reader:
                     if lk is None:
                         stats.skip(unsupported)
                         continue
-                    if type_off >= 0:
-                        if caplen > ip_off and buf[start + type_off] == 8 and \
-                                buf[start + type_off + 1] == 0:
-                            yield ns, buf[start + ip_off:end]
-                            continue
-                        if linktype == LINKTYPE_ETHERNET and caplen >= 14:
-                            pkt = _tagged(buf[start:end])
-                            if pkt is not None:
-                                yield ns, pkt
-                                continue
-                    elif caplen and buf[start] >> 4 == 4:
-                        yield ns, buf[start:end]
+                    pkt = _ip_packet(lk, buf, start, end)
+                    if pkt is None:
+                        stats.skip(SKIP_NOT_IPV4)
                         continue
-                    stats.skip(SKIP_NOT_IPV4)
+                    yield ns, pkt
                 self.pos = pos
                 if pos + rec_len <= n and not self._fill(
                         rec_len + _u32(buf, pos + 8, big)):
@@ -251,102 +245,103 @@ class _Reader:
         stats = self.stats
         frames = 0
         last = -1
-        endian = "<"
-        # per interface: Link or None, unsupported text, (mul, shift, div, offset ns)
-        interfaces: list[tuple[Link | None, str, tuple[int, int, int, int]]] = []
+        self._endian = "<"
+        self._interfaces = []
         try:
             while self._fill(12):
-                buf, pos = self.buf, self.pos
-                off = self.base + pos
-                if buf[pos:pos + 4] == PCAPNG_SHB:
-                    bom = buf[pos + 8:pos + 12]
-                    if bom == b"\x4d\x3c\x2b\x1a":
-                        endian = "<"
-                    elif bom == b"\x1a\x2b\x3c\x4d":
-                        endian = ">"
-                    else:
-                        raise self.error(off, "section header block without the byte-order "
-                                         "magic 0x1A2B3C4D")
-                btype, blen = struct.unpack_from(endian + "II", buf, pos)
-                if blen < 12 or blen % 4:
-                    raise self.error(off, f"block of type {btype:#x} has a bad length {blen} "
-                                     "(at least 12, a multiple of 4)")
-                if blen > MAX_RECORD:
-                    raise self.error(off, f"block of type {btype:#x} claims {blen} bytes: "
-                                     "not a capture block (corrupt file)")
-                if not self._fill(blen):
-                    raise self.error(off, f"cut short in a block of type {btype:#x} "
-                                     f"({blen} bytes; a capture still being written?)")
-                buf, pos = self.buf, self.pos
-                self.pos = pos + blen
-                if struct.unpack_from(endian + "I", buf, pos + blen - 4)[0] != blen:
-                    raise self.error(off, f"block of type {btype:#x}: its trailing length "
-                                     "differs from its leading length (corrupt file)")
-                body = pos + 8
-                size = blen - 12
-                if btype == EPB or btype == OPB:
-                    if size < 20:
-                        raise self.error(off, f"{'enhanced' if btype == EPB else 'obsolete'} "
-                                         f"packet block of {blen} bytes: shorter than its "
-                                         "32-byte minimum")
-                    if btype == EPB:
-                        iface, hi, lo, caplen = struct.unpack_from(endian + "IIII", buf, body)
-                    else:
-                        iface, _, hi, lo, caplen = struct.unpack_from(endian + "HHIII", buf,
-                                                                      body)
-                    if caplen > size - 20:
-                        raise self.error(off, f"packet block: {caplen} captured bytes do not "
-                                         f"fit in a block of {blen}")
-                    if iface >= len(interfaces):
-                        raise self.error(off, f"packet for interface {iface}, which no "
-                                         "interface description block declared")
-                    lk, unsupported, (mul, shift, div, base_ns) = interfaces[iface]
-                    ns = ((((hi << 32) | lo) * mul) >> shift) // div + base_ns
-                    if ns < last:
-                        if last - ns > REORDER_TOLERANCE_NS:
-                            raise self._backwards(frames + 1, off, last - ns)
-                    else:
-                        last = ns
-                    frames += 1
-                    if lk is None:
-                        stats.skip(unsupported)
-                        continue
-                    start = body + 20
-                    end = start + caplen
-                    type_off = lk.type_off
-                    if type_off >= 0:
-                        if caplen > lk.ip_off and buf[start + type_off] == 8 and \
-                                buf[start + type_off + 1] == 0:
-                            yield ns, buf[start + lk.ip_off:end]
-                            continue
-                        if lk.linktype == LINKTYPE_ETHERNET and caplen >= 14:
-                            pkt = _tagged(buf[start:end])
-                            if pkt is not None:
-                                yield ns, pkt
-                                continue
-                    elif caplen and buf[start] >> 4 == 4:
-                        yield ns, buf[start:end]
-                        continue
+                off = self.base + self.pos
+                btype, body, size = self._next_block(off)
+                buf = self.buf
+                if btype != EPB and btype != OPB:
+                    self._control_block(btype, buf, body, size, off)
+                    continue
+                iface, ticks, caplen = self._packet_block(btype, buf, body, size, off)
+                lk, unsupported, (mul, shift, div, base_ns) = self._interfaces[iface]
+                ns = ((ticks * mul) >> shift) // div + base_ns
+                if ns < last:
+                    if last - ns > REORDER_TOLERANCE_NS:
+                        raise self._backwards(frames + 1, off, last - ns)
+                else:
+                    last = ns
+                frames += 1
+                if lk is None:
+                    stats.skip(unsupported)
+                    continue
+                pkt = _ip_packet(lk, buf, body + 20, body + 20 + caplen)
+                if pkt is None:
                     stats.skip(SKIP_NOT_IPV4)
-                elif btype == SHB:
-                    if size < 16:
-                        raise self.error(off, f"section header block of {blen} bytes: "
-                                         "shorter than its 28-byte minimum")
-                    major = struct.unpack_from(endian + "H", buf, body + 4)[0]
-                    if major != 1:
-                        raise self.error(off, f"pcapng version {major} (only version 1 "
-                                         "exists)")
-                    interfaces = []
-                elif btype == IDB:
-                    interfaces.append(self._interface(endian, buf, body, size, off))
-                elif btype == SPB:
-                    raise self.error(off, "a simple packet block has no timestamp: a "
-                                     "capture without times cannot be replayed")
+                    continue
+                yield ns, pkt
             if self.pos < len(self.buf):
                 raise self.error(self.base + self.pos, "cut short in a block header (a "
                                  "capture still being written?)")
         finally:
             self.close()
+
+    def _next_block(self, off: int) -> tuple[int, int, int]:
+        """The block at pos, checked and wholly buffered: (type, body offset in the buffer,
+        body length); pos moves past it.  A section header sets the byte order."""
+        buf, pos = self.buf, self.pos
+        if buf[pos:pos + 4] == PCAPNG_SHB:
+            bom = buf[pos + 8:pos + 12]
+            if bom == b"\x4d\x3c\x2b\x1a":
+                self._endian = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                self._endian = ">"
+            else:
+                raise self.error(off, "section header block without the byte-order magic "
+                                 "0x1A2B3C4D")
+        endian = self._endian
+        btype, blen = struct.unpack_from(endian + "II", buf, pos)
+        if blen < 12 or blen % 4:
+            raise self.error(off, f"block of type {btype:#x} has a bad length {blen} "
+                             "(at least 12, a multiple of 4)")
+        if blen > MAX_RECORD:
+            raise self.error(off, f"block of type {btype:#x} claims {blen} bytes: not a "
+                             "capture block (corrupt file)")
+        if not self._fill(blen):
+            raise self.error(off, f"cut short in a block of type {btype:#x} ({blen} bytes; "
+                             "a capture still being written?)")
+        buf, pos = self.buf, self.pos
+        self.pos = pos + blen
+        if struct.unpack_from(endian + "I", buf, pos + blen - 4)[0] != blen:
+            raise self.error(off, f"block of type {btype:#x}: its trailing length differs "
+                             "from its leading length (corrupt file)")
+        return btype, pos + 8, blen - 12
+
+    def _packet_block(self, btype: int, buf: bytes, body: int, size: int, off: int
+                      ) -> tuple[int, int, int]:
+        """An enhanced (or obsolete) packet block: (interface, ticks, captured length)."""
+        if size < 20:
+            raise self.error(off, f"{'enhanced' if btype == EPB else 'obsolete'} packet "
+                             f"block of {size + 12} bytes: shorter than its 32-byte minimum")
+        if btype == EPB:
+            iface, hi, lo, caplen = struct.unpack_from(self._endian + "IIII", buf, body)
+        else:
+            iface, _, hi, lo, caplen = struct.unpack_from(self._endian + "HHIII", buf, body)
+        if caplen > size - 20:
+            raise self.error(off, f"packet block: {caplen} captured bytes do not fit in a "
+                             f"block of {size + 12}")
+        if iface >= len(self._interfaces):
+            raise self.error(off, f"packet for interface {iface}, which no interface "
+                             "description block declared")
+        return iface, (hi << 32) | lo, caplen
+
+    def _control_block(self, btype: int, buf: bytes, body: int, size: int, off: int) -> None:
+        """A block that holds no packet: a section or interface declared, or refused."""
+        if btype == SHB:
+            if size < 16:
+                raise self.error(off, f"section header block of {size + 12} bytes: shorter "
+                                 "than its 28-byte minimum")
+            major = struct.unpack_from(self._endian + "H", buf, body + 4)[0]
+            if major != 1:
+                raise self.error(off, f"pcapng version {major} (only version 1 exists)")
+            self._interfaces = []
+        elif btype == IDB:
+            self._interfaces.append(self._interface(self._endian, buf, body, size, off))
+        elif btype == SPB:
+            raise self.error(off, "a simple packet block has no timestamp: a capture "
+                             "without times cannot be replayed")
 
     def _interface(self, endian: str, buf: bytes, body: int, size: int, off: int
                    ) -> tuple[Link | None, str, tuple[int, int, int, int]]:
@@ -377,6 +372,19 @@ class _Reader:
             opt += 4 + ((olen + 3) & ~3)
         return (link(linktype), f"frames of link type {linktype} (not supported)",
                 _ticks(resolution) + (offset * NS,))
+
+
+def _ip_packet(lk: Link, buf: bytes, start: int, end: int) -> bytes | None:
+    """The IPv4 packet the frame buf[start:end] carries, or None."""
+    type_off = lk.type_off
+    if type_off < 0:                                # raw IP
+        return buf[start:end] if end > start and buf[start] >> 4 == 4 else None
+    if end - start > lk.ip_off and buf[start + type_off] == 8 and \
+            buf[start + type_off + 1] == 0:
+        return buf[start + lk.ip_off:end]
+    if lk.linktype == LINKTYPE_ETHERNET and end - start >= 14:
+        return _tagged(buf[start:end])
+    return None
 
 
 def _ticks(resolution: int) -> tuple[int, int, int]:

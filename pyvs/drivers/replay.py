@@ -81,9 +81,24 @@ class ReplayStats:
     first_ns: int | None = None
     last_ns: int | None = None
     ignored: dict[str, int] = field(default_factory=dict)
+    # where the unrelated packets went: (protocol, address, port) -> [packets, openings]
+    elsewhere: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
 
     def ignore(self, reason: str) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
+
+    def went_elsewhere(self, proto: int, addr: int, port: int, opening: bool) -> None:
+        """An unrelated packet's destination, to name when no service saw any traffic
+        (the first 256 destinations)."""
+        key = (proto, addr, port)
+        counts = self.elsewhere.get(key)
+        if counts is None:
+            if len(self.elsewhere) >= 256:
+                return
+            counts = self.elsewhere[key] = [0, 0]
+        counts[0] += 1
+        if opening:
+            counts[1] += 1
 
     def capture_point(self) -> str:
         """Where the capture was taken, as the packets show it."""
@@ -143,7 +158,7 @@ class Classifier:
         return cls([svc.addr for svc in director.services if not svc.fwmark],
                    [d.addr for svc in director.services for d in svc.dests], stats)
 
-    def classify(self, ns: int, pkt: bytes) -> int:
+    def classify(self, ns: int, pkt: bytes) -> int:  # noqa: C901 (one call per packet)
         st = self.stats
         st.packets += 1
         n = len(pkt)
@@ -186,6 +201,7 @@ class Classifier:
             toward_server = True
         else:
             st.ignore(IGNORE_UNRELATED)
+            st.went_elsewhere(proto, dst, dport, proto == 17 or pkt[ihl + 13] & 0x12 == 0x02)
             return SKIPPED
         if self._is_copy(ns, pkt, ihl, proto, src, sport, dst, dport, toward_server):
             st.copies += 1

@@ -11,6 +11,7 @@ Addresses are the Vagrant lab's (vagrant/Vagrantfile):
          realservers 192.0.2.11.. (default route via 192.0.2.1)
     DR, TUN  one segment 203.0.113.0/24: director .1, clients .2.., realservers .11..,
          VIP 203.0.113.100 (on the realservers' lo / tunl0; routed via the director)
+         (TUN on a kernel without the ipip driver: pyvs.lab.ipip decapsulates instead)
 Each host is set up by the same provisioning scripts as the VMs (pyvs/data/provision/*.sh,
 PYVS_INIT=none); the lab then starts the director and the backends itself.
 """
@@ -28,7 +29,9 @@ from pathlib import Path
 
 from ..control import NoDirector, request
 from ..core.forwarding import BY_MODE, MODES
+from ..drivers.netfilter import alive
 from ..resources import PROVISION
+from . import ipip
 
 PROJECT = Path(__file__).resolve().parents[2]
 # PYVS_LAB names a lab (default "pyvs"): its namespaces are NAME-d, NAME-c1.., NAME-r1..,
@@ -62,7 +65,7 @@ def layout(mode: str, realservers: int, clients: int) -> dict:
 
 def config_yaml(mode: str, realservers: int) -> str:
     """The lab director's services: www and telnet rr, an all-ports persistent service
-    (ftp-like control and data) on the first realserver, as in seed article 000."""
+    (ftp-like control and data) on the first realserver: the LVS-HOWTO's classic director."""
     lay = layout(mode, realservers, 1)
     fwd = BY_MODE[mode].word
     vip, rs = lay["vip"], lay["realservers"]
@@ -112,7 +115,8 @@ def _provision(ns: str, role: str, lay: dict, **extra: str) -> None:
 
 
 def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
-       director: bool = True) -> dict:
+       director: bool = True, run_args: tuple[str, ...] = ()) -> dict:
+    """Build the lab; the director runs `pyvs run` with `run_args` besides its config."""
     if mode not in MODES:
         raise LabError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
     if STATE.exists():
@@ -122,7 +126,7 @@ def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, iptables)")
     lay = layout(mode, realservers, clients)
-    state = {**lay, "namespaces": [], "pids": {}}
+    state = {**lay, "namespaces": [], "pids": {}, "run_args": list(run_args)}
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     STATE.write_text(json.dumps(state))
     try:
@@ -172,6 +176,8 @@ def _build(state: dict, out, start_director: bool = True) -> None:
         host = ns(f"r{i + 1}")
         port(host, "eth0", f"r{i + 1}", rs_br, f"{addr}/24")
         _provision(host, "realserver", state, PYVS_NAME=f"rs{i + 1}")
+        if mode == "tun" and tun_device(host) == ipip.DEVICE:
+            _start_ipip(state, host, f"ipip{i + 1}")
         log = open(STATE_DIR / f"rs{i + 1}.log", "w")
         proc = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m",
                                  "pyvs.lab.backends", "--name", f"rs{i + 1}"],
@@ -187,7 +193,8 @@ def _build(state: dict, out, start_director: bool = True) -> None:
     state["config"] = str(config)
     log = open(STATE_DIR / "director.log", "w")
     proc = subprocess.Popen(["ip", "netns", "exec", ns("d"), sys.executable, "-m", "pyvs.cli",
-                             "run", "--config", str(config), "--socket", SOCKET],
+                             "run", "--config", str(config), "--socket", SOCKET,
+                             *state["run_args"]],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     state["pids"]["director"] = proc.pid
     _save(state)
@@ -206,6 +213,33 @@ def _build(state: dict, out, start_director: bool = True) -> None:
     print(f"lab up: {mode.upper()}, VIP {state['vip']}, {len(state['realservers'])} "
           f"realservers, {len(state['clients'])} client(s); director log "
           f"{STATE_DIR / 'director.log'}", file=out)
+
+
+def tun_device(host: str) -> str:
+    """The device that holds a TUN realserver's VIP: tunl0 where the kernel has the ipip
+    driver, else pyvs.lab.ipip's."""
+    return "tunl0" if exec_in(host, "ip", "-o", "link", "show", "tunl0", check=False) \
+        else ipip.DEVICE
+
+
+def _start_ipip(state: dict, host: str, name: str) -> None:
+    """No ipip driver on this realserver: pyvs.lab.ipip decapsulates onto its TUN device
+    (pyvs/data/provision/realserver.sh leaves it to the lab); wait until it holds the VIP."""
+    log = open(STATE_DIR / f"{name}.log", "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m",
+                             "pyvs.lab.ipip", "--vip", state["vip"]],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state["pids"][name] = proc.pid
+    _save(state)
+    for _ in range(100):
+        if f" {state['vip']}/32 " in exec_in(host, "ip", "-4", "-o", "addr", "show", "dev",
+                                             ipip.DEVICE, check=False):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise LabError(f"{host}: pyvs.lab.ipip did not come up: "
+                   + (STATE_DIR / f"{name}.log").read_text().strip()[-300:])
 
 
 def _wait_listening(state: dict) -> None:
@@ -229,14 +263,6 @@ def _kill(pid: int, sig: int = signal.SIGTERM) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def down(out=sys.stdout) -> None:
     """Stop everything the lab started and delete its namespaces; safe to repeat."""
     state = json.loads(STATE.read_text()) if STATE.exists() else {"namespaces": [], "pids": {}}
@@ -244,7 +270,7 @@ def down(out=sys.stdout) -> None:
     if pid:
         _kill(pid)
         for _ in range(50):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.1)
         _kill(pid, signal.SIGKILL)
@@ -269,7 +295,7 @@ def status(out=sys.stdout) -> int:
     state = load_state()
     print(f"mode {state['mode']}, VIP {state['vip']}", file=out)
     for name, pid in state["pids"].items():
-        print(f"  {name:<9} pid {pid:<7} {'running' if _alive(pid) else 'DEAD'}", file=out)
+        print(f"  {name:<9} pid {pid:<7} {'running' if alive(pid) else 'DEAD'}", file=out)
     for host, ns in hosts(state).items():
         if host != "client":
             addrs = exec_in(ns, "ip", "-4", "-o", "addr", "show", check=False).split("\n")
@@ -279,7 +305,8 @@ def status(out=sys.stdout) -> int:
 
 
 def check(out=sys.stdout) -> int:
-    """The classic LVS mistakes, host by host (seed 000's 'incorrect routing' among them)."""
+    """The classic LVS mistakes, host by host (the LVS-HOWTO's 'incorrect routing' among
+    them)."""
     state = load_state()
     mode, vip, problems = state["mode"], state["vip"], 0
 
@@ -292,7 +319,7 @@ def check(out=sys.stdout) -> int:
         return exec_in(host, "cat", f"/proc/sys/{name.replace('.', '/')}", check=False).strip()
 
     report(sysctl(ns("d"), "net.ipv4.ip_forward") == "1", "director", "ip_forward=1")
-    report(_alive(state["pids"].get("director", 0) or 0), "director", "pyvs run is running")
+    report(alive(state["pids"].get("director", 0) or 0), "director", "pyvs run is running")
     for i, addr in enumerate(state["realservers"]):
         rns, host = ns(f"r{i + 1}"), f"rs{i + 1} {addr}"
         if mode == "nat":
@@ -301,7 +328,7 @@ def check(out=sys.stdout) -> int:
                    f"default route via the director {state['dip']} (else replies bypass it: "
                    "incorrect routing, handshakes never complete)")
         else:
-            dev = "lo" if mode == "dr" else "tunl0"
+            dev = "lo" if mode == "dr" else tun_device(rns)
             have = exec_in(rns, "ip", "-4", "-o", "addr", "show", "dev", dev, check=False)
             report(f" {vip}/32 " in have, host, f"VIP {vip} on {dev} (else it drops the "
                    "director's packets for the VIP)")
@@ -364,4 +391,7 @@ def lab_exec(host: str, cmd: list[str]) -> int:
         raise LabError(f"unknown host {host!r} (hosts: {', '.join(sorted(names))})")
     if not cmd:
         raise LabError("nothing to run: pyvs lab exec HOST -- CMD...")
-    return subprocess.call(["ip", "netns", "exec", names[host], *cmd])
+    # pyvsadm and pyvs list on the director find the lab's control socket
+    return subprocess.call(["ip", "netns", "exec", names[host], *cmd],
+                           env={**os.environ, "PYVS_SOCKET": os.environ.get("PYVS_SOCKET",
+                                                                              SOCKET)})

@@ -149,6 +149,10 @@ class Socket:
         elif new == TIME_WAIT:
             self._cancel_timers()
             self.ka_gen += 1
+            if self.app is not None:          # for the application the connection is over
+                self.end = self.end or "closed"
+                app, self.app = self.app, None
+                app.closed(self)
             sim.after(p.time_wait, self._timeout, TIME_WAIT, self.rtx_gen)
         elif new == FIN_WAIT2:
             sim.after(p.fin_timeout, self._timeout, FIN_WAIT2, self.rtx_gen)
@@ -270,7 +274,8 @@ class Socket:
         self._ka_arm(now + p.keepalive_intvl)
 
     # -------------------------------------------------------------- receiving
-    def segment(self, flags: int, seq: int, ack: int, length: int) -> None:
+    def segment(self, flags: int, seq: int, ack: int,  # noqa: C901 (one call per segment)
+                length: int) -> None:
         state = self.state
         self.last_rcv = self.stack.sim.now
         if flags & RST:

@@ -213,16 +213,7 @@ class CaptureTruth:
         """A segment from the client to the service: the server receives it."""
         end = self.conns.get(key)
         if flags & (SYN | ACK | RST) == SYN:
-            if end is not None and end.state == SYN_RECV and not end.confirmed:
-                return end                  # the client retransmits its SYN
-            if end is None or end.state == CLOSED or end.state == TIME_WAIT:
-                if end is not None:
-                    if end.state == TIME_WAIT:      # tcp_timewait_state_process(): TW_SYN
-                        self._set(end, CLOSED, now)
-                    end.gen += 1
-                    self._forget(end)
-                return self._open(key, ns, now, seq)
-            return end                      # a SYN on a live socket: a challenge ACK
+            return self._client_syn(end, key, ns, now, seq)
         if end is None:
             if not flags & RST:
                 self.unknown.add(key)
@@ -238,7 +229,7 @@ class CaptureTruth:
                 self._set(end, CLOSED, now)
             return end
         if state == TIME_WAIT:
-            if flags & ACK:
+            if flags & ACK:                     # tcp_timewait_state_process(): re-armed
                 self._arm(end, now + self.params.time_wait)
             return end
         if flags & ACK:
@@ -246,18 +237,35 @@ class CaptureTruth:
                 self._event(end, RCV_ACK_OF_SYN, now)
             elif state in FIN_SENT and end.fin_seq >= 0 and not _after(end.fin_seq + 1, ack):
                 self._event(end, RCV_ACK_OF_FIN, now)
+        self._client_data(end, flags, seq, length, now)
+        return end
+
+    def _client_syn(self, end: ServerEnd | None, key: bytes, ns: int, now: float, seq: int
+                    ) -> ServerEnd | None:
+        if end is not None and end.state == SYN_RECV:
+            return end                          # the client retransmits its SYN
+        if end is None or end.state == CLOSED or end.state == TIME_WAIT:
+            if end is not None:
+                if end.state == TIME_WAIT:      # tcp_timewait_state_process(): TW_SYN
+                    self._set(end, CLOSED, now)
+                end.gen += 1
+                self._forget(end)
+            return self._open(key, ns, now, seq)
+        return end                              # a SYN on a live socket: a challenge ACK
+
+    def _client_data(self, end: ServerEnd, flags: int, seq: int, length: int, now: float
+                     ) -> None:
+        """The client's data and FIN, received in order."""
         state = end.state
         data_end = (seq + length) % MOD
         if length and _after(data_end, end.rcv_nxt):
             end.rcv_nxt = data_end
             if state == FIN_WAIT2:              # data after a half-duplex close: RST
                 self._set(end, CLOSED, now)
-                return end
-        if flags & FIN:
-            if data_end == end.rcv_nxt and state in RECEIVING:
-                end.rcv_nxt = (data_end + 1) % MOD
-                self._event(end, RCV_FIN, now)
-        return end
+                return
+        if flags & FIN and data_end == end.rcv_nxt and state in RECEIVING:
+            end.rcv_nxt = (data_end + 1) % MOD
+            self._event(end, RCV_FIN, now)
 
     def server_segment(self, end: ServerEnd | None, now: float, flags: int, seq: int,
                        length: int, rip: int = 0) -> ServerEnd | None:
@@ -266,19 +274,8 @@ class CaptureTruth:
             return None
         if rip:
             end.rip = rip
-        if not end.confirmed:
-            if end.state == CLOSED:
-                return end
-            if flags & RST and end.iss < 0:     # refused: no listener, no socket
-                self.stats.refused += 1
-                end.confirmed = True
-                end.state = end.prior = CLOSED
-                self._arm(end, now + LINGER)
-                return end
-            end.confirmed = True
-            self.stats.confirmed += 1
-            if not end.excluded and self.on_change is not None and end.state != LISTEN:
-                self.on_change(end, LISTEN, end.state, now)
+        if not end.confirmed and not self._confirm(end, flags, now):
+            return end
         state = end.state
         if flags & RST:
             if state != CLOSED:
@@ -290,26 +287,41 @@ class CaptureTruth:
                 self._set(end, end.prior, now)  # it never got the RST, or the last ACK
                 if flags & FIN and end.fin_seq >= 0:
                     self._fin_again(end, now)
-            return end
-        if flags & SYN:
-            if flags & ACK and state == SYN_RECV:
-                if end.iss < 0:
-                    end.iss = seq
-                    end.rtt = now - end.opened
-                    self._arm(end, now + self.synack_life)
-            return end
-        if flags & FIN:
-            fin_seq = (seq + length) % MOD
-            if end.fin_seq < 0:
-                end.fin_seq = fin_seq
-                end.fin_sends, end.fin_at, end.fin_gap = 1, now, 0.0
-                self._event(end, CLOSE, now)
-            elif fin_seq == end.fin_seq:
-                back = BEFORE_ACK_OF_FIN.get(state)
-                if back is not None and settled:
-                    self._set(end, back, now)
-                self._fin_again(end, now)
+        elif flags & SYN:
+            if flags & ACK and state == SYN_RECV and end.iss < 0:
+                end.iss = seq
+                end.rtt = now - end.opened
+                self._arm(end, now + self.synack_life)
+        elif flags & FIN:
+            self._server_fin(end, (seq + length) % MOD, settled, now)
         return end
+
+    def _confirm(self, end: ServerEnd, flags: int, now: float) -> bool:
+        """The first packet from the server side: the socket is real from now on (False:
+        there is none to follow, it was refused or has already gone)."""
+        if end.state == CLOSED:
+            return False
+        end.confirmed = True
+        if flags & RST and end.iss < 0:         # refused: no listener, no socket
+            self.stats.refused += 1
+            end.state = end.prior = CLOSED
+            self._arm(end, now + LINGER)
+            return False
+        self.stats.confirmed += 1
+        if not end.excluded and self.on_change is not None and end.state != LISTEN:
+            self.on_change(end, LISTEN, end.state, now)
+        return True
+
+    def _server_fin(self, end: ServerEnd, fin_seq: int, settled: bool, now: float) -> None:
+        if end.fin_seq < 0:
+            end.fin_seq = fin_seq
+            end.fin_sends, end.fin_at, end.fin_gap = 1, now, 0.0
+            self._event(end, CLOSE, now)
+        elif fin_seq == end.fin_seq:            # again: was the ACK the capture saw lost?
+            back = BEFORE_ACK_OF_FIN.get(end.state)
+            if back is not None and settled:
+                self._set(end, back, now)
+            self._fin_again(end, now)
 
     def _fin_again(self, end: ServerEnd, now: float) -> None:
         """A retransmission of the server's FIN; the orphan gives up after its last one."""

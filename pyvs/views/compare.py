@@ -27,11 +27,13 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
     drops = ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"
     out.append(f"--- the run: {result.packets} packets sent, {result.lost} lost, "
                f"{result.firewall_resets} firewall resets, director drops: {drops}\n")
+    if result.checks:
+        out.append("--- the health checks:\n" + "".join(f"{c}\n" for c in result.checks))
     return "".join(out).rstrip("\n") + "\n"
 
 
 def truth_text(states: dict[str, dict[str, int]]) -> str:
-    """Each realserver's sockets the way the seeds count them:
+    """Each realserver's sockets counted the way LVS operators count them:
     netstat -n | awk '/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}'  (LISTEN left out)."""
     lines = []
     for addr, counts in states.items():

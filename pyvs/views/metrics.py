@@ -1,5 +1,6 @@
 """Prometheus metrics: node_exporter's IPVS metrics (names, labels, help texts) computed
-from the director's snapshot, plus what no kernel exports: drops by reason."""
+from the director's snapshot, plus what node_exporter does not export: each realserver's
+packets, bytes and rates, the connections by state, drops by reason, the defenses."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class IpvsCollector:
                 inactive.add_metric(labels, d["inactive"])
                 weight.add_metric(labels, d["weight"])
         yield from (active, inactive, weight)
+        yield from _backend_traffic(s)
         drops = CounterMetricFamily("pyvs_drops", "Packets the director dropped, by reason.",
                                     labels=["reason"])
         for reason, n in sorted(s.get("drops", {}).items()):
@@ -57,3 +59,54 @@ class IpvsCollector:
         yield GaugeMetricFamily("pyvs_connection_entries",
                                 "Entries in the connection table (templates included).",
                                 value=s.get("entries", 0))
+        states = GaugeMetricFamily("pyvs_connections", "Connections by state (as -Lnc "
+                                   "shows them; templates not included).", labels=["state"])
+        for state, n in sorted(s.get("states", {}).items()):
+            states.add_metric([state], n)
+        yield states
+        yield from _defense(s.get("defense", {}))
+
+
+def _labels(svc: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    if svc["fwmark"]:
+        return ["", "0", d["address"], str(d["port"]), "FWM", f"{svc['fwmark']:08X}"]
+    return [svc["address"], str(svc["port"]), d["address"], str(d["port"]), svc["proto"], ""]
+
+
+def _backend_traffic(s: dict[str, Any]) -> Iterator[Any]:
+    """Each realserver's counters (as --stats shows them) and rates (as --rate shows)."""
+    counters = {key: CounterMetricFamily(f"pyvs_backend_{name}", text, labels=LABELS)
+                for key, name, text in (
+                    ("conns", "connections", "Connections scheduled to the realserver."),
+                    ("inpkts", "incoming_packets", "Packets from clients to the realserver."),
+                    ("outpkts", "outgoing_packets", "Packets from the realserver to clients "
+                     "that crossed the director (NAT)."),
+                    ("inbytes", "incoming_bytes", "Bytes from clients to the realserver."),
+                    ("outbytes", "outgoing_bytes", "Bytes from the realserver to clients "
+                     "that crossed the director (NAT)."))}
+    rates = {key: GaugeMetricFamily(f"pyvs_backend_{name}", text, labels=LABELS)
+             for key, name, text in (
+                 ("cps", "connections_per_second", "The 2 s estimator's connection rate."),
+                 ("inpps", "incoming_packets_per_second", "... incoming packet rate."),
+                 ("outpps", "outgoing_packets_per_second", "... outgoing packet rate."),
+                 ("inbps", "incoming_bytes_per_second", "... incoming byte rate."),
+                 ("outbps", "outgoing_bytes_per_second", "... outgoing byte rate."))}
+    for svc in s["services"]:
+        for d in svc["dests"]:
+            labels = _labels(svc, d)
+            for key, family in counters.items():
+                family.add_metric(labels, d["stats"][key])
+            for key, gauge in rates.items():
+                gauge.add_metric(labels, d["rate"][key])
+    yield from counters.values()
+    yield from rates.values()
+
+
+def _defense(d: dict[str, Any]) -> Iterator[Any]:
+    """What the kernel's defenses (drop_entry, drop_packet, the memory budget) did."""
+    for key, text in (("entries_dropped", "Entries dropped by drop_entry."),
+                      ("packets_dropped", "New connections dropped by drop_packet."),
+                      ("no_memory", "New connections refused: the memory budget was spent.")):
+        yield CounterMetricFamily(f"pyvs_defense_{key}", text, value=d.get(key, 0))
+    yield GaugeMetricFamily("pyvs_defense_memory_short", "1 while the memory left is below "
+                            "amemthresh.", value=int(bool(d.get("memory_short"))))

@@ -72,6 +72,18 @@ def summary_text(s: dict[str, Any]) -> str:
     return "".join(f"pyvs replay: {line}\n" for line in lines)
 
 
+def destinations(st: ReplayStats, shown: int = 3) -> str:
+    """Where the capture's unrelated connections go (the destinations of their SYNs, else
+    of all their packets), most frequent first: `10.0.0.1:80 (TCP)`."""
+    opening = {k: c[1] for k, c in st.elsewhere.items() if c[1]}
+    seen = opening or {k: c[0] for k, c in st.elsewhere.items()}
+    ranked = sorted(seen.items(), key=lambda kv: -kv[1])
+    top = [f"{int_to_ip(addr)}:{port} ({'TCP' if proto == 6 else 'UDP'})"
+           for (proto, addr, port), _ in ranked[:shown]]
+    more = len(ranked) - len(top)
+    return (", ".join(top) + (f" and {more} more" if more > 0 else "")) or "no TCP or UDP"
+
+
 def per_realserver(director: Director, t: float) -> list[tuple[float, str, int, int]]:
     """(t, realserver, ActiveConn, InActConn), summed over the services each serves."""
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from socket import inet_ntoa
 from typing import Any
 
 from ..core.conn import Conn
@@ -20,6 +21,7 @@ from ..core.forwarding import BY_CODE
 from ..core.packet import PROTO_NAMES, int_to_ip
 from ..core.schedulers import sched_flag_names
 from ..core.service import Service
+from ..core.states import TCP_STATE_NAMES, UDP_STATE_NAMES
 
 RATE_FIELDS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
@@ -67,12 +69,23 @@ def snapshot(director: Director, now: float, connections: bool = True,
                   "rate": dict(zip(RATE_FIELDS, director.total_est.rates()))},
         "services": [_service(svc) for svc in director.services],
         "entries": director.connection_count(),
+        "states": _states(director),
         "drops": dict(director.drops),
         "defense": _defense(director),
     }
     if connections:
         snap["connections"] = [conn_entry(director, cp, now) for cp in director.connections()]
     return snap
+
+
+def _states(director: Director) -> dict[str, int]:
+    """Connections (not templates) by the state -Lnc shows, kept by the engine as they
+    change (never counted by a scan)."""
+    counts = director.state_counts
+    out = {TCP_STATE_NAMES[i]: n for i, n in enumerate(counts[:-1]) if n}
+    if counts[-1]:
+        out[UDP_STATE_NAMES[0]] = counts[-1]
+    return out
 
 
 def _defense(director: Director) -> dict[str, Any]:
@@ -83,45 +96,76 @@ def _defense(director: Director) -> dict[str, Any]:
             "no_memory": d.no_memory}
 
 
+CONN_FIELDS = ("proto", "state", "expires", "client", "virtual", "dest", "template")
+
+
+def conn_row(director: Director, cp: Conn, now: float) -> list[Any]:
+    """One entry as /proc/net/ip_vs_conn shows it, in CONN_FIELDS order.  The addresses
+    are formatted from the lookup key's own bytes: a listing of a million entries spends
+    most of its time here."""
+    key = cp.key
+    return [PROTO_NAMES.get(cp.protocol, f"IP_{cp.protocol}"), director.state_name(cp),
+            expires_in(cp.expires, now), f"{inet_ntoa(key[-12:-8])}:{(key[-4] << 8) | key[-3]}",
+            f"{inet_ntoa(key[-8:-4])}:{(key[-2] << 8) | key[-1]}",
+            f"{int_to_ip(cp.daddr)}:{cp.dport}", cp.template]
+
+
 def conn_entry(director: Director, cp: Conn, now: float) -> dict[str, Any]:
-    """One entry as /proc/net/ip_vs_conn shows it."""
-    return {
-        "proto": PROTO_NAMES.get(cp.protocol, f"IP_{cp.protocol}"),
-        "state": director.state_name(cp),
-        "expires": expires_in(cp.expires, now),
-        "client": f"{int_to_ip(cp.caddr)}:{cp.cport}",
-        "virtual": f"{int_to_ip(cp.vaddr)}:{cp.vport}",
-        "dest": f"{int_to_ip(cp.daddr)}:{cp.dport}",
-        "template": cp.template,
-    }
+    return dict(zip(CONN_FIELDS, conn_row(director, cp, now)))
 
 
-CHUNK = 2000        # entries serialised per step of a streamed listing (about 2 ms)
+def expand_rows(snap: dict[str, Any]) -> dict[str, Any]:
+    """A streamed snapshot's connection rows as the entries snapshot() gives."""
+    fields = snap.pop("connection_fields", None)
+    if fields is not None:
+        snap["connections"] = [dict(zip(fields, row)) for row in snap["connections"]]
+    return snap
+
+
+CHUNK = 256         # entries serialised per step of a streamed listing (about 1-2 ms)
 _HOLE = "@connections@"
 
 
-def stream(director: Director, now: float, connections: bool) -> Iterator[bytes]:
+def stream(director: Director, now: float, connections: bool, parts: bool = False
+           ) -> Iterator[bytes]:
     """The control socket's snapshot reply, {"ok": true, "snapshot": {...}}\\n, in pieces:
-    the header at `now`, then the entries CHUNK at a time.  Entries are taken from a copy of
-    the table's list made at `now`; one that leaves before its piece is written is left
-    out, one that changes shows its state then (as a kernel's /proc read goes bucket by
-    bucket).  Expiry is counted from `now`."""
+    the header at `now`, then the entries CHUNK at a time, as rows (`connection_fields`
+    names their columns; pyvs.control.request expands them).  Entries are taken from a
+    copy of the table's list made at `now`; one that leaves before its piece is written is
+    left out, one that changes shows its state then (as a kernel's /proc read goes bucket
+    by bucket).  Expiry is counted from `now`.
+
+    With `parts` (a director's workers answering it, pyvs.drivers.workers) the reply is
+    lines: the header, then each piece's rows as a JSON list, then [] at the end."""
     snap = snapshot(director, now, connections=False)
     if not connections:
         yield json.dumps({"ok": True, "snapshot": snap}).encode() + b"\n"
         return
+    snap["connection_fields"] = CONN_FIELDS
+    if parts:
+        yield json.dumps(snap).encode() + b"\n"
+        for part in _pieces(director, now):
+            yield json.dumps(part).encode() + b"\n"
+        yield b"[]\n"
+        return
     snap["connections"] = _HOLE
     head, tail = json.dumps({"ok": True, "snapshot": snap}).split(f'"{_HOLE}"')
-    entries = director.connections()
     yield (head + "[").encode()
     first = True
-    for i in range(0, len(entries), CHUNK):
-        part = [conn_entry(director, cp, now) for cp in entries[i:i + CHUNK] if cp.alive]
-        if part:
-            text = json.dumps(part)[1:-1]
-            yield (text if first else "," + text).encode()
-            first = False
+    for part in _pieces(director, now):
+        text = json.dumps(part)[1:-1]
+        yield (text if first else "," + text).encode()
+        first = False
     yield ("]" + tail + "\n").encode()
+
+
+def _pieces(director: Director, now: float) -> Iterator[list[list[Any]]]:
+    for entries in (director.connection_list(), director.template_list()):
+        for i in range(0, len(entries), CHUNK):
+            part = [conn_row(director, cp, now) for cp in entries[i:i + CHUNK] if cp.alive]
+            if part:
+                yield part
+
 
 class SnapshotError(Exception):
     """A saved snapshot that cannot be read; the text says why."""
