@@ -8,7 +8,7 @@ forwarding mode (:class:`Classifier`):
 * **reply from a VIP**: what a client sees (a client-side capture, a span port, a DR
   realserver), or a NAT director's own rewritten copy of a realserver's reply;
 * **reply from a realserver**: what a NAT director receives (``tcpdump -i any`` on it);
-* **second copy**: a packet identical to one seen less than 10 ms before, but for its TTL,
+* **second copy**: a packet identical to one seen less than 100 ms before, but for its TTL,
   its checksums and the server side's address and port (the one thing a director rewrites)
   -- the same packet seen again as the director forwards it: DR sends client -> VIP packets
   on unchanged, NAT rewrites VIP <-> realserver, and ``tcpdump -i any`` records both the
@@ -18,7 +18,10 @@ forwarding mode (:class:`Classifier`):
   forwarded copy holds the full one.  A real retransmission is not a copy: Linux gives
   every segment of a connected socket a new IP ID, TCP timestamps change with it, and it
   comes an RTO (at least 200 ms) later; a UDP datagram's first payload bytes are part of
-  the comparison, since connectionless senders repeat IP IDs.
+  the comparison, since connectionless senders repeat IP IDs.  100 ms covers a director's
+  forwarding delay with room to spare: microseconds in the kernel, but a userspace
+  director on a busy machine (pyvs run) may wait tens of milliseconds for a CPU, while
+  100 ms is half of the smallest RTO any common stack uses (Linux's 200 ms).
 * anything else (ARP, ICMP, the director's packets to realservers, IPIP) is ignored and
   counted by reason.
 
@@ -44,7 +47,7 @@ from .pcap import NS
 AUTO: Final = "auto"
 CLIENT_SIDE: Final = "client"
 DIRECTOR_SIDE: Final = "director"
-COPY_WINDOW_NS: Final = 10_000_000    # an identical packet within 10 ms is the same packet
+COPY_WINDOW_NS: Final = 100_000_000   # an identical packet within 100 ms: the same packet
 
 SKIPPED: Final = -1
 REQUEST: Final = 0
