@@ -174,7 +174,7 @@ def keepalive_server_close(t_ns: int, cport: int, isn: int) -> list[tuple[int, b
 
 
 def test_compare_capture_dr_misses_the_server_s_close_nat_does_not(tmp_path, capsys):
-    """The seed's DR error, from a capture: DR's director never sees the server's FIN and
+    """DR's own error, from a capture: DR's director never sees the server's FIN and
     keeps the entry ESTABLISHED 30 s; NAT's ActiveConn is exact."""
     pkts = sorted(keepalive_server_close(T0, 40000, 1000)
                   + keepalive_server_close(T0 + 2_000 * MS, 40001, 5000)
