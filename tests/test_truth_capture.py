@@ -221,3 +221,28 @@ def test_compare_capture_at_samples_only_there(tmp_path, capsys):
     # at 10 s the server has closed (FIN_WAIT2) while DR shows ESTABLISHED; at 200 s the
     # server's TIME_WAIT (from the client's FIN at 35 s) is over
     assert rows == [(1.0, 1, 1, 0), (10.0, 1, 0, 1), (200.0, 0, 0, 0)]
+
+
+def test_compare_capture_of_a_nat_director_s_any_capture(tmp_path, capsys):
+    """tcpdump -i any on a NAT director: the realserver's replies make the truth (the
+    director's rewritten copies are skipped), NAT's table agrees with it at every sample."""
+    from scapy.utils import wrpcap
+
+    from tests.test_replay import captures
+    path = tmp_path / "nat.pcap"
+    wrpcap(str(path), captures()["nat-director"])
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text("services:\n  - {protocol: tcp, address: '198.51.100.100:80', scheduler: rr,"
+                   "\n      realservers: [{address: '192.0.2.11:80', forward: masq}]}\n")
+    out = tmp_path / "nat.json"
+    assert main(["compare", "--capture", str(path), "--config", str(cfg), "--modes", "nat",
+                 "--at", "0.0125", "--at", "30", "--at", "200", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[:2] == [
+        "capture: director side, NAT: realservers' replies seen, the director's rewritten "
+        "copies skipped; 18 IPv4 packets over 0.014 s",
+        "truth inferred from both directions of 1 connections"]
+    (nat,) = json.loads(out.read_text())["results"]
+    # the server closed first: its TIME_WAIT (60 s) against the director's (120 s)
+    assert [(s["t"], s["inactive"], s["truth_inactive"]) for s in nat["samples"]] == [
+        (0.0125, 1, 1), (30.0, 1, 1), (200.0, 0, 0)]

@@ -35,7 +35,7 @@ from ..sim.truth import Agreement, RealserverTruth, explain
 from ..truth.capture import CaptureTruth, ServerEnd
 from ..truth.tcpstates import CLOSED, LISTEN
 from .pcap import NS, ReadStats, read_captures
-from .replay import REPLY_RS, REQUEST, Classifier, Replayer, ReplayStats, TimeOrder
+from .replay import NEVER, REPLY_RS, REQUEST, Classifier, Replayer, ReplayStats, TimeOrder
 
 IPPROTO_TCP = 6
 
@@ -260,13 +260,12 @@ class _Marks:
 
     def before(self, limit: int, idle: Callable[[], bool], inclusive: bool
                ) -> Iterator[int]:
-        while self.next is not None and (self.next < limit or (inclusive
-                                                                and self.next == limit)):
+        while self.next < limit or (inclusive and self.next == limit):
             t = self.next
             yield t
             if self.at is not None:
                 self.i += 1
-                self.next = self.at[self.i] if self.i < len(self.at) else None
+                self.next = self.at[self.i] if self.i < len(self.at) else NEVER
             else:
                 self.next = t + self.step
                 if idle() and self.next < limit:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -63,6 +63,9 @@ IF_TSRESOL: Final = 9
 IF_TSOFFSET: Final = 14
 
 SKIP_NOT_IPV4: Final = "frames without IPv4 (ARP, IPv6, ...)"
+
+# (nanoseconds, IPv4 packet), read as asked for; close() ends reading early
+Packets = Generator[tuple[int, bytes], None, None]
 
 
 class CaptureError(Exception):
@@ -165,7 +168,7 @@ class _Reader:
         return len(self.buf) >= need
 
     # ------------------------------------------------------------------ pcap
-    def _pcap_header(self, magic: bytes) -> Iterator[tuple[int, bytes]]:
+    def _pcap_header(self, magic: bytes) -> Packets:
         endian, scale, rec_len = PCAP_MAGIC[magic]
         if not self._fill(24):
             raise self.error(len(self.buf), "cut short in the 24-byte pcap file header")
@@ -177,7 +180,7 @@ class _Reader:
         return self._pcap_records(endian, scale, rec_len, linktype)
 
     def _pcap_records(self, endian: str, scale: int, rec_len: int, linktype: int
-                      ) -> Iterator[tuple[int, bytes]]:
+                      ) -> Packets:
         # record headers read by byte indexing: native in the compiled build, no tuples
         big = endian == ">"
         lk = link(linktype)
@@ -241,7 +244,7 @@ class _Reader:
                           "capture by time, e.g. with reordercap)")
 
     # ------------------------------------------------------------------ pcapng
-    def _pcapng(self) -> Iterator[tuple[int, bytes]]:
+    def _pcapng(self) -> Packets:
         stats = self.stats
         frames = 0
         last = -1
@@ -405,7 +408,7 @@ def _u32(buf: bytes, at: int, big: bool) -> int:
 
 
 def read_capture(path: str | Path, stats: ReadStats | None = None
-                 ) -> Iterator[tuple[int, bytes]]:
+                 ) -> Packets:
     """Yield (timestamp in nanoseconds, IPv4 packet) in file order.  The header is read
     (and a file that is no capture refused) before the first packet is asked for."""
     stats = stats if stats is not None else ReadStats()
@@ -414,7 +417,7 @@ def read_capture(path: str | Path, stats: ReadStats | None = None
 
 
 def read_captures(paths: Sequence[str | Path], stats: ReadStats | None = None
-                  ) -> Iterator[tuple[int, bytes]]:
+                  ) -> Packets:
     """Several captures merged in time order (a packet of an earlier file first at equal
     times).  Each file is checked and its first timestamp read at once; it is then opened
     again only when its first packet is due."""
@@ -432,9 +435,9 @@ def read_captures(paths: Sequence[str | Path], stats: ReadStats | None = None
 
 
 def _merge(firsts: list[tuple[int, int, str]], stats: ReadStats
-           ) -> Iterator[tuple[int, bytes]]:
+           ) -> Packets:
     waiting = firsts                     # (first ns, order, path), not yet opened
-    heap: list[tuple[int, int, bytes, Iterator[tuple[int, bytes]]]] = []
+    heap: list[tuple[int, int, bytes, Packets]] = []
     w = 0
     while heap or w < len(waiting):
         if w < len(waiting) and (not heap or waiting[w][0] <= heap[0][0]):

@@ -484,6 +484,13 @@ class Replay:
         if at is None and rel >= 0:
             yield self._mark(rel, "end")
 
+    def packet(self, ns: int, now: float, pkt: bytes) -> None:
+        """One packet (capture nanoseconds; `now` on the director's clock), classified and
+        handed to the director: for drivers that interleave timers of their own."""
+        kind = self.classifier.classify(ns, pkt)
+        if kind >= 0:
+            self.feed.deliver(kind, now, pkt, self.classifier)
+
     def _events_until(self, limit: int) -> None:
         todo = self._todo
         while self._next_event <= limit:
