@@ -136,7 +136,7 @@ def test_replay_json_shape(capsys):
     conn = snap["connections"][0]
     assert conn == {"proto": "TCP", "state": "TIME_WAIT", "expires": 116,
                     "client": "198.51.100.2:40000", "virtual": "198.51.100.100:80",
-                    "dest": "192.0.2.12:80", "template": False}
+                    "dest": "192.0.2.12:80", "template": False, "synced": False}
 
 
 def test_capture_formats_read_the_same(tmp_path):

@@ -28,7 +28,7 @@ from ..core.packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip, ip_to_int
 from ..core.schedulers import SCHED_FLAG, SCHEDULERS, sched_flag_names
 from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
 from ..core.states import DEFAULT_PROFILE, KERNELS
-from ..core.sysctls import KNOBS, Sysctls
+from ..core.sysctls import KNOBS, Sysctls, threshold_problem
 from ..core.sysctls import check as sysctl_problem
 from .model import Config, ConfigFileError, RealServer, VirtualService
 
@@ -153,6 +153,10 @@ def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
             cfg.warnings.append(f"{r.path}: sysctls.{k}: kept, but pyvs does not model it "
                                 f"({KNOBS[k].metadata['what']})")
         setattr(values, k, value)
+    problem = threshold_problem(values.sync_threshold, values.sync_period)
+    if problem:      # one file in the kernel (proc_do_sync_threshold): checked as a pair
+        key = "sync_threshold" if "sync_threshold" in sc else "sync_period"
+        raise r.fail(f"sysctls.{key}", problem.split(": ", 1)[-1])
     return values
 
 

@@ -16,8 +16,10 @@ from typing import Final
 
 from . import commands as C
 from . import states as S
+from .commands import ConfigError
 from .conn import (
     CONN_KEY,
+    INVALID_PORT,
     UDP_KEY_PREFIX,
     Conn,
     MasqRewrite,
@@ -49,8 +51,8 @@ from .service import (
     Service,
 )
 from .stats import ESTIMATOR_PERIOD, Counters, Estimator
-from .sysctls import Sysctls
-from .sysctls import check as sysctl_problem
+from .sync import SyncBackup, SyncMaster, start_daemon, stop_daemon
+from .sysctls import Sysctls, change_problem
 from .verdict import (
     ACCEPT,
     DROP,
@@ -77,7 +79,6 @@ OUT: Final = 1    # realserver -> client (ip_vs_out_hook)
 
 EXPIRE_LATER: Final = 60.0          # a template that still controls connections waits 60 s more
 TRASH_PERIOD: Final = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
-INVALID_PORT: Final = 0xFFFF        # ports of an invalidated template
 UNPRIVILEGED_PORT_START: Final = 1024
 
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
@@ -85,10 +86,6 @@ _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, 
                                   R_NO_CONNECTION, R_NOT_SCHEDULED)}
 _DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK,
                                      R_NO_MEMORY, R_DROP_PACKET)}
-
-
-class ConfigError(ValueError):
-    """A control-plane request the kernel (or ipvsadm) would refuse; the text says why."""
 
 
 @dataclass
@@ -140,6 +137,14 @@ class Director:
         # True) after each inbound packet, as ip_vs_in_hook() calls ip_vs_sync_conn(), and
         # with (template, now, False) when a template still in use is put off 60 s.
         self.sync: Callable[[Conn, float, bool], None] | None = None
+        # The sync daemons (ipvsadm --start-daemon), control-plane state like the services:
+        # started and stopped by Director.apply, their sockets the drivers' business.
+        self.sync_master: SyncMaster | None = None
+        self.sync_backup: SyncBackup | None = None
+        # The network interfaces a daemon may be started on, and their MTUs, as the driver
+        # last saw them (the kernel looks the device up at start); None: not known (replay,
+        # simulation), every name taken, with MTU 1500.
+        self.links: dict[str, int] | None = None
         self.start = start
         self._next_est = start + ESTIMATOR_PERIOD
         self._due = self._next_est
@@ -174,10 +179,9 @@ class Director:
         problem = C.check(cmd)
         if problem:
             raise ConfigError(problem)
-        if isinstance(cmd, C.SetTimeouts):
-            self.set_timeouts(cmd.tcp, cmd.tcpfin, cmd.udp)
-        elif isinstance(cmd, C.SetSysctl):
-            self.set_sysctl(cmd.name, cmd.value)
+        if isinstance(cmd, (C.SetTimeouts, C.SetSysctl, C.SetSyncThreshold, C.StartDaemon,
+                            C.StopDaemon)):
+            self._apply_setting(cmd, now)
         elif isinstance(cmd, C.Flush):
             self.clear(now)
         elif isinstance(cmd, C.EditService):
@@ -207,6 +211,19 @@ class Director:
         else:
             raise ConfigError(f"not a command: {cmd!r}")
 
+    def _apply_setting(self, cmd: C.Command, now: float) -> None:
+        """The commands that change no service: timeouts, sysctls, the sync daemons."""
+        if isinstance(cmd, C.SetTimeouts):
+            self.set_timeouts(cmd.tcp, cmd.tcpfin, cmd.udp)
+        elif isinstance(cmd, C.SetSysctl):
+            self.set_sysctl(cmd.name, cmd.value)
+        elif isinstance(cmd, C.SetSyncThreshold):
+            self.sysctls.sync_threshold, self.sysctls.sync_period = cmd.threshold, cmd.period
+        elif isinstance(cmd, C.StartDaemon):
+            start_daemon(self, cmd, now)
+        elif isinstance(cmd, C.StopDaemon):
+            stop_daemon(self, cmd.state)
+
     def _service(self, key: C.ServiceKey, missing: str) -> Service:
         svc = self.find_service(key.protocol, key.addr, key.port, key.fwmark)
         if svc is None:
@@ -222,7 +239,7 @@ class Director:
 
     def set_sysctl(self, name: str, value: int) -> None:
         """A write to /proc/sys/net/ipv4/vs/NAME."""
-        problem = sysctl_problem(name, value)
+        problem = change_problem(self.sysctls, name, value)
         if problem:
             raise ConfigError(problem)
         setattr(self.sysctls, name, int(value))

@@ -241,6 +241,23 @@ def list_timeout(snap: dict[str, Any]) -> str:
     return f"Timeout (tcp tcpfin udp): {t['tcp']} {t['tcpfin']} {t['udp']}\n"
 
 
+def list_daemon(snap: dict[str, Any]) -> str:
+    """ipvsadm's list_daemon(): one line per running sync daemon, master first.  The
+    kernel fills in every default at start, so every field is shown."""
+    out = []
+    for d in snap.get("daemons", []):
+        line = f"{d['state']} sync daemon (mcast={d['mcast_ifn']}, syncid={d['syncid']}"
+        if d["sync_maxlen"]:
+            line += f", maxlen={d['sync_maxlen']}"
+        line += f", group={d['mcast_group']}"
+        if d["mcast_port"]:
+            line += f", port={d['mcast_port']}"
+        if d["mcast_ttl"]:
+            line += f", ttl={d['mcast_ttl']}"
+        out.append(line + ")\n")
+    return "".join(out)
+
+
 def render(snap: dict[str, Any], fmt: Fmt, connections: bool = False,
            timeout: bool = False) -> str:
     """The listing ipvsadm -L prints with these options (-c, --timeout, or the table)."""
