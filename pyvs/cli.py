@@ -324,6 +324,14 @@ def _size(text: str) -> int:
     return int(digits) * scale
 
 
+def _queues(text: str) -> int:
+    from .drivers.queues import MAX_QUEUES
+    if not text.isdigit() or not 1 <= int(text) <= MAX_QUEUES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of queues "
+                                         f"(1-{MAX_QUEUES})")
+    return int(text)
+
+
 def _director(args: argparse.Namespace):
     from .core.engine import Director
     director = _load(args).build(0.0) if args.config else Director()
@@ -354,7 +362,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
                         args.fail_closed, args.procfs, args.metrics, state,
-                        args.restart_grace)
+                        args.restart_grace, args.queues)
     except (netfilter.SetupError, OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs run: {exc}") from None
 
@@ -373,7 +381,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from .lab import netns
     try:
         if args.action == "up":
-            netns.up(args.mode, args.realservers, args.clients)
+            netns.up(args.mode, args.realservers, args.clients,
+                     run_args=("--queues", str(args.queues)) if args.queues > 1 else ())
         elif args.action == "down":
             netns.down()
         elif args.action == "status":
@@ -470,6 +479,10 @@ def _add_director(sub) -> None:
                        "no entry is made past it")
         if name == "run":
             p.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
+            p.add_argument("--queues", type=_queues, default=1, metavar="N",
+                           help="N queues from --queue on, one worker process each, "
+                           "split by client address (default 1: one engine, as the "
+                           "kernel's one table)")
             p.add_argument("--fail-closed", action="store_true",
                            help="drop queued traffic while no director runs (default: bypass)")
             p.add_argument("--state", metavar="FILE",
@@ -494,6 +507,8 @@ def _add_lab(sub) -> None:
         q.add_argument("--mode", choices=MODES, default="nat")
         q.add_argument("--realservers", type=int, default=2)
     lu.add_argument("--clients", type=int, default=1)
+    lu.add_argument("--queues", type=_queues, default=1, metavar="N",
+                    help="the director runs N queues, one worker each (pyvs run --queues)")
     lsub.add_parser("down", help="stop everything, delete the namespaces")
     lsub.add_parser("status", help="processes and addresses")
     lsub.add_parser("check", help="diagnose the classic LVS set-up mistakes")

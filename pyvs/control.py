@@ -6,6 +6,7 @@ mode 0700); one JSON object per line each way, one response per request:
     {"op": "snapshot", "connections": true}   -> {"ok": true, "snapshot": {...}}
     {"op": "apply", "commands": [CMD, ...]}   -> {"ok": true, "errors": [null | TEXT, ...]}
     {"op": "ping"}                            -> {"ok": true, "pid": N}
+    {"op": "save"}                            -> {"ok": true, "saved": PATH | null}
 
 CMD is a control-plane command in the form `pyvs.core.commands.to_dict` writes.  A
 request's commands are applied in order with no packet in between; each gets null or the
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from .drivers.loop import PAUSE, Pause
 from .views.snapshot import expand_rows
 
 MAX_LINE = 4 << 20           # a request line (ipvsadm -R of 30,000 rules fits)
@@ -51,6 +53,21 @@ def runtime_dir() -> str:
     if os.geteuid() == 0:
         return "/run/pyvs"
     return os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pyvs-{os.geteuid()}"
+
+
+SO_NETNS_COOKIE = 71            # Linux 5.14: a network namespace's id, never reused
+
+
+def namespace_id() -> str:
+    """This network namespace, for files of its own under the shared /run: the netns
+    cookie where the kernel has it (a namespace's inode number is reused once it is gone,
+    which would hand a new namespace a dead one's rules and table), else the inode."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            cookie = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        return f"c{int.from_bytes(cookie, 'little')}"
+    except OSError:
+        return str(os.stat("/proc/self/ns/net").st_ino)
 
 
 def default_socket() -> str:
@@ -83,8 +100,11 @@ def private_dir(path: Path) -> None:
 class Service(Protocol):
     """What the socket serves (drivers.daemon.Runtime)."""
 
-    def snapshot_stream(self, connections: bool) -> Iterator[bytes]: ...
+    def snapshot_stream(self, connections: bool, parts: bool = False
+                        ) -> Iterator[bytes | Pause]: ...
     def apply(self, commands: list[Any]) -> list[str | None]: ...
+    def save(self) -> None: ...
+    state: Path | None
 
 
 class _Client:
@@ -94,7 +114,7 @@ class _Client:
         self.sock = sock
         self.inbuf = bytearray()
         self.outbuf = bytearray()
-        self.job: Iterator[bytes] | None = None
+        self.job: Iterator[bytes | Pause] | None = None
         self.closing = False
         self.discarding = False       # the rest of an over-long line is read and dropped
 
@@ -187,9 +207,14 @@ class ControlServer:
         if op == "ping":
             self._reply(c, {"ok": True, "pid": os.getpid()})
         elif op == "snapshot":
-            c.job = self.service.snapshot_stream(bool(req.get("connections", True)))
+            c.job = self.service.snapshot_stream(bool(req.get("connections", True)),
+                                                 bool(req.get("parts", False)))
             self.loop.spawn(self._stream(c))
             self._watch(c)
+        elif op == "save":                    # the table to its state file, now
+            self.service.save()
+            self._reply(c, {"ok": True, "saved": None if self.service.state is None
+                            else str(self.service.state)})
         elif op == "apply":
             commands = req.get("commands") or []
             if not isinstance(commands, list):
@@ -198,19 +223,22 @@ class ControlServer:
             self._reply(c, {"ok": True, "errors": self.service.apply(commands)})
         else:
             self._reply(c, {"ok": False, "error": "request is not an object with an op "
-                                                  "(ping, snapshot, apply)"
+                                                  "(ping, snapshot, apply, save)"
                             if op is None else f"unknown op {op!r}"})
 
-    def _stream(self, c: _Client) -> Iterator[None]:
+    def _stream(self, c: _Client) -> Iterator[Pause | None]:
         """A job: the reply's pieces, one per step, pausing while the reader is slow."""
         assert c.job is not None
         for piece in c.job:
             if c.sock.fileno() < 0:
                 return
+            if isinstance(piece, Pause):      # the source waits for something
+                yield PAUSE
+                continue
             c.outbuf += piece
             self._watch(c)
             while len(c.outbuf) > OUT_HIGH:
-                yield None
+                yield PAUSE                       # _write wakes it as the reader drains
                 if c.sock.fileno() < 0:
                     return
             yield None
@@ -236,6 +264,8 @@ class ControlServer:
             self._close(c)
             return
         del c.outbuf[:sent]
+        if c.job is not None and len(c.outbuf) <= OUT_HIGH:
+            self.loop.wake()
         if not c.outbuf and c.closing and c.job is None:
             self._close(c)
             return
@@ -245,6 +275,8 @@ class ControlServer:
         self.loop.remove(c.sock)
         self.clients.pop(c.sock, None)
         c.sock.close()
+        if c.job is not None:
+            self.loop.wake()                  # a paused listing sees the socket gone
         if not self.accepting:                        # a place is free again
             self.accepting = True
             self.loop.watch(self.sock, self._accept, None)

@@ -116,7 +116,7 @@ def test_services_added_with_pyvsadm_are_forwarded_at_once(lab) -> None:
     assert adm("-A", "-t", f"{vip}:8080", "-s", "rr").returncode == 0
     for rs in (rs1, rs2):
         assert adm("-a", "-t", f"{vip}:8080", "-r", f"{rs}:8080", "-m").returncode == 0
-    got = [subprocess.run(["ip", "netns", "exec", netns.ns("c1"), "curl", "-s",
+    got = [subprocess.run(["ip", "netns", "exec", netns.ns("c1"), "curl", "-s", "--http0.9",
                            "--max-time", "3", f"http://{vip}:8080/"], capture_output=True,
                           text=True, timeout=10).stdout for _ in range(2)]
     assert sorted(got) == ["rs1\n", "rs2\n"]

@@ -11,7 +11,7 @@ the others keep what they have left minus that.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -81,21 +81,31 @@ def _find_dest(director: Director, ref: Any) -> Dest | None:
 
 
 def restore(director: Director, head: dict[str, Any], table: Iterator[list[Any]],
-            now: float, elapsed: float) -> Restored:
-    """Load a saved table into `director` (configured, no traffic yet) at `now`."""
+            now: float, elapsed: float, keep: Callable[[int], bool] | None = None,
+            counters: bool = True, done: Restored | None = None) -> Restored:
+    """Load a saved table into `director` (configured, no traffic yet) at `now`.
+
+    A director split into workers (pyvs run --queues) loads from every worker's file the
+    entries of its own clients (`keep(client address)`), and the counters of some files
+    (`counters`); counters and estimator state add up, as the kernel's per-CPU counters
+    do, so the sum over the workers is kept whatever the split."""
     if not isinstance(head, dict) or head.get("version") != VERSION:
         raise TableStateError(f"not a pyvs table of version {VERSION}")
-    done = Restored()
+    done = done or Restored()
     try:
-        for rec in head.get("dests", []):
+        for rec in head.get("dests", []) if counters else ():
             dest = _find_dest(director, rec["ref"])
             if dest is not None:
                 for name, value in zip(COUNTERS, rec["counters"]):
-                    setattr(dest, name, int(value))
+                    setattr(dest, name, getattr(dest, name) + int(value))
                 for name, value in zip(ESTIMATES, rec["estimator"]):
-                    setattr(dest.est, name, tuple(value) if isinstance(value, list) else value)
+                    setattr(dest.est, name, _add(getattr(dest.est, name), value))
         templates: list[Template | None] = []
         for row in table:
+            if keep is not None and not keep(row[2]):       # another worker's client
+                if row[0] == "T":
+                    templates.append(None)         # the entries name templates by place
+                continue
             if row[0] == "T":
                 templates.append(_template(director, row, now, elapsed, done))
             else:
@@ -106,6 +116,12 @@ def restore(director: Director, head: dict[str, Any], table: Iterator[list[Any]]
         if ct is not None and ct.alive and ct.expires <= now and not ct.n_control:
             director._expire(ct, now)
     return done
+
+
+def _add(have: Any, value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(int(a) + int(b) for a, b in zip(have, value))
+    return have + int(value)
 
 
 def _template(director: Director, row: list[Any], now: float, elapsed: float,

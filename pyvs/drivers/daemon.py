@@ -21,13 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..control import ControlServer, runtime_dir
+from ..control import ControlServer, namespace_id, runtime_dir
 from ..core import commands as C
 from ..core import tablestate
 from ..core.engine import ConfigError, Director
 from ..views import procfs
 from ..views.snapshot import CHUNK, conn_entry, snapshot, stream
-from .loop import Loop
+from .loop import Loop, Pause
 
 log = logging.getLogger("pyvs")
 PROCFS_PERIOD = 2.0
@@ -38,15 +38,31 @@ STATE_CHUNK = 5000              # entries written per step
 
 def state_path() -> Path:
     """The default state file: one per network namespace, in the runtime directory."""
-    ino = os.stat("/proc/self/ns/net").st_ino
-    return Path(runtime_dir()) / f"table-{ino}.json"
+    return Path(runtime_dir()) / f"table-{namespace_id()}.json"
+
+
+def worker_state(state: Path, k: int) -> Path:
+    """Worker k's table (pyvs run --queues N) beside the director's."""
+    return state.with_name(f"{state.stem}.q{k}{state.suffix}")
+
+
+def saved_tables(state: Path) -> list[tuple[int, Path]]:
+    """Every table saved under `state`, with the worker each came from (0 for a director
+    of one queue): a director that ran with another --queues left them."""
+    found = [(0, state)] if state.exists() else []
+    for p in state.parent.glob(f"{state.stem}.q*{state.suffix}"):
+        k = p.name[len(state.stem) + 2:-len(state.suffix) or None]
+        if k.isdigit():
+            found.append((int(k), p))
+    return sorted(found)
 
 
 class Runtime:
     def __init__(self, director: Director, socket_path: str, procfs_dir: str | None = None,
-                 metrics: str | None = None, state: Path | None = None) -> None:
+                 metrics: str | None = None, state: Path | None = None,
+                 t0: float | None = None) -> None:
         self.director = director
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if t0 is None else t0
         self.loop = Loop(self.now)
         self.loop.next_deadline = director.next_timer
         self.loop.on_deadline = self._timers
@@ -75,16 +91,24 @@ class Runtime:
         return self
 
     # ------------------------------------------------------------------ the control plane
-    def snapshot_stream(self, connections: bool) -> Iterator[bytes]:
-        return stream(self.director, self.now(), connections)
+    def snapshot_stream(self, connections: bool, parts: bool = False
+                        ) -> Iterator[bytes | Pause]:
+        return stream(self.director, self.now(), connections, parts)
 
     def apply(self, commands: list[Any]) -> list[str | None]:
         """Control-plane changes, in order, with no packet in between: None or libipvs's
         text for each; a refused change does not stop the rest (as ipvsadm -R goes on).
         What the changes need outside the engine (iptables rules, routes) is in place
         before the reply."""
-        errors: list[str | None] = []
         now = self.now()
+        errors = self._apply_here(commands, now)
+        if any(e is None for e in errors):
+            self.on_change()
+            self._refresh(now)
+        return errors
+
+    def _apply_here(self, commands: list[Any], now: float) -> list[str | None]:
+        errors: list[str | None] = []
         for raw in commands:
             try:
                 self.director.apply(raw if not isinstance(raw, dict) else C.from_dict(raw),
@@ -92,10 +116,11 @@ class Runtime:
                 errors.append(None)
             except (C.CommandError, ConfigError) as exc:
                 errors.append(str(exc))
-        if any(e is None for e in errors):
-            self.on_change()
-            self._refresh(now)
         return errors
+
+    def drops(self) -> dict[str, int]:
+        """Packets dropped so far, by reason."""
+        return dict(self.director.drops)
 
     def submit(self, commands: list[C.Command], done: Callable[[list], None]) -> None:
         """From another thread: apply `commands` in the loop, then call `done(errors)`."""
@@ -175,23 +200,39 @@ class Runtime:
             log.info("table saved to %s (%d entries)", self.state,
                      self.director.connection_count())
 
-    def restore(self) -> str:
-        """Load the state file, if there is one; says what it found (for the log)."""
-        if self.state is None or not self.state.exists():
+    def restore(self, base: Path | None = None, worker: int = 0, workers: int = 1,
+                keep: Callable[[int], bool] | None = None) -> str:
+        """Load the saved tables under `base` (default: the state file); says what it
+        found (for the log).  Worker `worker` of `workers` takes the entries `keep`
+        accepts from every table and the counters of the tables i with i % workers ==
+        worker (the director saves the workers' tables once all have read them)."""
+        base = base or self.state
+        found = [] if base is None else saved_tables(base)
+        if not found:
             return "no saved table"
-        try:
-            with open(self.state) as f:
-                head = json.loads(f.readline())
-                elapsed = max(0.0, time.time() - float(head.get("wall", time.time())))
-                done = tablestate.restore(self.director, head,
-                                          (json.loads(line) for line in f), self.now(),
-                                          elapsed)
-        except (OSError, ValueError, tablestate.TableStateError) as exc:
-            return f"the saved table {self.state} could not be loaded ({exc}); starting empty"
+        done = tablestate.Restored()
+        ages, failed = [], []
+        for k, path in found:
+            try:
+                with open(path) as f:
+                    head = json.loads(f.readline())
+                    elapsed = max(0.0, time.time() - float(head.get("wall", time.time())))
+                    tablestate.restore(self.director, head, (json.loads(line) for line in f),
+                                       self.now(), elapsed, keep, k % workers == worker, done)
+                ages.append(elapsed)
+            except (OSError, ValueError, tablestate.TableStateError) as exc:
+                failed.append(f"; the saved table {path} could not be loaded ({exc})")
+        if workers == 1 and any(path != self.state for _, path in found):
+            self.save()                       # the workers' tables are in this one now
+            for _, path in found:
+                if path != self.state:
+                    path.unlink(missing_ok=True)
         self._refresh(self.now())
         return (f"restored {done.entries} entries and {done.templates} templates from "
-                f"{self.state}, saved {elapsed:.1f} s ago; left out {done.expired} that "
-                f"expired meanwhile and {done.unconfigured} no longer configured")
+                f"{len(ages)} saved table(s) under {base}"
+                + (f", saved {max(ages):.1f} s ago" if ages else "")
+                + f"; left out {done.expired} that expired meanwhile and {done.unconfigured} "
+                  f"no longer configured" + "".join(failed))
 
     # ------------------------------------------------------------------ metrics
     def _start_metrics(self, where: str) -> None:

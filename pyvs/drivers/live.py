@@ -24,6 +24,8 @@ from ..core.engine import IN, OUT, Director
 from ..core.verdict import DROP
 from . import netfilter
 from .daemon import Runtime, on_stop_signals
+from .queues import Split
+from .workers import Fleet
 
 log = logging.getLogger("pyvs")
 NF_INET_POST_ROUTING = 4
@@ -74,34 +76,48 @@ class Packets:
 
 def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool = False,
         procfs_dir: str | None = None, metrics: str | None = None,
-        state: Path | None = None, grace: float = GRACE) -> int:
+        state: Path | None = None, grace: float = GRACE, queues: int = 1) -> int:
+    """The director on queue `queue`, or on `queues` queues from `queue` on, one worker
+    process each (pyvs.drivers.workers)."""
     from .nfqueue import NfqueueError, Queue
-    runtime = Runtime(director, socket_path, procfs_dir, metrics, state)
-    setup = netfilter.Setup(director, queue, fail_closed)
+    split = Split(queues, queue, director.services) if queues > 1 else None
+    runtime: Runtime
+    if split is None:
+        runtime = Runtime(director, socket_path, procfs_dir, metrics, state)
+    else:
+        runtime = Fleet(director, socket_path, split, fail_closed, procfs_dir, metrics, state)
+    setup = netfilter.Setup(director, queue, fail_closed, split)
     packets: Packets | None = None
     try:
         log.info("%s", runtime.restore())
-        try:
-            packets = Packets(Queue(queue, fail_open=not fail_closed), director, runtime)
-        except NfqueueError as exc:
-            raise netfilter.SetupError(str(exc)) from None
+        if split is None:
+            try:
+                packets = Packets(Queue(queue, fail_open=not fail_closed), director, runtime)
+            except NfqueueError as exc:
+                raise netfilter.SetupError(str(exc)) from None
         log.info("rules: %s", setup.apply())          # the queue is read before it fills
         runtime.on_change = setup.update
         runtime.start()
         on_stop_signals(runtime.loop.stop)
-        log.info("director running: queue %d, %d services", queue, len(director.services))
+        log.info("director running: %s, %d services",
+                 f"queue {queue}" if split is None else
+                 f"queues {queue}-{queue + queues - 1}, {queues} workers",
+                 len(director.services))
         runtime.loop.run()
     finally:
         if setup.owned:
-            runtime.save()
+            if split is None:
+                runtime.save()            # a fleet's workers save theirs as they stop
             if grace > 0:
                 setup.hold(grace)
             else:
                 for step in netfilter.undo(setup.path):
                     log.info("removed: %s", step)
+        drops = ", ".join(f"{k} {v}" for k, v in sorted(runtime.drops().items()))
+        if isinstance(runtime, Fleet):
+            runtime.stop_workers()
         if packets is not None:
             packets.close()
         runtime.close()
-        drops = ", ".join(f"{k} {v}" for k, v in sorted(director.drops.items())) or "none"
-        log.info("stopped; drops: %s", drops)
+        log.info("stopped; drops: %s", drops or "none")
     return 0

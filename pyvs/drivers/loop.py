@@ -6,7 +6,8 @@ The director is touched from this thread only, so nothing needs a lock.  The loo
 until the next timer or file descriptor; a job (a listing of a million entries, a procfs
 export, a state write) is a generator that does a bounded piece of work per step, and
 the loop returns to the packet queue after each slice, so no job holds packets back for
-more than a slice.
+more than a slice.  A job that must wait for something (a slow reader, another process's
+answer) yields PAUSE and sleeps until `wake()`; a waiting job costs nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ SLICE = 0.002           # seconds of background work between two looks at the qu
 MAX_SLEEP = 3600.0      # nothing due: still wake once an hour
 
 
+class Pause:
+    """What a job yields to sleep until wake()."""
+
+
+PAUSE = Pause()
+
+
 class Loop:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -32,6 +40,7 @@ class Loop:
         self._timers: list[tuple[float, int, Callable[[], Any]]] = []
         self._seq = itertools.count()
         self._jobs: deque[Iterator[Any]] = deque()
+        self._parked: list[Iterator[Any]] = []
         self._calls: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -73,6 +82,11 @@ class Loop:
     def spawn(self, job: Iterator[Any]) -> None:
         """Run `job` a step at a time between packets until it is exhausted."""
         self._jobs.append(job)
+
+    def wake(self) -> None:
+        """Run the paused jobs again (each pauses anew if what it waits for is not there)."""
+        self._jobs.extend(self._parked)
+        self._parked.clear()
 
     def call_soon_threadsafe(self, fn: Callable[[], Any]) -> None:
         """From another thread (health checks, metrics): run `fn` in the loop."""
@@ -126,11 +140,11 @@ class Loop:
             job = self._jobs.popleft()
             step = time.perf_counter()
             try:
-                next(job)
+                step_result = next(job)
             except StopIteration:
                 pass
             else:
-                self._jobs.append(job)
+                (self._parked if step_result is PAUSE else self._jobs).append(job)
             end = time.perf_counter()
             self.longest_slice = max(self.longest_slice, end - step)
             if end - start >= SLICE:

@@ -17,6 +17,8 @@ Why each piece (docs/live.md):
   mangle PYVS-PRE   client->VIP to the queue (dst rewritten or marked before routing)
   mangle PYVS-POST  NAT replies to the queue after routing (a VIP source rewritten in
                     PREROUTING would be dropped as a martian)
+  mangle PYVS-QIN/QOUT  with --queues N: each client's requests and replies to its
+                    worker's queue (pyvs.drivers.queues)
   ip rule fwmark    DR: one table per realserver routes the unchanged packet to its MAC
   sysctls           ip_forward=1; send_redirects=0 (DR forwards out the way it came in)
 
@@ -37,9 +39,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..control import namespace_id
 from ..core.engine import Director
 from ..core.forwarding import DROUTE, MASQ
 from ..core.packet import PROTO_NAMES, int_to_ip
+from .queues import Split
 
 log = logging.getLogger("pyvs")
 CHAINS = (("raw", "PREROUTING", "PYVS"), ("mangle", "PREROUTING", "PYVS-PRE"),
@@ -54,8 +58,7 @@ class SetupError(Exception):
 
 def state_path() -> Path:
     """One state file per network namespace (/run is shared between namespaces)."""
-    ino = os.stat("/proc/self/ns/net").st_ino
-    return Path(f"/run/pyvs/netfilter-{ino}.json")
+    return Path(f"/run/pyvs/netfilter-{namespace_id()}.json")
 
 
 def _run(args: list[str], check: bool = True, stdin: str | None = None
@@ -79,10 +82,17 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def rules(director: Director, queue: list[str], until: str | None = None) -> str:
+SPLIT_CHAINS = ("PYVS-QIN", "PYVS-QOUT")
+
+
+def rules(director: Director, queue: list[str], until: str | None = None,
+          split: Split | None = None) -> str:
     """The chains' contents for `director`'s services, as iptables-restore input that
-    replaces them (--noflush leaves the rest of each table alone)."""
+    replaces them (--noflush leaves the rest of each table alone).  With a `split`,
+    `queue` has "{queue}" for the number and the services jump to the split's chains."""
     raw, pre, post = [], [], []
+    into, back_to = (queue, queue) if split is None else (["-j", "PYVS-QIN"],
+                                                          ["-j", "PYVS-QOUT"])
     for svc in director.services:
         if svc.fwmark:
             continue        # marked by the user's own rules before mangle PYVS-PRE
@@ -91,7 +101,7 @@ def rules(director: Director, queue: list[str], until: str | None = None) -> str
         if svc.port:
             match += f" --dport {svc.port}"
         raw.append(f"-A PYVS {match} -j CT --notrack")
-        pre.append(f"-A PYVS-PRE {match}{until or ''} {' '.join(queue)}")
+        pre.append(f"-A PYVS-PRE {match}{until or ''} {' '.join(into)}")
         for dest in svc.dests:
             if dest.fwd != MASQ:
                 continue
@@ -99,19 +109,25 @@ def rules(director: Director, queue: list[str], until: str | None = None) -> str
             if dest.port:
                 back += f" --sport {dest.port}"
             raw.append(f"-A PYVS {back} -j CT --notrack")
-            post.append(f"-A PYVS-POST {back}{until or ''} {' '.join(queue)}")
+            post.append(f"-A PYVS-POST {back}{until or ''} {' '.join(back_to)}")
+    spread: list[str] = []
+    if split is not None:
+        spread = [*(f":{c} - [0:0]" for c in SPLIT_CHAINS),
+                  *split.rules("PYVS-QIN", "-s", queue), *split.rules("PYVS-QOUT", "-d", queue)]
     return "\n".join(["*raw", ":PYVS - [0:0]", *raw, "COMMIT",
-                      "*mangle", ":PYVS-PRE - [0:0]", ":PYVS-POST - [0:0]", *pre, *post,
-                      "COMMIT", ""])
+                      "*mangle", ":PYVS-PRE - [0:0]", ":PYVS-POST - [0:0]", *spread, *pre,
+                      *post, "COMMIT", ""])
 
 
 class Setup:
     """The kernel side of a live director: installed at start (or taken over from one
     that stopped), following the table, held or removed at stop."""
 
-    def __init__(self, director: Director, queue: int = 0, fail_closed: bool = False) -> None:
+    def __init__(self, director: Director, queue: int = 0, fail_closed: bool = False,
+                 split: Split | None = None) -> None:
         self.director = director
         self.queue = queue
+        self.split = split
         self.fail_closed = fail_closed
         self.path = state_path()
         self.state: dict = {"undo": [], "pid": os.getpid()}
@@ -120,7 +136,7 @@ class Setup:
         self._last = ""
 
     def _queue(self, bypass: bool) -> list[str]:
-        out = ["-j", "NFQUEUE", "--queue-num", str(self.queue)]
+        out = ["-j", "NFQUEUE", "--queue-num", "{queue}" if self.split else str(self.queue)]
         return out + ["--queue-bypass"] if bypass else out
 
     # -------------------------------------------------------------- bookkeeping
@@ -160,6 +176,8 @@ class Setup:
                 self._do(["iptables", "-t", table, "-A", hook, "-j", chain],
                          ["iptables", "-t", table, "-D", hook, "-j", chain])
             self._sysctl("net.ipv4.ip_forward", "1")
+        if self.split is not None:
+            self._own_split_chains()
         self.update()
         return taken or "installed"
 
@@ -186,10 +204,23 @@ class Setup:
         log.info("taking over the rules %s", how)
         return f"took over the rules {how}"
 
+    def _own_split_chains(self) -> None:
+        """The split's chains, created by the first rules transaction: recorded so that
+        undo flushes the chains that jump to them, then removes them."""
+        steps = [json.dumps(step) for step in self.state["undo"]]
+        for chain in SPLIT_CHAINS:
+            gone = ["iptables", "-t", "mangle", "-X", chain]
+            if json.dumps(gone) in steps:
+                continue
+            self._record(gone)
+            self._record(["iptables", "-t", "mangle", "-F", chain])
+            for user in ("PYVS-PRE", "PYVS-POST"):
+                self._record(["iptables", "-t", "mangle", "-F", user])
+
     # -------------------------------------------------------------- following the table
     def update(self) -> None:
         """Rewrite the chains (one transaction) and add routes for new Route marks."""
-        text = rules(self.director, self._queue(not self.fail_closed))
+        text = rules(self.director, self._queue(not self.fail_closed), split=self.split)
         route_dests = {d.mark: d.addr for svc in self.director.services
                        for d in svc.dests if d.fwd == DROUTE}
         if set(route_dests) - self.routed:
@@ -231,7 +262,8 @@ class Setup:
         until = time.time() + grace
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(until))
         _run(["iptables-restore", "--noflush"],
-             stdin=rules(self.director, self._queue(False), f" -m time --datestop {stamp}"))
+             stdin=rules(self.director, self._queue(False), f" -m time --datestop {stamp}",
+                         self.split))
         self.state["held_until"] = until
         self.state["pid"] = 0
         self._save()

@@ -112,7 +112,8 @@ def _provision(ns: str, role: str, lay: dict, **extra: str) -> None:
 
 
 def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
-       director: bool = True) -> dict:
+       director: bool = True, run_args: tuple[str, ...] = ()) -> dict:
+    """Build the lab; the director runs `pyvs run` with `run_args` besides its config."""
     if mode not in MODES:
         raise LabError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
     if STATE.exists():
@@ -122,7 +123,7 @@ def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, iptables)")
     lay = layout(mode, realservers, clients)
-    state = {**lay, "namespaces": [], "pids": {}}
+    state = {**lay, "namespaces": [], "pids": {}, "run_args": list(run_args)}
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     STATE.write_text(json.dumps(state))
     try:
@@ -187,7 +188,8 @@ def _build(state: dict, out, start_director: bool = True) -> None:
     state["config"] = str(config)
     log = open(STATE_DIR / "director.log", "w")
     proc = subprocess.Popen(["ip", "netns", "exec", ns("d"), sys.executable, "-m", "pyvs.cli",
-                             "run", "--config", str(config), "--socket", SOCKET],
+                             "run", "--config", str(config), "--socket", SOCKET,
+                             *state["run_args"]],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     state["pids"]["director"] = proc.pid
     _save(state)

@@ -148,30 +148,46 @@ CHUNK = 256         # entries serialised per step of a streamed listing (about 1
 _HOLE = "@connections@"
 
 
-def stream(director: Director, now: float, connections: bool) -> Iterator[bytes]:
+def stream(director: Director, now: float, connections: bool, parts: bool = False
+           ) -> Iterator[bytes]:
     """The control socket's snapshot reply, {"ok": true, "snapshot": {...}}\\n, in pieces:
     the header at `now`, then the entries CHUNK at a time, as rows (`connection_fields`
     names their columns; pyvs.control.request expands them).  Entries are taken from a
     copy of the table's list made at `now`; one that leaves before its piece is written is
     left out, one that changes shows its state then (as a kernel's /proc read goes bucket
-    by bucket).  Expiry is counted from `now`."""
+    by bucket).  Expiry is counted from `now`.
+
+    With `parts` (a director's workers answering it, pyvs.drivers.workers) the reply is
+    lines: the header, then each piece's rows as a JSON list, then [] at the end."""
     snap = snapshot(director, now, connections=False)
     if not connections:
         yield json.dumps({"ok": True, "snapshot": snap}).encode() + b"\n"
         return
     snap["connection_fields"] = CONN_FIELDS
+    if parts:
+        yield json.dumps(snap).encode() + b"\n"
+        for part in _pieces(director, now):
+            yield json.dumps(part).encode() + b"\n"
+        yield b"[]\n"
+        return
     snap["connections"] = _HOLE
     head, tail = json.dumps({"ok": True, "snapshot": snap}).split(f'"{_HOLE}"')
     yield (head + "[").encode()
     first = True
+    for part in _pieces(director, now):
+        text = json.dumps(part)[1:-1]
+        yield (text if first else "," + text).encode()
+        first = False
+    yield ("]" + tail + "\n").encode()
+
+
+def _pieces(director: Director, now: float) -> Iterator[list[list[Any]]]:
     for entries in (director.connection_list(), director.template_list()):
         for i in range(0, len(entries), CHUNK):
             part = [conn_row(director, cp, now) for cp in entries[i:i + CHUNK] if cp.alive]
             if part:
-                text = json.dumps(part)[1:-1]
-                yield (text if first else "," + text).encode()
-                first = False
-    yield ("]" + tail + "\n").encode()
+                yield part
+
 
 class SnapshotError(Exception):
     """A saved snapshot that cannot be read; the text says why."""
