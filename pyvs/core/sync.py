@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -81,7 +82,10 @@ A_UPDATED: Final = "updated"
 A_REPLACED: Final = "replaced"    # same client, other realserver: the old entry expired
 A_STALE: Final = "stale"          # other realserver, INACTIVE: the old entry's last word
 A_ONE_PACKET: Final = "one-packet"    # v0 ONE_PACKET record: created and expired at once
+A_ELSEWHERE: Final = "other-worker"   # pyvs run --queues N: another worker's client
 APPLIED: Final = frozenset((A_CREATED, A_UPDATED, A_REPLACED))  # the rest: dropped, ignored
+# what apply() says of a record (counted per record, after the decoding's own reasons)
+ACTIONS: Final = APPLIED | {A_IPV6, A_PROTOCOL, A_PE, A_TEMPLATE_CPORT, A_STALE, A_ONE_PACKET}
 
 
 def jiffies(now: float) -> int:
@@ -585,9 +589,12 @@ class SyncBackup:
         self.syncid = syncid
         self.maxlen = backup_maxlen(mtu, maxlen)
         self.config: DaemonConfig | None = None     # as started by start_daemon()
-        self.messages = 0                    # datagrams received, records decoded
+        self.messages = 0                    # datagrams received, records applied
         self.records = 0
         self.counts: dict[str, int] = {}     # reasons and actions, as Director.drops
+        # which client addresses (a template: client networks) this table holds; None:
+        # all (pyvs run --queues N: each worker holds its own clients' entries)
+        self.owns: Callable[[int], bool] | None = None
         self._stand_in_svcs: dict[tuple[int, int, int, int], Service] = {}
         self._stand_ins: dict[tuple[Service, int, int, int, bool], Dest] = {}
         self._unbound: set[Service] = set()
@@ -602,13 +609,17 @@ class SyncBackup:
         self.director.handle_timers(now)
         decoded = decode(datagram[:self.maxlen], self.syncid)
         self.messages += 1
-        self.records += len(decoded.records)
         result = Received(decoded)
         for _, reason in decoded.skipped:
             self._count(reason)
         if decoded.error is not None:
             self._count(decoded.error)
+        owns = self.owns
         for rec in decoded.records:
+            if owns is not None and not owns(rec.caddr):
+                result.actions.append(A_ELSEWHERE)
+                continue
+            self.records += 1
             action = self.apply(rec, decoded.version or 0, now)
             self._count(action)
             result.actions.append(action)
