@@ -24,10 +24,6 @@ def _missing() -> str | None:
     for tool in ("ip", "iptables", "curl", "ss"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
-    try:
-        import netfilterqueue  # noqa: F401
-    except ImportError:
-        return "netfilterqueue is not installed (pip install 'pyvs[live]')"
     return None
 
 
@@ -70,20 +66,20 @@ def ss_states(ns: str, port: int) -> list[str]:
     return sorted(line.split()[0] for line in out.splitlines() if line.split()[0] != "LISTEN")
 
 
-@pytest.mark.parametrize("request_mode", ["nat", "dr"], indirect=True)
+@pytest.mark.parametrize("request_mode", ["nat", "dr", "tun"], indirect=True)
 def test_round_robin_and_http10_counts(lab) -> None:
     assert [curl(lab) for _ in range(4)] == ["rs2\n", "rs1\n", "rs2\n", "rs1\n"]
     snap = table()
     rs1, rs2 = lab["realservers"]
     assert dests(snap, 80) == {rs1: (0, 2), rs2: (0, 2)}
-    # the client closed after each fetch: NAT saw both sides (TIME_WAIT), DR only the
-    # client's FIN (FIN_WAIT), both for 120 s
+    # the client closed after each fetch: NAT saw both sides (TIME_WAIT), DR and TUN only
+    # the client's FIN (FIN_WAIT), both for 120 s
     want = "TIME_WAIT" if lab["mode"] == "nat" else "FIN_WAIT"
     assert [c["state"] for c in snap["connections"]] == [want] * 4
     assert all(118 <= c["expires"] <= 120 for c in snap["connections"])
 
 
-@pytest.mark.parametrize("request_mode", ["nat", "dr"], indirect=True)
+@pytest.mark.parametrize("request_mode", ["nat", "dr", "tun"], indirect=True)
 def test_held_connection_is_active_and_matches_ss(lab) -> None:
     holder = subprocess.Popen(
         ["ip", "netns", "exec", netns.ns("c1"), sys.executable, "-c",
@@ -136,16 +132,18 @@ def test_lab_down_removes_every_namespace() -> None:
             os.kill(pid, 0)
 
 
-def test_lab_check_finds_a_missing_vip() -> None:
+@pytest.mark.parametrize("mode", ["dr", "tun"])
+def test_lab_check_finds_a_missing_vip(mode: str) -> None:
     netns.down(out=open(os.devnull, "w"))
-    netns.up("dr", 1, 1, out=open(os.devnull, "w"))
+    netns.up(mode, 1, 1, out=open(os.devnull, "w"))
     try:
+        dev = "lo" if mode == "dr" else netns.tun_device(netns.ns("r1"))
         subprocess.run(["ip", "netns", "exec", netns.ns("r1"), "ip", "addr", "del",
-                        "203.0.113.100/32", "dev", "lo"], check=True)
+                        "203.0.113.100/32", "dev", dev], check=True)
         import io
         out = io.StringIO()
         assert netns.check(out=out) == 1
-        assert "PROBLEM rs1 203.0.113.11: VIP 203.0.113.100 on lo" in out.getvalue()
+        assert f"PROBLEM rs1 203.0.113.11: VIP 203.0.113.100 on {dev}" in out.getvalue()
     finally:
         netns.down(out=open(os.devnull, "w"))
 

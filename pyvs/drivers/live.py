@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..core.engine import IN, OUT, Director
+from ..core.forwarding import TUNNEL
 from ..core.verdict import DROP
 from . import netfilter
 from .daemon import Runtime, on_stop_signals
@@ -44,7 +46,17 @@ class Packets:
         self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.icmp.setblocking(False)
         self.packets = 0
+        self.gso = True
+        self.follow()
         runtime.loop.add_reader(queue, self.read)
+
+    def follow(self) -> None:
+        """After a change: GSO only while no realserver is a tunnel's (the queue hands
+        GSO packets over whole; wrapped in IPIP and returned, one could not be cut up)."""
+        gso = not any(d.fwd == TUNNEL for svc in self.director.services for d in svc.dests)
+        if gso != self.gso:
+            self.queue.set_gso(gso)
+            self.gso = gso
 
     def read(self) -> None:
         q, receive, now = self.queue, self.director.receive, self.clock()
@@ -74,6 +86,15 @@ class Packets:
         self.queue.close()
 
 
+def _following(setup: netfilter.Setup, packets: Packets | None) -> Callable[[], None]:
+    """What a control-plane change is followed by: the rules, and the queue's GSO."""
+    def changed() -> None:
+        setup.update()
+        if packets is not None:
+            packets.follow()
+    return changed
+
+
 def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool = False,
         procfs_dir: str | None = None, metrics: str | None = None,
         state: Path | None = None, grace: float = GRACE, queues: int = 1) -> int:
@@ -96,7 +117,7 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
             except NfqueueError as exc:
                 raise netfilter.SetupError(str(exc)) from None
         log.info("rules: %s", setup.apply())          # the queue is read before it fills
-        runtime.on_change = setup.update
+        runtime.on_change = _following(setup, packets)
         runtime.start()
         on_stop_signals(runtime.loop.stop)
         log.info("director running: %s, %d services",

@@ -20,7 +20,9 @@ Why each piece (docs/live.md):
   mangle PYVS-QIN/QOUT  with --queues N: each client's requests and replies to its
                     worker's queue (pyvs.drivers.queues)
   ip rule fwmark    DR: one table per realserver routes the unchanged packet to its MAC
-  sysctls           ip_forward=1; send_redirects=0 (DR forwards out the way it came in)
+  sysctls           ip_forward=1; send_redirects=0 (DR forwards out the way it came in);
+                    TUN: accept_local=1 (the IPIP packet, rewritten before routing, has
+                    the director's own address as its source: else a martian, dropped)
 
 A stop holds the queued traffic for a grace period (`hold`): the queue rules stay, without
 --queue-bypass and only until a deadline (`-m time --datestop`), so while no director
@@ -41,7 +43,7 @@ from pathlib import Path
 
 from ..control import namespace_id
 from ..core.engine import Director
-from ..core.forwarding import DROUTE, MASQ
+from ..core.forwarding import DROUTE, MASQ, TUNNEL
 from ..core.packet import PROTO_NAMES, int_to_ip
 from .queues import Split
 
@@ -225,6 +227,8 @@ class Setup:
                        for d in svc.dests if d.fwd == DROUTE}
         if set(route_dests) - self.routed:
             self._routes({m: a for m, a in route_dests.items() if m not in self.routed})
+        if any(d.fwd == TUNNEL for svc in self.director.services for d in svc.dests):
+            self._sysctl("net.ipv4.conf.all.accept_local", "1")
         if text != self._last:
             _run(["iptables-restore", "--noflush"], stdin=text)
             self._last = text

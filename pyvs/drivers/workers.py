@@ -132,6 +132,7 @@ class Fleet(Runtime):
                                                lambda addr: self.split.worker(addr) == w.k))
             packets = Packets(Queue(self.split.base + w.k, fail_open=not self.fail_closed),
                               director, runtime)
+            runtime.on_change = packets.follow
             runtime.start()
             signal.signal(STOP, lambda *_: runtime.loop.stop())
             runtime.loop.run()

@@ -11,6 +11,7 @@ Addresses are the Vagrant lab's (vagrant/Vagrantfile):
          realservers 192.0.2.11.. (default route via 192.0.2.1)
     DR, TUN  one segment 203.0.113.0/24: director .1, clients .2.., realservers .11..,
          VIP 203.0.113.100 (on the realservers' lo / tunl0; routed via the director)
+         (TUN on a kernel without the ipip driver: pyvs.lab.ipip decapsulates instead)
 Each host is set up by the same provisioning scripts as the VMs (pyvs/data/provision/*.sh,
 PYVS_INIT=none); the lab then starts the director and the backends itself.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from ..control import NoDirector, request
 from ..core.forwarding import BY_MODE, MODES
 from ..resources import PROVISION
+from . import ipip
 
 PROJECT = Path(__file__).resolve().parents[2]
 # PYVS_LAB names a lab (default "pyvs"): its namespaces are NAME-d, NAME-c1.., NAME-r1..,
@@ -173,6 +175,8 @@ def _build(state: dict, out, start_director: bool = True) -> None:
         host = ns(f"r{i + 1}")
         port(host, "eth0", f"r{i + 1}", rs_br, f"{addr}/24")
         _provision(host, "realserver", state, PYVS_NAME=f"rs{i + 1}")
+        if mode == "tun" and tun_device(host) == ipip.DEVICE:
+            _start_ipip(state, host, f"ipip{i + 1}")
         log = open(STATE_DIR / f"rs{i + 1}.log", "w")
         proc = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m",
                                  "pyvs.lab.backends", "--name", f"rs{i + 1}"],
@@ -208,6 +212,33 @@ def _build(state: dict, out, start_director: bool = True) -> None:
     print(f"lab up: {mode.upper()}, VIP {state['vip']}, {len(state['realservers'])} "
           f"realservers, {len(state['clients'])} client(s); director log "
           f"{STATE_DIR / 'director.log'}", file=out)
+
+
+def tun_device(host: str) -> str:
+    """The device that holds a TUN realserver's VIP: tunl0 where the kernel has the ipip
+    driver, else pyvs.lab.ipip's."""
+    return "tunl0" if exec_in(host, "ip", "-o", "link", "show", "tunl0", check=False) \
+        else ipip.DEVICE
+
+
+def _start_ipip(state: dict, host: str, name: str) -> None:
+    """No ipip driver on this realserver: pyvs.lab.ipip decapsulates onto its TUN device
+    (pyvs/data/provision/realserver.sh leaves it to the lab); wait until it holds the VIP."""
+    log = open(STATE_DIR / f"{name}.log", "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m",
+                             "pyvs.lab.ipip", "--vip", state["vip"]],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state["pids"][name] = proc.pid
+    _save(state)
+    for _ in range(100):
+        if f" {state['vip']}/32 " in exec_in(host, "ip", "-4", "-o", "addr", "show", "dev",
+                                             ipip.DEVICE, check=False):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise LabError(f"{host}: pyvs.lab.ipip did not come up: "
+                   + (STATE_DIR / f"{name}.log").read_text().strip()[-300:])
 
 
 def _wait_listening(state: dict) -> None:
@@ -304,7 +335,7 @@ def check(out=sys.stdout) -> int:
                    f"default route via the director {state['dip']} (else replies bypass it: "
                    "incorrect routing, handshakes never complete)")
         else:
-            dev = "lo" if mode == "dr" else "tunl0"
+            dev = "lo" if mode == "dr" else tun_device(rns)
             have = exec_in(rns, "ip", "-4", "-o", "addr", "show", "dev", dev, check=False)
             report(f" {vip}/32 " in have, host, f"VIP {vip} on {dev} (else it drops the "
                    "director's packets for the VIP)")
