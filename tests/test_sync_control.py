@@ -145,6 +145,21 @@ def test_commands_cross_the_control_socket_as_dicts() -> None:
                      "syncid": "7"})
 
 
+def test_backup_only_turns_ipvs_off_while_a_backup_daemon_runs() -> None:
+    d = make_director(DROUTE)
+    d.apply(C.SetSysctl("backup_only", 1), 0.0)
+    assert Flow(d).inb(SYN, 0.0).reason == "forward"      # no backup daemon: no effect
+    start(d, "backup")
+    v = Flow(d, cport=40001).inb(SYN, 1.0)
+    assert (v.action, v.reason) == ("accept", "backup-only")
+    assert Flow(d).inb(ACK, 1.0).reason == "backup-only"  # entries too: both hooks accept
+    d.apply(C.SetSysctl("backup_only", 0), 2.0)
+    assert Flow(d).inb(ACK, 2.0).reason == "forward"
+    d.apply(C.SetSysctl("backup_only", 1), 2.0)
+    d.apply(C.StopDaemon("backup"), 3.0)
+    assert Flow(d, cport=40001).inb(SYN, 3.0).reason == "forward"
+
+
 # ---------------------------------------------------------------------- pyvsadm
 def test_pyvsadm_parses_the_daemon_commands_as_ipvsadm() -> None:
     c = parse(["--start-daemon", "backup", "--mcast-interface", "eth1", "--syncid", "7",

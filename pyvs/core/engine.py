@@ -56,6 +56,7 @@ from .sysctls import Sysctls, change_problem
 from .verdict import (
     ACCEPT,
     DROP,
+    R_BACKUP_ONLY,
     R_DEST_UNAVAILABLE,
     R_DROP_PACKET,
     R_FORWARD,
@@ -83,7 +84,7 @@ UNPRIVILEGED_PORT_START: Final = 1024
 
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
 _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
-                                  R_NO_CONNECTION, R_NOT_SCHEDULED)}
+                                  R_NO_CONNECTION, R_NOT_SCHEDULED, R_BACKUP_ONLY)}
 _DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK,
                                      R_NO_MEMORY, R_DROP_PACKET)}
 
@@ -145,6 +146,8 @@ class Director:
         # last saw them (the kernel looks the device up at start); None: not known (replay,
         # simulation), every name taken, with MTU 1500.
         self.links: dict[str, int] | None = None
+        # sysctl_backup_only(): backup_only=1 while a backup daemon runs turns IPVS off
+        self.passive = False
         self.start = start
         self._next_est = start + ESTIMATOR_PERIOD
         self._due = self._next_est
@@ -223,6 +226,10 @@ class Director:
             start_daemon(self, cmd, now)
         elif isinstance(cmd, C.StopDaemon):
             stop_daemon(self, cmd.state)
+        self._update_passive()
+
+    def _update_passive(self) -> None:
+        self.passive = bool(self.sysctls.backup_only) and self.sync_backup is not None
 
     def _service(self, key: C.ServiceKey, missing: str) -> Service:
         svc = self.find_service(key.protocol, key.addr, key.port, key.fwmark)
@@ -244,6 +251,7 @@ class Director:
             raise ConfigError(problem)
         setattr(self.sysctls, name, int(value))
         self._update_defense()            # proc_do_defense_mode(): at once
+        self._update_passive()
 
     def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
         """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only.  An
@@ -811,6 +819,8 @@ class Director:
         """
         if now >= self._due:
             self.handle_timers(now)
+        if self.passive:
+            return _ACCEPT[R_BACKUP_ONLY]
         # lookup keys are slices of the packet, so they must be bytes
         data = packet if isinstance(packet, bytes) else bytes(packet)
         n = len(data)

@@ -50,7 +50,8 @@ class Sysctls:
     am_droprate: int = knob(10, 0, INT_MAX, True, "drop_packet 3's rate")
     cache_bypass: int = knob(0, 0, 1, False, "fwmark packets with no realserver go "
                              "straight to their destination")
-    backup_only: int = knob(0, 0, 1, False, "no forwarding while a sync backup")
+    backup_only: int = knob(0, 0, 1, True, "IPVS off (every packet passed on untouched) "
+                            "while a backup sync daemon runs")
     sync_version: int = knob(1, 0, 1, True, "sync message format")
     sync_threshold: int = knob(3, 0, INT_MAX, True, "sync an entry at this many inbound "
                                "packets ...")

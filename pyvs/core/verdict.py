@@ -22,6 +22,8 @@ R_REUSE_CONNTRACK: Final = "reuse-conntrack"    # a SYN reusing an entry, conntr
                                                 # dropped once, the client retransmits
 R_DROP_PACKET: Final = "drop-packet"            # the drop_packet defense: a new connection
 R_NO_MEMORY: Final = "no-memory"                # the memory budget is spent: no new entry
+R_BACKUP_ONLY: Final = "backup-only"            # backup_only=1 and a backup sync daemon:
+                                                # IPVS does nothing (both hooks accept)
 
 
 class Verdict:
