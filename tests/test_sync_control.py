@@ -328,3 +328,28 @@ def test_the_masters_encoder_writes_what_the_record_encoders_write() -> None:
         rec = record_from_conn(cp)
         assert encode_conn(cp, 1) == encode_v1_record(rec)
         assert encode_conn(cp, 0) == encode_v0_record(rec)
+
+
+def test_workers_backups_apply_their_own_clients_and_their_counters_merge() -> None:
+    """pyvs run --queues N: every worker's backup hears every datagram, each applies its
+    own clients' records; merged, the datagrams count once and the records add up."""
+    from pyvs.views.merge import merge
+    md = make_director(DROUTE)
+    start(md)
+    for i, client in enumerate(("10.0.0.5", "10.0.0.6", "10.0.0.7")):
+        f = Flow(md, client, 40000 + i)
+        for flags in (SYN, ACK, ACK):
+            f.inb(flags, 0.0)
+    sent = md.sync_master.due(3.0)
+    workers = [make_director(DROUTE), make_director(DROUTE)]
+    for k, w in enumerate(workers):
+        start(w, "backup")
+        w.sync_backup.owns = lambda addr, k=k: addr % 2 == k        # the split
+        for _, dg in sent:
+            w.sync_backup.receive(dg, 3.0)
+        w.sync_backup.receive(b"\x00", 3.0)
+    assert [[c.caddr for c in w.connections()] for w in workers] == [
+        [ip("10.0.0.6")], [ip("10.0.0.5"), ip("10.0.0.7")]]
+    (merged,) = merge([snapshot(w, 3.0, False) for w in workers], 3.0)["daemons"]
+    assert merged["counters"] == {"messages": 2, "records": 3,
+                                  "results": {"created": 3, "short": 1}}
