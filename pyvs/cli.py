@@ -334,7 +334,8 @@ def _queues(text: str) -> int:
 
 def _director(args: argparse.Namespace):
     from .core.engine import Director
-    director = _load(args).build(0.0) if args.config else Director()
+    from .drivers.syncsock import links  # the interfaces a configured sync daemon names
+    director = _load(args).build(0.0, links()) if args.config else Director()
     if args.max_memory:
         director.set_memory_limit(args.max_memory, 0.0)
     return director

@@ -353,3 +353,64 @@ def test_workers_backups_apply_their_own_clients_and_their_counters_merge() -> N
     (merged,) = merge([snapshot(w, 3.0, False) for w in workers], 3.0)["daemons"]
     assert merged["counters"] == {"messages": 2, "records": 3,
                                   "results": {"created": 3, "short": 1}}
+
+
+# ---------------------------------------------------------------------- configuration files
+def test_yaml_sync_daemons_start_with_the_director_and_round_trip(tmp_path) -> None:
+    from pyvs.config import from_snapshot
+    from pyvs.config.yamlfile import dump
+    path = tmp_path / "d.yaml"
+    path.write_text("services: []\nsync_daemons:\n"
+                    "  - {state: master, interface: eth0, syncid: 7}\n"
+                    "  - {state: backup, interface: eth1, syncid: 7, group: 239.0.0.9, "
+                    "port: 9000, ttl: 2, maxlen: 2000}\n")
+    cfg = load(str(path))
+    d = cfg.build(0.0, {"eth0": 1500, "eth1": 9000})
+    assert listed(d) == (
+        "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, "
+        "port=8848, ttl=1)\n"
+        "backup sync daemon (mcast=eth1, syncid=7, maxlen=2000, group=239.0.0.9, "
+        "port=9000, ttl=2)\n")
+    text = dump(cfg)
+    assert "sync_daemons:" in text
+    path.write_text(text)
+    assert load(str(path)).daemons == cfg.daemons
+    # a running director's daemons are saved with their values (pyvs list --save-yaml)
+    back = from_snapshot(snapshot(d, 0.0, False))
+    assert listed(back.build()) == listed(d)
+    with pytest.raises(ConfigFileError, match=r"master sync daemon on eth0: No such device$"):
+        cfg.build(0.0, {"eth1": 1500})
+
+
+@pytest.mark.parametrize("entry,text", [
+    ("{state: primary, interface: eth0}", "sync_daemons[0].state: 'primary' is not one of"),
+    ("{state: master}", "sync_daemons[0].interface: the interface the daemon multicasts on"),
+    ("{state: master, interface: eth0, syncid: 300}",
+     "sync_daemons[0].syncid: 300 is out of range 0..255"),
+    ("{state: master, interface: eth0, group: 10.0.0.1}",
+     "sync_daemons[0]: invalid IPv4 mcast-group `10.0.0.1'"),
+    ("{state: master, interface: eth0, colour: red}", "sync_daemons[0].colour: unknown field"),
+])
+def test_yaml_sync_daemons_bad_input_is_one_line(tmp_path, entry, text) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(f"services: []\nsync_daemons:\n  - {entry}\n")
+    with pytest.raises(ConfigFileError) as exc:
+        load(str(path))
+    assert text in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_second_daemon_of_one_kind_in_a_file_is_refused(tmp_path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text("services: []\nsync_daemons:\n  - {state: master, interface: eth0}\n"
+                    "  - {state: master, interface: eth1}\n")
+    with pytest.raises(ConfigFileError, match=r"sync_daemons\[1\]: a master daemon is already"):
+        load(str(path))
+
+
+def test_an_ipvsadm_rules_file_may_start_daemons(tmp_path) -> None:
+    path = tmp_path / "rules"
+    path.write_text("-A -t 10.0.0.100:80 -s rr\n"
+                    "--start-daemon backup --mcast-interface eth1 --syncid 3\n")
+    assert listed(load(str(path)).build()) == (
+        "backup sync daemon (mcast=eth1, syncid=3, maxlen=1472, group=224.0.0.81, "
+        "port=8848, ttl=1)\n")

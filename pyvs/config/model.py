@@ -1,5 +1,6 @@
 """The one configuration model every format translates into: a director's kernel profile,
-timeouts, sysctls and its services with their realservers, in the order they are added.
+timeouts, sysctls, its services with their realservers, in the order they are added, and
+its connection sync daemons.
 
 YAML files, ipvsadm rules files and keepalived.conf all produce a :class:`Config`; a
 running director's table gives one back (:func:`from_snapshot`), so YAML -> director ->
@@ -63,6 +64,7 @@ class Config:
     sysctls: Sysctls = field(default_factory=Sysctls)
     tunnel_source: int | None = None
     services: list[VirtualService] = field(default_factory=list)
+    daemons: list[C.StartDaemon] = field(default_factory=list)   # started after the services
     warnings: list[str] = field(default_factory=list)   # what the source said pyvs ignores
 
     def with_forward(self, fwd: int) -> Config:
@@ -82,13 +84,16 @@ class Config:
             out.append(C.AddService(vs.key, vs.scheduler, vs.flags, vs.timeout, vs.netmask))
             out.extend(C.AddDest(vs.key, rs.address, rs.port, rs.forward, rs.weight,
                                  rs.u_threshold, rs.l_threshold) for rs in vs.realservers)
+        out.extend(self.daemons)
         return out
 
-    def build(self, now: float = 0.0) -> Director:
-        """A fresh director with this configuration."""
+    def build(self, now: float = 0.0, links: dict[str, int] | None = None) -> Director:
+        """A fresh director with this configuration; `links`: the interfaces a sync daemon
+        may use (Director.links; None: any)."""
         director = Director(kernel=self.kernel, sysctls=replace(self.sysctls),
                             timeouts=self.timeouts, tunnel_source=self.tunnel_source,
                             start=now)
+        director.links = links
         for cmd in self.commands():
             try:
                 director.apply(cmd, now)
@@ -99,6 +104,8 @@ class Config:
 
 def describe(cmd: C.Command) -> str:
     """A command as a person reads it, for error messages: `service tcp 10.0.0.1:80`."""
+    if isinstance(cmd, C.StartDaemon):
+        return f"{cmd.state} sync daemon on {cmd.mcast_ifn}"
     key = getattr(cmd, "service", None)
     if key is None:
         return type(cmd).__name__
@@ -142,4 +149,8 @@ def from_snapshot(snap: dict[str, Any], path: str = "<director>") -> Config:
                                              BY_WORD[d["forward"]].code, d["weight"],
                                              d["uthreshold"], d["lthreshold"]))
         cfg.services.append(vs)
+    for d in snap.get("daemons", []):
+        cfg.daemons.append(C.StartDaemon(d["state"], d["mcast_ifn"], d["syncid"],
+                                         d["sync_maxlen"], ip_to_int(d["mcast_group"]),
+                                         d["mcast_port"], d["mcast_ttl"]))
     return cfg

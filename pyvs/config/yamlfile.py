@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..core import commands as C
 from ..core.engine import Timeouts
 from ..core.forwarding import BY_CODE, BY_WORD, CONFIG_WORDS, MASQ
 from ..core.limits import (
@@ -28,6 +29,8 @@ from ..core.packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip, ip_to_int
 from ..core.schedulers import SCHED_FLAG, SCHEDULERS, sched_flag_names
 from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
 from ..core.states import DEFAULT_PROFILE, KERNELS
+from ..core.sync import SYNC_GROUP_ADDR
+from ..core.syncmsg import SYNC_PORT
 from ..core.sysctls import KNOBS, Sysctls, threshold_problem
 from ..core.sysctls import check as sysctl_problem
 from .model import Config, ConfigFileError, RealServer, VirtualService
@@ -108,7 +111,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-TOP = ("kernel", "timeouts", "sysctls", "services", "tunnel_source")
+TOP = ("kernel", "timeouts", "sysctls", "services", "tunnel_source", "sync_daemons")
+DAEMON = ("state", "interface", "syncid", "maxlen", "group", "port", "ttl")
 SERVICE = ("protocol", "address", "fwmark", "scheduler", "flags", "persistent", "netmask",
            "ops", "realservers")
 REALSERVER = ("address", "forward", "weight", "uthreshold", "lthreshold")
@@ -138,7 +142,33 @@ def parse(data: Any, path: str) -> Config:
             raise r.fail(f"services[{i}]", "service already defined earlier in the file")
         seen.add(vs.key)
         cfg.services.append(vs)
+    for i, raw in enumerate(r.seq(top.get("sync_daemons"), "sync_daemons")):
+        daemon = _daemon(r, raw, f"sync_daemons[{i}]")
+        if any(d.state == daemon.state for d in cfg.daemons):
+            raise r.fail(f"sync_daemons[{i}]", f"a {daemon.state} daemon is already defined "
+                         "earlier in the file (one of each at most)")
+        cfg.daemons.append(daemon)
     return cfg
+
+
+def _daemon(r: Reader, raw: Any, where: str) -> C.StartDaemon:
+    """{state: master|backup, interface: IF, syncid, maxlen, group, port, ttl}: what
+    ipvsadm --start-daemon takes, its checks and its defaults (0: the kernel's)."""
+    d = r.mapping(raw, where, DAEMON)
+    state = r.choice(d.get("state"), f"{where}.state", C.DAEMON_STATES)
+    ifn = d.get("interface")
+    if not isinstance(ifn, str) or not ifn:
+        raise r.fail(f"{where}.interface", "the interface the daemon multicasts on, e.g. eth0")
+    group = r.ip(d["group"], f"{where}.group") if "group" in d else 0
+    cmd = C.StartDaemon(
+        state, ifn, r.integer(d.get("syncid", 0), f"{where}.syncid", 0, 255),
+        r.integer(d.get("maxlen", 0), f"{where}.maxlen", 0, C.MAX_SYNC_MAXLEN), group,
+        r.integer(d.get("port", 0), f"{where}.port", 0, MAX_PORT),
+        r.integer(d.get("ttl", 0), f"{where}.ttl", 0, 255))
+    problem = C.check(cmd)
+    if problem:
+        raise r.fail(where, problem)
+    return cmd
 
 
 def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
@@ -310,6 +340,22 @@ def to_data(cfg: Config) -> dict[str, Any]:
     if cfg.tunnel_source is not None:
         out["tunnel_source"] = int_to_ip(cfg.tunnel_source)
     out["services"] = [_service_data(vs) for vs in cfg.services]
+    if cfg.daemons:
+        out["sync_daemons"] = [_daemon_data(d) for d in cfg.daemons]
+    return out
+
+
+def _daemon_data(d: C.StartDaemon) -> dict[str, Any]:
+    """Only what differs from the kernel's defaults (group 224.0.0.81, port 8848, TTL 1)."""
+    out: dict[str, Any] = {"state": d.state, "interface": d.mcast_ifn, "syncid": d.syncid}
+    if d.sync_maxlen:
+        out["maxlen"] = d.sync_maxlen
+    if d.mcast_group and d.mcast_group != SYNC_GROUP_ADDR:
+        out["group"] = int_to_ip(d.mcast_group)
+    if d.mcast_port and d.mcast_port != SYNC_PORT:
+        out["port"] = d.mcast_port
+    if d.mcast_ttl and d.mcast_ttl != 1:
+        out["ttl"] = d.mcast_ttl
     return out
 
 
