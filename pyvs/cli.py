@@ -121,7 +121,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out.write(_render(snap, args))
     except ConfigError as exc:
         raise UsageError(f"pyvs replay: an event was refused: {exc}") from None
+    if not _forwarded(director):
+        print(f"pyvs: warning: {args.capture}: no packet reached a realserver of a service "
+              f"in {args.config} (the capture's traffic goes to {_destinations(packets)}); "
+              "the table shows none of it", file=sys.stderr)
     return 0
+
+
+def _forwarded(director) -> bool:
+    """Whether any packet was forwarded to a realserver (a service's counters moved)."""
+    return bool(director.total_base.inpkts
+                or any(svc.live_counters().inpkts for svc in director.services))
+
+
+def _destinations(packets: list, shown: int = 3) -> str:
+    """Where the capture's connections go (the destinations of its SYNs, else of all its
+    TCP and UDP packets), most frequent first: `10.0.0.1:80 (TCP)`."""
+    from collections import Counter
+    opening: Counter[str] = Counter()
+    every: Counter[str] = Counter()
+    for _, pkt in packets:
+        if len(pkt) < 24 or pkt[0] >> 4 != 4 or pkt[9] not in (6, 17):
+            continue
+        ihl = (pkt[0] & 15) * 4
+        port = int.from_bytes(pkt[ihl + 2:ihl + 4], "big")
+        dest = (f"{'.'.join(str(b) for b in pkt[16:20])}:{port} "
+                f"({'TCP' if pkt[9] == 6 else 'UDP'})")
+        every[dest] += 1
+        if pkt[9] == 17 or (len(pkt) > ihl + 13 and pkt[ihl + 13] & 0x12 == 0x02):
+            opening[dest] += 1
+    seen = opening or every
+    top = [d for d, _ in seen.most_common(shown)]
+    more = len(seen) - len(top)
+    return (", ".join(top) + (f" and {more} more" if more > 0 else "")) or "no TCP or UDP"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -332,24 +364,76 @@ def _queues(text: str) -> int:
     return int(text)
 
 
-def _director(args: argparse.Namespace):
+def _director(args: argparse.Namespace, cfg=None):
     from .core.engine import Director
     from .drivers.syncsock import links  # the interfaces a configured sync daemon names
-    director = _load(args).build(0.0, links()) if args.config else Director()
+    if cfg is None and args.config:
+        cfg = _load(args)
+    director = cfg.build(0.0, links()) if cfg is not None else Director()
     if args.max_memory:
         director.set_memory_limit(args.max_memory, 0.0)
     return director
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """A director with no packet source: a control plane to drive with pyvsadm."""
+    """A director with no packet source: a control plane to drive with pyvsadm; the
+    configuration's health checks run beside it, through its control socket."""
     from .control import SocketPathError, default_socket
     from .drivers.daemon import serve
+    cfg = _load(args) if args.config else None
+    path = args.socket or default_socket()
+    checks = _start_checks(cfg, path) if cfg is not None and cfg.has_checks() else None
     try:
-        return serve(_director(args), args.socket or default_socket(), args.procfs,
-                     args.metrics)
+        return serve(_director(args, cfg), path, args.procfs, args.metrics)
     except (OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs serve: {exc}") from None
+    finally:
+        if checks is not None:
+            checks.close()
+
+
+def _start_checks(cfg, path: str):
+    import logging
+
+    from .drivers.health import Checks, over_socket
+    logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
+    return Checks(cfg, over_socket(path)).start()
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    """keepalived's checker beside a running director: the configuration's checks, their
+    changes sent to the director's control socket, until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from .control import NoDirector, default_socket, request
+    cfg = _load(args)
+    if not cfg.has_checks():
+        raise UsageError(f"pyvs checks: {args.config} has no health checks")
+    path = args.socket or default_socket()
+    try:
+        table = request(path, {"op": "snapshot", "connections": False})["snapshot"]
+    except NoDirector as exc:
+        raise UsageError(f"pyvs checks: {exc}; start one with pyvs run or pyvs serve") from None
+    from .config import from_snapshot
+    from .config.model import pool_name
+    have = {vs.key for vs in from_snapshot(table).services}
+    for vs in cfg.services:
+        if vs.key not in have:
+            print(f"pyvs: warning: the director has no {pool_name(vs.key)}: its checks' "
+                  "changes will be refused", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    checks = _start_checks(cfg, path)
+    n = sum(len(rs.checks) for vs in cfg.services for rs in vs.realservers)
+    print(f"pyvs: checks: {n} checks of {len(cfg.pools())} virtual servers, changes to "
+          f"{path}", file=sys.stderr)
+    try:
+        stop.wait()
+    finally:
+        checks.close()
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -358,12 +442,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .control import SocketPathError, default_socket
     from .drivers import daemon, live, netfilter
     logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
-    director = _director(args)
+    cfg = _load(args) if args.config else None
+    director = _director(args, cfg)
     state = None if args.no_state else Path(args.state) if args.state else daemon.state_path()
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
                         args.fail_closed, args.procfs, args.metrics, state,
-                        args.restart_grace, args.queues)
+                        args.restart_grace, args.queues, cfg)
     except (netfilter.SetupError, OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs run: {exc}") from None
 
@@ -413,7 +498,8 @@ def _table_source(p: argparse.ArgumentParser) -> None:
 
 def _config_flags(p: argparse.ArgumentParser, required: bool, text: str) -> None:
     p.add_argument("--config", required=required, help=text + " (pyvs YAML, an ipvsadm "
-                   "rules file as ipvsadm -S writes it, or a shipped name: nat, dr, ...)")
+                   "rules file as ipvsadm -S writes it, a keepalived.conf, or a shipped "
+                   "name: nat, dr, ...)")
     p.add_argument("--config-format", choices=FORMATS,
                    help="the config's format (default: detected from its content)")
 
@@ -501,6 +587,11 @@ def _add_director(sub) -> None:
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_run)
     sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
                    "left in this network namespace").set_defaults(func=cmd_cleanup)
+    ch = sub.add_parser("checks", help="run a configuration's health checks (keepalived's "
+                        "checkers) against a running director")
+    _config_flags(ch, True, "the configuration whose checks to run")
+    ch.add_argument("--socket", help="the director's control socket")
+    ch.set_defaults(func=cmd_checks)
 
 
 def _add_lab(sub) -> None:

@@ -155,3 +155,26 @@ def test_capture_formats_read_the_same(tmp_path):
         got = list(read_capture(tmp_path / name))
         assert [p for _, p in got] == [p for _, p in base], name
         assert [t for t, _ in got] == [t for t, _ in base], name
+
+
+ELSEWHERE = ("services:\n  - {address: 10.9.9.9:8080, scheduler: rr, realservers: "
+             "[{address: 192.0.2.11:8080, forward: masq}]}\n")
+
+
+def test_compare_with_a_config_no_scenario_traffic_reaches(tmp_path):
+    """No perfect score for traffic that reaches no service: one line, exit 2."""
+    path = write(tmp_path, ELSEWHERE)
+    r = run_cli("compare", "telnet", "--config", path)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"{path}: no service takes scenario telnet's connections (TCP port "
+                        "23); its services: TCP 10.9.9.9:8080\n")
+
+
+def test_replay_of_a_capture_that_reaches_no_service_warns(tmp_path):
+    path = write(tmp_path, ELSEWHERE)
+    r = run_cli("replay", SAMPLE, "--config", path)
+    assert r.returncode == 0
+    assert r.stderr == (f"pyvs: warning: {SAMPLE}: no packet reached a realserver of a "
+                        f"service in {path} (the capture's traffic goes to "
+                        "198.51.100.100:80 (TCP)); the table shows none of it\n")
+    assert run_cli("replay", SAMPLE, "--config", "nat").stderr == ""

@@ -414,3 +414,18 @@ def test_an_ipvsadm_rules_file_may_start_daemons(tmp_path) -> None:
     assert listed(load(str(path)).build()) == (
         "backup sync daemon (mcast=eth1, syncid=3, maxlen=1472, group=224.0.0.81, "
         "port=8848, ttl=1)\n")
+
+
+def test_keepalived_sync_daemon_starts_the_master_daemon(tmp_path) -> None:
+    """keepalived's lvs_sync_daemon runs the master daemon while its VRRP instance is
+    MASTER; a pyvs director is always the master."""
+    path = tmp_path / "d.yaml"
+    path.write_text("services: []\nsync_daemon: {interface: eth1, instance: VI_1, syncid: 51, "
+                    "maxlen: 1400}\n")
+    assert listed(load(str(path)).build()) == (
+        "master sync daemon (mcast=eth1, syncid=51, maxlen=1400, group=224.0.0.81, "
+        "port=8848, ttl=1)\n")
+    path.write_text("services: []\nsync_daemon: {interface: eth1}\n"
+                    "sync_daemons: [{state: backup, interface: eth1}]\n")
+    with pytest.raises(ConfigFileError, match="give sync_daemon .* or sync_daemons, not both"):
+        load(str(path))

@@ -75,6 +75,7 @@ class Runtime:
         self.on_change: Callable[[], None] = lambda: None    # e.g. the live rules
         self.summary: dict[str, Any] = {}
         self.metrics_server: Any = None
+        self.registry: Any = None              # the Prometheus registry, with --metrics
         self.control = ControlServer(self, socket_path, self.loop)
         self._refresh(self.now())
         if metrics:
@@ -274,10 +275,10 @@ class Runtime:
 
         from ..views.metrics import IpvsCollector
         host, _, port = where.rpartition(":")
-        registry = CollectorRegistry()
-        registry.register(IpvsCollector(lambda: self.summary))
+        self.registry = CollectorRegistry()
+        self.registry.register(IpvsCollector(lambda: self.summary))
         self.metrics_server = start_http_server(int(port), addr=host or "0.0.0.0",
-                                                registry=registry)
+                                                registry=self.registry)
         log.info("metrics on http://%s:%s/metrics", host or "0.0.0.0", port)
 
     def close(self) -> None:

@@ -74,7 +74,8 @@ def _run(args: list[str], check: bool = True, stdin: str | None = None
     return proc
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts)."""
     try:
         os.kill(pid, 0)
         return True
@@ -191,7 +192,7 @@ class Setup:
         except (OSError, ValueError) as exc:
             raise SetupError(f"{self.path}: unreadable ({exc}); run `pyvs cleanup`") from None
         pid = int(old.get("pid", 0))
-        if pid and pid != os.getpid() and _alive(pid):
+        if pid and pid != os.getpid() and alive(pid):
             raise SetupError(f"a director (pid {pid}) runs in this network namespace "
                              f"({self.path}); stop it first")
         self.state = {"undo": old.get("undo", []), "pid": os.getpid()}

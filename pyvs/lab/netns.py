@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..control import NoDirector, request
 from ..core.forwarding import BY_MODE, MODES
+from ..drivers.netfilter import alive
 from ..resources import PROVISION
 from . import ipip
 
@@ -370,14 +371,6 @@ def _kill(pid: int, sig: int = signal.SIGTERM) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def down(out=sys.stdout) -> None:
     """Stop everything the lab started and delete its namespaces; safe to repeat."""
     state = json.loads(STATE.read_text()) if STATE.exists() else {"namespaces": [], "pids": {}}
@@ -386,7 +379,7 @@ def down(out=sys.stdout) -> None:
         _kill(pid)
     for pid in running:
         for _ in range(50):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.1)
         _kill(pid, signal.SIGKILL)
@@ -413,7 +406,7 @@ def status(out=sys.stdout) -> int:
     state = load_state()
     print(f"mode {state['mode']}, VIP {state['vip']}", file=out)
     for name, pid in state["pids"].items():
-        print(f"  {name:<9} pid {pid:<7} {'running' if _alive(pid) else 'DEAD'}", file=out)
+        print(f"  {name:<9} pid {pid:<7} {'running' if alive(pid) else 'DEAD'}", file=out)
     for host, ns in hosts(state).items():
         if host != "client":
             addrs = exec_in(ns, "ip", "-4", "-o", "addr", "show", check=False).split("\n")
@@ -438,7 +431,7 @@ def check(out=sys.stdout) -> int:
 
     for d in directors(state):
         report(sysctl(d["ns"], "net.ipv4.ip_forward") == "1", d["host"], "ip_forward=1")
-        report(_alive(state["pids"].get(d["host"], 0) or 0), d["host"], "pyvs run is running")
+        report(alive(state["pids"].get(d["host"], 0) or 0), d["host"], "pyvs run is running")
     for i, addr in enumerate(state["realservers"]):
         rns, host = ns(f"r{i + 1}"), f"rs{i + 1} {addr}"
         if mode == "nat":
@@ -510,4 +503,7 @@ def lab_exec(host: str, cmd: list[str]) -> int:
         raise LabError(f"unknown host {host!r} (hosts: {', '.join(sorted(names))})")
     if not cmd:
         raise LabError("nothing to run: pyvs lab exec HOST -- CMD...")
-    return subprocess.call(["ip", "netns", "exec", names[host], *cmd])
+    # pyvsadm and pyvs list on the director find the lab's control socket
+    return subprocess.call(["ip", "netns", "exec", names[host], *cmd],
+                           env={**os.environ, "PYVS_SOCKET": os.environ.get("PYVS_SOCKET",
+                                                                              SOCKET)})

@@ -30,6 +30,7 @@ from .tcp import ACK, RST, SEGMENT, SYN, Socket, Stack, TcpParams, reset
 _DST = struct.Struct("!16xI")                  # an IPv4 packet's destination address
 CLIENT_BASE = (198 << 24) | (18 << 16) | 1          # 198.18.0.1, .2, ... (benchmark range)
 DIRECTOR_DIP = (192 << 24) | (0 << 16) | (2 << 8) | 1  # 192.0.2.1, the realservers' gateway
+CHECK_SESSION = Session(requests=0, end="none")         # a health check's server side
 
 
 @dataclass
@@ -132,7 +133,9 @@ class Lab:
                 rs.listen(port, self._accept, keepalive or port in rs.keepalive_ports)
 
     def _accept(self, sock: Socket) -> ServerApp:
-        return ServerApp(self.sim, self.registry.by_client[(sock.raddr, sock.rport)])
+        # no session: the director's health check, which connects and closes
+        return ServerApp(self.sim, self.registry.by_client.get((sock.raddr, sock.rport),
+                                                               CHECK_SESSION))
 
     def start_session(self, session: Session, client: int) -> None:
         """Open the session's connection from client `client` to the (first) VIP now."""
@@ -237,6 +240,8 @@ class Lab:
             self.packets += 1
             if self.params.bad_routing:
                 self.lost += 1
+            elif _DST.unpack_from(pkt)[0] == DIRECTOR_DIP and not self.masq:
+                self._deliver(self.params.lan_delay, self.director_stack.receive, pkt)
             elif self.masq:
                 self._deliver(self.params.lan_delay, self._from_rs_rx, pkt)
             else:

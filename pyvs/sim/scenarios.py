@@ -107,7 +107,9 @@ class Scenario:
     faults: list[Fault] = field(default_factory=list)      # realserver faults
     marks: list[tuple[float, str]] = field(default_factory=list)   # both, as written
     kernel: str | None = None       # the kernel profile, unless --kernel says otherwise
-    config: str | None = None       # the director's services (ipvsadm rules), else the lab's
+    # the director's services: ipvsadm rules, or a pyvs configuration as data (with health
+    # checks, say); else the lab's
+    config: str | dict[str, Any] | None = None
     reproduces: str = ""            # the public report it reproduces
 
     def add_event(self, text: str) -> None:
@@ -121,6 +123,8 @@ class Scenario:
         self.marks.append((at, f"{realserver} {kind}"))
 
     def director_config(self) -> Config | None:
+        if isinstance(self.config, dict):
+            return parse(self.config, f"{self.name}: config")
         return None if self.config is None else rules_format.parse(self.config, self.name)
 
     def all_sessions(self, rng: random.Random) -> list[Session]:
@@ -208,7 +212,32 @@ def _changing() -> list[Scenario]:
         reproduces="kubernetes/kubernetes#84041 and kubermatic/kubelb#539: a tcp timeout "
         "below the applications' keepalive interval")
     timeout.add_event("60 ipvsadm --set 120 0 0")
-    return [drain, remove, remove_expire, reuse, reuse_ct, reuse_0, timeout]
+    return [drain, remove, remove_expire, reuse, reuse_ct, reuse_0, timeout, _check_flap()]
+
+
+CHECKED = {"services": [{
+    "protocol": "tcp", "address": f"{VIP}:80", "scheduler": "rr",
+    "health": {"delay_loop": 3, "connect_timeout": 1, "retry": 1, "delay_before_retry": 1},
+    "realservers": [{"address": f"192.0.2.{i}:80", "forward": "route",
+                     "checks": [{"type": "TCP_CHECK"}]} for i in (11, 12)]}]}
+
+
+def _check_flap() -> Scenario:
+    """keepalived's TCP_CHECK in the loop: what clients see while a check notices."""
+    flap = Scenario(
+        "check-flap", "www with keepalived's TCP_CHECK (delay_loop 3, retry 1): rs2 stops "
+        "listening at 20 s and comes back at 50 s, crashes at 80 s and is back at 110 s; "
+        "new connections reach it until the check removes it", 140,
+        [Session(start=1.0 + 0.5 * c + 2 * i, client=c, response_bytes=5000)
+         for c in range(4) for i in range(68)], clients=4, config=CHECKED,
+        show=(19, 24, 60, 84, 120),
+        reproduces="alibaba/LVS#34: without inhibit_on_failure keepalived deletes the "
+        "failed realserver, and clients see errors until it does")
+    flap.add_fault(20, "rs2", "refuse")
+    flap.add_fault(50, "rs2", "recover")
+    flap.add_fault(80, "rs2", "crash")
+    flap.add_fault(110, "rs2", "recover")
+    return flap
 
 
 def _builtins() -> dict[str, Scenario]:
@@ -342,9 +371,9 @@ def parse_scenario(data: Any, path: str) -> Scenario:
     if "kernel" in d:
         sc.kernel = r.choice(str(d["kernel"]), "kernel", KERNELS)
     if "config" in d:
-        if not isinstance(d["config"], str):
+        if not isinstance(d["config"], (str, dict)):
             raise r.fail("config", "expected ipvsadm rules, one per line (as ipvsadm -S "
-                         "writes them)")
+                         "writes them), or a pyvs configuration (services: ...)")
         sc.config = d["config"]
         try:
             sc.director_config()

@@ -155,6 +155,10 @@ class Socket:
         elif new == TIME_WAIT:
             self._cancel_timers()
             self.ka_gen += 1
+            if self.app is not None:          # for the application the connection is over
+                self.end = self.end or "closed"
+                app, self.app = self.app, None
+                app.closed(self)
             sim.after(p.time_wait, self._timeout, TIME_WAIT, self.rtx_gen)
         elif new == FIN_WAIT2:
             sim.after(p.fin_timeout, self._timeout, FIN_WAIT2, self.rtx_gen)

@@ -27,6 +27,8 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
     drops = ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"
     out.append(f"--- the run: {result.packets} packets sent, {result.lost} lost, "
                f"{result.firewall_resets} firewall resets, director drops: {drops}\n")
+    if result.checks:
+        out.append("--- the health checks:\n" + "".join(f"{c}\n" for c in result.checks))
     return "".join(out).rstrip("\n") + "\n"
 
 
