@@ -429,3 +429,45 @@ def test_keepalived_sync_daemon_starts_the_master_daemon(tmp_path) -> None:
                     "sync_daemons: [{state: backup, interface: eth1}]\n")
     with pytest.raises(ConfigFileError, match="give sync_daemon .* or sync_daemons, not both"):
         load(str(path))
+
+
+def test_a_full_socket_holds_the_masters_datagrams_in_order() -> None:
+    """EAGAIN: the kernel's master thread waits until its socket is writable and sends
+    the same message again (sync_thread_master()); nothing is lost or reordered."""
+    import socket
+
+    from pyvs.drivers.loop import Loop
+    from pyvs.drivers.syncsock import SyncSockets
+    d = make_director(DROUTE)
+    start(d, sync_maxlen=100)                  # two records a message: many messages
+    for i in range(60):
+        f = Flow(d, "10.0.0.5", 20000 + i)
+        for flags in (SYN, ACK, ACK):
+            f.inb(flags, 0.0)
+    loop = Loop(lambda: 3.0)
+    out, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)        # the minimum: a few
+    out.setblocking(False)
+    try:
+        io = SyncSockets(d, loop, loop.clock)
+        io.master, io.sending = d.sync_master, [out]
+        io.send_due(3.0)                       # 30 messages; the peer's queue holds fewer
+        assert 0 in io.waiting and io.errors["master"] == 0
+        got = []
+        peer.setblocking(False)
+        for _ in range(100):
+            try:
+                while True:
+                    got.append(peer.recv(200))
+            except BlockingIOError:          # read all there is: the socket drains
+                pass
+            if not io.waiting:
+                break
+            loop.run_once()                  # writable again: the waiting ones go out
+        assert len(got) == 30 and io.errors["master"] == 0
+        cports = [int.from_bytes(dg[8 + 10:8 + 12], "big") for dg in got]
+        assert cports == list(range(20000, 20060, 2))     # the first record of each, in order
+    finally:
+        out.close()
+        peer.close()
+        loop.close()

@@ -25,6 +25,7 @@ import fcntl
 import logging
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +123,7 @@ class SyncSockets:
         self.sending: list[socket.socket] = []
         self.receiving: list[socket.socket] = []
         self.errors = {"master": 0, "backup": 0}     # sends / receives that failed
+        self.waiting: dict[int, deque[bytes]] = {}   # a full socket's datagrams, by thread
         self.owns: Callable[[int], bool] | None = None   # a worker's clients (SyncBackup)
 
     def follow(self) -> None:
@@ -131,6 +133,7 @@ class SyncSockets:
         d = self.director
         if d.sync_master is not self.master:
             self._close(self.sending)
+            self.waiting.clear()
             self.master = d.sync_master
             if self.master is not None:
                 self.sending = self._open(self.master, True)
@@ -180,11 +183,38 @@ class SyncSockets:
         if self.master is None:
             return
         for thread, datagram in self.master.due(now):
-            try:
-                self.sending[thread].send(datagram)
-            except OSError as exc:            # the kernel's master logs and goes on too
-                self.errors["master"] += 1
-                log.debug("sync: send failed: %s", exc)
+            waiting = self.waiting.get(thread)
+            if waiting is not None:
+                waiting.append(datagram)
+            else:
+                self._send(thread, datagram)
+
+    def _send(self, thread: int, datagram: bytes) -> bool:
+        """ip_vs_send_sync_msg(): False if the socket is full.  Then, as the kernel's
+        thread waits until the socket is writable and sends the same message again, the
+        thread's datagrams wait, in order, for the selector; any other error loses the
+        message (the kernel logs "ip_vs_send_async error")."""
+        sock = self.sending[thread]
+        try:
+            sock.send(datagram)
+        except BlockingIOError:
+            if thread not in self.waiting:
+                self.waiting[thread] = deque()
+                self.loop.watch(sock, None, lambda: self._writable(thread))
+            self.waiting[thread].appendleft(datagram)
+            return False
+        except OSError as exc:
+            self.errors["master"] += 1
+            log.debug("sync: send failed: %s", exc)
+        return True
+
+    def _writable(self, thread: int) -> None:
+        waiting = self.waiting.pop(thread)
+        self.loop.watch(self.sending[thread], None, None)
+        while waiting:
+            if not self._send(thread, waiting.popleft()):
+                self.waiting[thread].extend(waiting)
+                return
 
     def _read(self, s: socket.socket) -> None:
         backup = self.backup
@@ -206,6 +236,7 @@ class SyncSockets:
             d.setdefault("counters", {})[key] = self.errors[d["state"]]
 
     def close(self) -> None:
+        self.waiting.clear()
         self._close(self.sending)
         self._close(self.receiving)
         self.master = self.backup = None
