@@ -1,0 +1,632 @@
+"""The simulator with several directors (a Scenario with a Cluster).
+
+Each director is the engine, as everywhere else, with its own TCP (for packets to its
+VIP that IPVS does not take) and its own sync daemons.  A master daemon's datagrams are
+the kernel's bytes (SyncMaster: the encoder, the buffering and the master thread's
+wake-ups on the timer wheel); the simulator carries them over the LAN to every other
+director running a backup daemon, whose SyncBackup decodes and applies them, so a backup
+knows at each instant exactly what a kernel backup would.
+
+The table compared with the realservers' sockets is, for each connection, the one its
+packets meet: the VIP holder's (a VRRP pair) or the director the router hashes the flow
+to (ECMP).  Every client connection's fate is kept: survived, reset (by whom), refused,
+timed out, or hung, and whether it was held across the scenario's pivot (the failure).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..config import Config, ConfigFileError
+from ..config.model import describe
+from ..core import commands as C
+from ..core.conn import Conn
+from ..core.engine import ConfigError, Director
+from ..core.forwarding import BY_MODE, MASQ
+from ..core.packet import int_to_ip
+from ..core.sync import SyncBackup, SyncMaster
+from ..views.snapshot import snapshot
+from . import tcp
+from .apps import ClientApp, Session
+from .cluster import Cluster
+from .ecmp import SPREADS, Resilient, flow_hash
+from .events import Simulation
+from .network import DIRECTOR_DIP, Lab, LabParams
+from .run import Result, Sample, _clients, _mode_of, _truth_hook, summarize
+from .scenarios import Scenario, lab_config
+from .truth import EXPIRED_EARLY, NONE, Agreement, RealserverTruth, dominant, explain
+
+_ADDRS = struct.Struct("!12xII")        # an IPv4 packet's source and destination
+_PORTS = struct.Struct("!HH")
+_DST = struct.Struct("!16xI")
+_INF = float("inf")
+
+
+class Node:
+    """One director host."""
+
+    __slots__ = ("name", "index", "engine", "stack", "marks", "master", "backup", "sync_at",
+                 "sent", "records", "received")
+
+    def __init__(self, name: str, index: int) -> None:
+        self.name = name
+        self.index = index
+        self.engine: Director | None = None      # None while the host is down
+        self.stack: tcp.Stack | None = None
+        self.marks: dict[int, Any] = {}
+        self.master: SyncMaster | None = None
+        self.backup: SyncBackup | None = None
+        self.sync_at = _INF                      # the master thread's pending wake-up
+        self.sent = 0                            # sync datagrams sent ...
+        self.records = 0                         # ... holding this many records
+        self.received = 0                        # sync datagrams received
+
+    @property
+    def up(self) -> bool:
+        return self.engine is not None
+
+
+# ---------------------------------------------------------------------- fronts
+class VipFront:
+    """A VRRP pair: every packet, the clients' and (NAT) the realservers' replies, goes to
+    the director holding the virtual addresses; a dead holder's are lost until another
+    takes over."""
+
+    version = 0
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.holder = nodes[0]
+
+    def route(self, pkt: bytes, now: float) -> Node:
+        return self.holder
+
+    def owner(self, cp: Conn, now: float) -> Node:
+        return self.holder
+
+    def role(self, node: Node) -> str:
+        return "holds the VIP" if node is self.holder else "backup"
+
+
+class EcmpFront:
+    """A router spreading the clients' flows over the directors of its group."""
+
+    def __init__(self, nodes: list[Node], cluster: Cluster) -> None:
+        self.by_name = {n.name: n for n in nodes}
+        self.policy = cluster.hash_policy
+        names = [n.name for n in nodes]
+        if cluster.spread == Resilient.name:
+            self.spread: Any = Resilient(names, 0.0, cluster.buckets, cluster.idle_timer)
+        else:
+            self.spread = SPREADS[cluster.spread](names, 0.0)
+        self.hashes: dict[bytes, int] = {}
+
+    @property
+    def version(self) -> int:
+        """Bumped when the router moves buckets by itself (a resilient group's upkeep)."""
+        return getattr(self.spread, "migrations", 0)
+
+    def route(self, pkt: bytes, now: float) -> Node | None:
+        ihl = (pkt[0] & 15) << 2
+        key = pkt[12:20] + pkt[ihl:ihl + 4]          # the engine's key (conn_key())
+        if pkt[9] != 6:
+            key = pkt[9:10] + key
+        h = self.hashes.get(key)
+        if h is None:
+            src, dst = _ADDRS.unpack_from(pkt)
+            sport, dport = _PORTS.unpack_from(pkt, ihl) if pkt[9] in (6, 17) else (0, 0)
+            h = self.hashes[key] = flow_hash(self.policy, src, dst, sport, dport, pkt[9])
+        name = self.spread.pick(h, now)
+        return None if name is None else self.by_name[name]
+
+    def owner(self, cp: Conn, now: float) -> Node | None:
+        h = self.hashes.get(cp.key)
+        if h is None:
+            h = self.hashes[cp.key] = flow_hash(self.policy, cp.caddr, cp.vaddr, cp.cport,
+                                                cp.vport, cp.protocol)
+        name = self.spread.pick(h, now, peek=True)
+        return None if name is None else self.by_name[name]
+
+    def set_member(self, node: Node, present: bool, now: float) -> None:
+        names = [m for m in self.spread.members if m != node.name]
+        if present:
+            names.append(node.name)
+        self.spread.set_members(names, now)
+
+    def role(self, node: Node) -> str:
+        return "in the ECMP group" if node.name in self.spread.members else "withdrawn"
+
+
+# ---------------------------------------------------------------------- client outcomes
+@dataclass
+class ClientConn:
+    """What became of one client connection."""
+
+    session: Session
+    started: float
+    established: float | None = None
+    ended: float | None = None
+    end: str = ""
+    sock: tcp.Socket | None = None
+    app: ClientApp | None = None
+
+
+class Tracked(ClientApp):
+    """A client session that records its connection's fate."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, sim: Simulation, session: Session, lab: Lab,
+                 conns: list[ClientConn]) -> None:
+        super().__init__(sim, session, lab)
+        self.conn = ClientConn(session, sim.now, app=self)
+        conns.append(self.conn)
+
+    def connected(self, sock: tcp.Socket) -> None:
+        self.conn.established = self.sim.now
+        super().connected(sock)
+
+    def closed(self, sock: tcp.Socket) -> None:
+        self.conn.sock = sock
+        self.conn.end = sock.end
+        self.conn.ended = self.sim.now
+        super().closed(sock)
+
+
+# ---------------------------------------------------------------------- the lab
+class ClusterLab:
+    """A Lab (its clients, realservers and links) with N directors behind a front, and
+    the sync daemons' datagrams between them."""
+
+    def __init__(self, sim: Simulation, cluster: Cluster, build: Any, params: LabParams,
+                 tcp_params: tcp.TcpParams, clients: int) -> None:
+        self.sim = sim
+        self.cluster = cluster
+        self.build = build
+        self.tcp_params = tcp_params
+        self.nodes = [Node(cluster.name(i), i) for i in range(cluster.directors)]
+        first = build(0.0)
+        lab = self.lab = Lab(sim, first, params, tcp_params, clients)
+        self.conns: list[ClientConn] = []
+        lab.client_app = lambda sim, session, lab: Tracked(sim, session, lab, self.conns)
+        lab.front = self._director
+        self.rst_from: dict[tuple[int, int], str] = {}    # client (addr, port): last RST's sender
+        self.accepted_by: dict[tuple[int, int], int] = {}  # client (addr, port): realserver
+        self.blackholed = 0                  # packets sent to a director that is down
+        self.applied: list[C.Command] = []   # the control-plane changes so far (a boot
+                                             # replays them: the host's configuration)
+        self.agreement: ClusterAgreement | None = None
+        names = {addr: f"rs{i + 1}" for i, addr in enumerate(sorted(lab.realservers))}
+        for addr, rs in lab.realservers.items():
+            rs.send = self._tagged(rs.send, names[addr])
+        self.front: VipFront | EcmpFront = (
+            EcmpFront(self.nodes, cluster) if cluster.front == "ecmp" else VipFront(self.nodes))
+        for node in self.nodes:
+            self._boot(node, first if node.index == 0 else None)
+
+    # ------------------------------------------------------------------ hosts
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes if n.engine is not None]
+
+    def _tagged(self, send: Any, who: str) -> Any:
+        """A host's sender that remembers who last sent an RST to which client port."""
+        clients, rst_from = self.lab.clients, self.rst_from
+
+        def out(pkt: bytes) -> None:
+            if pkt[9] == 6 and pkt[33] & tcp.RST:
+                dst = _DST.unpack_from(pkt)[0]
+                if dst in clients:
+                    rst_from[(dst, _PORTS.unpack_from(pkt, 20)[1])] = who
+            send(pkt)
+        return out
+
+    def _boot(self, node: Node, engine: Director | None = None) -> None:
+        """The host comes up: its configured services (and every change made so far),
+        an empty table, its own TCP, its sync daemons."""
+        now, lab = self.sim.now, self.lab
+        if engine is None:
+            engine = self.build(now)
+            for cmd in self.applied:
+                engine.apply(cmd, now)
+        node.engine = engine
+        node.stack = tcp.Stack(self.sim, lab.vips | {DIRECTOR_DIP}, self.tcp_params,
+                               self._tagged(lab._director_send, node.name))
+        node.marks = {mark: lab.rs_rx[addr] for mark, addr in engine.route_marks().items()
+                      if addr in lab.rs_rx}
+        if self.agreement is not None:
+            engine.watch = self.agreement.watcher(node)
+        sync = self.cluster.sync
+        if sync == "both" or (sync == "vrrp" and self._holds(node)):
+            self._start_master(node)
+        if sync == "both" or (sync == "vrrp" and not self._holds(node)):
+            node.backup = SyncBackup(engine, self.cluster.syncid)
+
+    def _holds(self, node: Node) -> bool:
+        return isinstance(self.front, VipFront) and self.front.holder is node
+
+    def _crash(self, node: Node) -> None:
+        if node.stack is not None:
+            node.stack.crash()
+        if node.master is not None:
+            node.master.stop()
+        node.engine = node.stack = node.master = node.backup = None
+        node.sync_at = _INF
+
+    def _take_vip(self, node: Node) -> None:
+        """A VRRP transition to MASTER; with sync mode vrrp, keepalived swaps daemons on
+        both sides (stop backup, start master; the old master: the reverse)."""
+        assert isinstance(self.front, VipFront)
+        old, self.front.holder = self.front.holder, node
+        if self.cluster.sync != "vrrp" or old is node:
+            return
+        if old.engine is not None:
+            self._stop_master(old)
+            old.backup = SyncBackup(old.engine, self.cluster.syncid)
+        node.backup = None
+        self._start_master(node)
+
+    def director_event(self, node: Node, kind: str) -> None:
+        now = self.sim.now
+        for n in self.live():
+            n.engine.handle_timers(now)                  # type: ignore[union-attr]
+        if kind == "crash":
+            self._crash(node)
+        elif kind == "boot":
+            if node.engine is None:
+                self._boot(node)
+        elif kind == "master":
+            self._take_vip(node)
+        else:
+            assert isinstance(self.front, EcmpFront)
+            self.front.set_member(node, kind == "announce", now)
+        if self.agreement is not None:
+            self.agreement.rehome(now)
+
+    def apply_all(self, cmd: C.Command) -> None:
+        """A control-plane change, made on every director that is up (each host's
+        configuration, as keepalived or a script keeps them alike)."""
+        self.applied.append(cmd)
+        for node in self.live():
+            node.engine.apply(cmd, self.sim.now)        # type: ignore[union-attr]
+
+    def fault(self, realserver: str, kind: str) -> None:
+        try:
+            self.lab.fault(realserver, kind)
+        except KeyError as exc:
+            raise ConfigFileError(f"the fault at {self.sim.now:g} s: {exc.args[0]}") from None
+
+    # ------------------------------------------------------------------ sync
+    def _start_master(self, node: Node) -> None:
+        engine = node.engine
+        assert engine is not None
+        master = node.master = SyncMaster(engine, self.cluster.syncid, start=self.sim.now)
+        hook = master.hook
+
+        def synced(cp: Conn, now: float, from_packet: bool) -> None:
+            hook(cp, now, from_packet)
+            t = master.next_timer()
+            if t is not None and t < node.sync_at:
+                node.sync_at = t
+                self.sim.at(max(t, self.sim.now), self._sync_wake, node, master, t)
+        engine.sync = synced
+
+    def _stop_master(self, node: Node) -> None:
+        if node.master is not None:
+            node.master.stop()
+            if node.engine is not None:
+                node.engine.sync = None
+        node.master = None
+        node.sync_at = _INF
+
+    def _sync_wake(self, node: Node, master: SyncMaster, when: float) -> None:
+        """The master thread wakes: what it sends goes to every other director's backup
+        daemon (UDP multicast on the LAN, loop off: not to itself)."""
+        if node.master is not master or when != node.sync_at:
+            return                               # stopped, or superseded
+        node.sync_at = _INF
+        for _, datagram in master.due(self.sim.now):
+            node.sent += 1
+            node.records += datagram[4]
+            for other in self.nodes:
+                if other is not node and other.backup is not None:
+                    self.sim.after(self.lab.params.lan_delay, self._sync_rx, other,
+                                   other.backup, datagram)
+        t = master.next_timer()
+        if t is not None:
+            node.sync_at = t
+            self.sim.at(max(t, self.sim.now), self._sync_wake, node, master, t)
+
+    def _sync_rx(self, node: Node, backup: SyncBackup, datagram: bytes) -> None:
+        if node.backup is backup:
+            node.received += 1
+            backup.receive(datagram, self.sim.now)
+
+    # ------------------------------------------------------------------ packets
+    def _director(self, pkt: bytes, direction: int) -> None:
+        """Lab.front: the front hands the packet to a director (a realserver's reply: to
+        its gateway, the VIP holder)."""
+        front = self.front
+        version = front.version
+        node = front.route(pkt, self.sim.now)
+        if front.version != version and self.agreement is not None:
+            self.agreement.rehome(self.sim.now)
+        if node is None or node.engine is None:
+            self.blackholed += 1
+            return
+        assert node.stack is not None
+        self.lab._through(node.engine, node.stack, node.marks, pkt, direction)
+
+
+# ---------------------------------------------------------------------- the comparison
+class ClusterAgreement(Agreement):
+    """Per connection, the entry on the director its packets reach, against the truth."""
+
+    def __init__(self, lab: ClusterLab) -> None:
+        super().__init__(lab.lab.director)
+        self.lab = lab
+
+    def watcher(self, node: Node) -> Any:
+        front, changed = self.lab.front, self.conn_changed
+
+        def watch(cp: Conn, now: float) -> None:
+            if front.owner(cp, now) is node:
+                changed(cp, now)
+        return watch
+
+    def owned(self, now: float) -> dict[tuple[int, int, int], Conn]:
+        """Every listed entry on the director its flow reaches now."""
+        out: dict[tuple[int, int, int], Conn] = {}
+        for node in self.lab.live():
+            engine = node.engine
+            assert engine is not None
+            listed = {id(d) for svc in engine.services for d in svc.dests}
+            for cp in engine.connection_list():
+                if id(cp.dest) in listed and self.lab.front.owner(cp, now) is node:
+                    out[(cp.daddr, cp.caddr, cp.cport)] = cp
+        return out
+
+    def rehome(self, now: float) -> None:
+        """The front changed (takeover, a director gone, the router's group): each
+        connection is now measured against the entry on its new director, or none."""
+        owned = self.owned(now)
+        for key, entry in list(self.entries.items()):
+            if key not in owned and entry[1] != NONE:
+                self._update(key, entry, now, None, NONE, "-", None)
+        for cp in owned.values():
+            self.conn_changed(cp, now)
+
+    def dests_changed(self, now: float) -> None:
+        for cp in self.owned(now).values():
+            self.conn_changed(cp, now)
+
+
+def _owner_samples(lab: ClusterLab, agreement: ClusterAgreement, t: float,
+                   truths: dict[int, RealserverTruth], out: list[Sample]) -> None:
+    counts = {addr: [0, 0] for addr in truths}
+    for cp in agreement.owned(t).values():
+        c = counts.get(cp.daddr)
+        if c is not None:
+            c[1 if cp.inactive else 0] += 1
+    for addr, truth in truths.items():
+        out.append(Sample(round(t, 6), int_to_ip(addr), counts[addr][0], counts[addr][1],
+                          truth.active, truth.inactive))
+
+
+# ---------------------------------------------------------------------- outcomes
+def _fate(conn: ClientConn, lab: ClusterLab) -> str:
+    sock = conn.sock
+    if conn.ended is None:
+        if (sock is not None and sock.state == tcp.ESTABLISHED and not sock.rtx
+                and conn.app is not None and conn.app.done >= conn.session.requests):
+            return "open"
+        return "hung"
+    if conn.end == "closed":
+        done = conn.app is not None and conn.app.done >= conn.session.requests
+        return "survived" if done else "closed early"
+    if conn.end == "reset" and sock is not None:
+        return f"reset by {lab.rst_from.get((sock.laddr, sock.lport), 'the peer')}"
+    return {"timeout": "timed out"}.get(conn.end, conn.end)
+
+
+def _phase(conn: ClientConn, pivot: float) -> str:
+    if conn.ended is not None and conn.ended < pivot:
+        return "before"
+    if conn.established is not None and conn.established < pivot:
+        return "held"
+    return "opening" if conn.started < pivot else "new"
+
+
+def outcomes(lab: ClusterLab) -> tuple[dict[str, float], list[str]]:
+    """`phase/fate` counts for Result.clients, and one line per client connection."""
+    for stack in lab.lab.client_list:
+        for open_sock in stack.sockets.values():
+            if isinstance(open_sock.app, Tracked):
+                open_sock.app.conn.sock = open_sock
+    pivot = lab.cluster.pivot
+    counts: dict[str, float] = {}
+    lines = []
+    for conn in sorted(lab.conns, key=lambda c: c.started):
+        fate, phase = _fate(conn, lab), _phase(conn, pivot)
+        counts[f"{phase}/{fate}"] = counts.get(f"{phase}/{fate}", 0) + 1
+        sock = conn.sock
+        who = "?"
+        if sock is not None:
+            who = f"{int_to_ip(sock.laddr)}:{sock.lport}"
+            rs = lab.accepted_by.get((sock.laddr, sock.lport))
+            who += f" -> {int_to_ip(rs)}" if rs else " (never reached a realserver)"
+        when = "" if conn.ended is None else f" at {conn.ended:.2f} s"
+        lines.append(f"{who}, from {conn.started:.2f} s, port {conn.session.port}: "
+                     f"{phase}, {fate}{when}")
+    return counts, lines
+
+
+def _cause(agreement: ClusterAgreement, tcp_timeout: int, tcpfin: int) -> str:
+    top = dominant(agreement.seconds)
+    if top is not None and top[1] in ("-", EXPIRED_EARLY) and top[2] != "-":
+        k, _, r, sec = top
+        return (f"{k} {sec:.0f} s: the director the connection's packets reach has no entry "
+                f"while the realserver's socket is {r} (the entry was on another director, "
+                "not synced there, or lost with it)")
+    return explain(agreement.seconds, tcp_timeout, tcpfin)
+
+
+@dataclass
+class ClusterResult(Result):
+    connections: list[str] = field(default_factory=list)   # one line per client connection
+    notes: list[str] = field(default_factory=list)         # the directors and their sync
+    pivot: float = 0.0                  # connections established before it are "held" ...
+    pivot_what: str = ""                # ... across this
+
+
+# ---------------------------------------------------------------------- the run
+def _config(scenario: Scenario, mode: str | None, kernel: str | None,
+            config: Config | None) -> Config:
+    if mode is not None and scenario.modes and mode not in scenario.modes:
+        raise ConfigFileError(f"{scenario.name}: runs in {', '.join(scenario.modes)} only "
+                              f"({scenario.modes_why})")
+    cfg = config or scenario.director_config() or lab_config()
+    if mode is not None:
+        cfg = cfg.with_forward(BY_MODE[mode].code)
+    chosen = kernel or scenario.kernel
+    return replace(cfg, kernel=chosen) if chosen else cfg
+
+
+def _builder(scenario: Scenario, cfg: Config) -> Any:
+    def build(now: float) -> Director:
+        director = cfg.build(now)
+        if scenario.timeouts:
+            try:
+                director.set_timeouts(scenario.timeouts.get("tcp", 0),
+                                      scenario.timeouts.get("tcpfin", 0),
+                                      scenario.timeouts.get("udp", 0))
+            except ConfigError as exc:
+                raise ConfigFileError(f"{scenario.name}: timeouts: {exc}") from None
+        if not director.services or not any(svc.dests for svc in director.services):
+            raise ConfigFileError(f"{cfg.path}: services: the simulator needs at least one "
+                                  "service with a realserver")
+        return director
+    return build
+
+
+def _timeline(scenario: Scenario, sim: Simulation, lab: ClusterLab, fwd: int | None) -> None:
+    cluster = scenario.cluster
+    assert cluster is not None
+
+    def change(cmd: C.Command) -> None:
+        try:
+            lab.apply_all(cmd)
+        except ConfigError as exc:
+            raise ConfigFileError(f"{scenario.name}: the event at {sim.now:g} s "
+                                  f"({describe(cmd)}) was refused: {exc}") from None
+        if lab.agreement is not None:
+            lab.agreement.dests_changed(sim.now)
+
+    for e in scenario.events:
+        cmd = e.command
+        if fwd is not None and isinstance(cmd, C.AddDest):
+            port = cmd.port if fwd == MASQ or cmd.service.fwmark else cmd.service.port
+            cmd = replace(cmd, fwd=fwd, port=port)
+        sim.at(e.at, change, cmd)
+    for f in scenario.faults:
+        sim.at(f.at, lab.fault, f.realserver, f.kind)
+    for d in cluster.events:
+        sim.at(d.at, lab.director_event, lab.nodes[d.director], d.kind)
+
+
+def _notes(lab: ClusterLab) -> list[str]:
+    out = []
+    for node in lab.nodes:
+        state = lab.front.role(node) if node.up else "down"
+        line = (f"{node.name} ({state} at the end): sent {node.sent} sync datagrams "
+                f"({node.records} records), received {node.received}")
+        counts = node.backup.counts if node.backup is not None else {}
+        if counts:
+            line += " (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"
+        out.append(line)
+    if lab.blackholed:
+        out.append(f"{lab.blackholed} packets reached a director that was down")
+    return out
+
+
+def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
+                seed: int = 1, config: Config | None = None, at: tuple[float, ...] = (),
+                sample: float | None = None) -> ClusterResult:
+    """Simulate a scenario with several directors (see run.run())."""
+    wall = time.perf_counter()
+    cluster = scenario.cluster
+    assert cluster is not None
+    cfg = _config(scenario, mode, kernel, config)
+    sim = Simulation(seed)
+    lab = ClusterLab(sim, cluster, _builder(scenario, cfg), scenario.lab, scenario.tcp,
+                     scenario.client_count())
+    agreement = lab.agreement = ClusterAgreement(lab)
+    for node in lab.live():
+        node.engine.watch = agreement.watcher(node)      # type: ignore[union-attr]
+    truths = {addr: RealserverTruth(addr) for addr in lab.lab.realservers}
+    for addr, stack in lab.lab.realservers.items():
+        stack.on_state = _accepting(lab, addr, _truth_hook(sim, truths[addr], agreement))
+    _timeline(scenario, sim, lab, BY_MODE[mode].code if mode is not None else None)
+    for s in scenario.all_sessions(sim.random):
+        if s.start <= scenario.duration:
+            sim.at(s.start, lab.lab.start_session, s, s.client)
+
+    step = sample or scenario.sample
+    grid = [k * step for k in range(int(scenario.duration / step + 1e-9) + 1)]
+    marks = sorted({*grid, *(t for t in at if 0 <= t)})
+    wanted, on_grid = set(at), set(grid)
+    director = lab.lab.director
+    result = ClusterResult(scenario.name, mode or _mode_of(cfg), director.profile.name,
+                           scenario.duration, marks=list(scenario.marks))
+    for t in marks:
+        sim.run_until(t)
+        for node in lab.live():
+            node.engine.handle_timers(t)                 # type: ignore[union-attr]
+        if t in on_grid:
+            _owner_samples(lab, agreement, t, truths, result.samples)
+        if t in wanted:
+            _snapshots(lab, t, truths, result)
+    agreement.finish(marks[-1] if marks else 0.0)
+    result.summary = summarize(result.samples, agreement.seconds, agreement.worst)
+    result.cause = _cause(agreement, director.timeouts.tcp, director.timeouts.tcpfin)
+    result.packets, result.lost, result.events = lab.lab.packets, lab.lab.lost, sim.events
+    result.drops = {}
+    for node in lab.live():
+        for k, v in node.engine.drops.items():           # type: ignore[union-attr]
+            result.drops[k] = result.drops.get(k, 0) + v
+    counts, result.connections = outcomes(lab)
+    result.clients = {**_clients(lab.lab), **counts}
+    for how in lab.lab.ended:                                # the fates say it per phase
+        result.clients.pop(how, None)
+    result.clients.pop("open", None)
+    result.notes = _notes(lab)
+    result.pivot = cluster.pivot
+    result.pivot_what = ", ".join(text for t, text in scenario.marks if t == cluster.pivot)
+    result.wall = time.perf_counter() - wall
+    return result
+
+
+def _accepting(lab: ClusterLab, addr: int, hook: Any) -> Any:
+    """The truth hook, also noting which realserver accepted each client connection."""
+    accepted = lab.accepted_by
+
+    def changed(sock: tcp.Socket, old: int, new: int) -> None:
+        if sock.passive and new == tcp.SYN_RECV:
+            accepted.setdefault((sock.raddr, sock.rport), addr)
+        hook(sock, old, new)
+    return changed
+
+
+def _snapshots(lab: ClusterLab, t: float, truths: dict[int, RealserverTruth],
+               result: Result) -> None:
+    """Each live director's table at `t`, then (with the last) the realservers' sockets."""
+    states = {int_to_ip(a): {tcp.STATE_NAMES[i]: n for i, n in enumerate(tr.by_state) if n}
+              for a, tr in sorted(truths.items())}
+    live = lab.live()
+    for node in lab.nodes:
+        if node.engine is None:
+            continue
+        snap = snapshot(node.engine, t)
+        snap["director"], snap["role"] = node.name, lab.front.role(node)
+        result.snapshots.append((snap, states if node is live[-1] else None))  # type: ignore[arg-type]
