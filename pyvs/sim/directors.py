@@ -438,28 +438,45 @@ def _phase(conn: ClientConn, pivot: float) -> str:
     return "opening" if conn.started < pivot else "new"
 
 
-def outcomes(lab: ClusterLab) -> tuple[dict[str, float], list[str]]:
-    """`phase/fate` counts for Result.clients, and one line per client connection."""
+@dataclass(frozen=True)
+class Fate:
+    """One client connection's story."""
+
+    client: str          # its address:port
+    realserver: str      # where it was first accepted ("" if nowhere)
+    started: float
+    phase: str           # before, held, opening, new (against the scenario's pivot)
+    fate: str            # survived, reset by d2, reset by rs1, hung, timed out, ...
+    ended: float | None
+
+    def line(self, port: int) -> str:
+        where = f" -> {self.realserver}" if self.realserver else " (never reached a realserver)"
+        when = "" if self.ended is None else f" at {self.ended:.2f} s"
+        return (f"{self.client}{where}, from {self.started:.2f} s, port {port}: "
+                f"{self.phase}, {self.fate}{when}")
+
+
+def outcomes(lab: ClusterLab) -> tuple[dict[str, float], list[Fate], list[str]]:
+    """`phase/fate` counts for Result.clients, each connection's Fate, and its line."""
     for stack in lab.lab.client_list:
         for open_sock in stack.sockets.values():
             if isinstance(open_sock.app, Tracked):
                 open_sock.app.conn.sock = open_sock
     pivot = lab.cluster.pivot
     counts: dict[str, float] = {}
-    lines = []
+    fates, lines = [], []
     for conn in sorted(lab.conns, key=lambda c: c.started):
         fate, phase = _fate(conn, lab), _phase(conn, pivot)
         counts[f"{phase}/{fate}"] = counts.get(f"{phase}/{fate}", 0) + 1
         sock = conn.sock
-        who = "?"
+        client, rs = "?", 0
         if sock is not None:
-            who = f"{int_to_ip(sock.laddr)}:{sock.lport}"
-            rs = lab.accepted_by.get((sock.laddr, sock.lport))
-            who += f" -> {int_to_ip(rs)}" if rs else " (never reached a realserver)"
-        when = "" if conn.ended is None else f" at {conn.ended:.2f} s"
-        lines.append(f"{who}, from {conn.started:.2f} s, port {conn.session.port}: "
-                     f"{phase}, {fate}{when}")
-    return counts, lines
+            client = f"{int_to_ip(sock.laddr)}:{sock.lport}"
+            rs = lab.accepted_by.get((sock.laddr, sock.lport), 0)
+        f = Fate(client, int_to_ip(rs) if rs else "", conn.started, phase, fate, conn.ended)
+        fates.append(f)
+        lines.append(f.line(conn.session.port))
+    return counts, fates, lines
 
 
 def _cause(agreement: ClusterAgreement, tcp_timeout: int, tcpfin: int) -> str:
@@ -475,6 +492,7 @@ def _cause(agreement: ClusterAgreement, tcp_timeout: int, tcpfin: int) -> str:
 @dataclass
 class ClusterResult(Result):
     connections: list[str] = field(default_factory=list)   # one line per client connection
+    fates: list[Fate] = field(default_factory=list)        # ... and as data
     notes: list[str] = field(default_factory=list)         # the directors and their sync
     pivot: float = 0.0                  # connections established before it are "held" ...
     pivot_what: str = ""                # ... across this
@@ -595,7 +613,7 @@ def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None 
     for node in lab.live():
         for k, v in node.engine.drops.items():           # type: ignore[union-attr]
             result.drops[k] = result.drops.get(k, 0) + v
-    counts, result.connections = outcomes(lab)
+    counts, result.fates, result.connections = outcomes(lab)
     result.clients = {**_clients(lab.lab), **counts}
     for how in lab.lab.ended:                                # the fates say it per phase
         result.clients.pop(how, None)

@@ -277,6 +277,26 @@ def _failover(name: str, summary: str, sync: str, sloppy: bool, reproduces: str)
     return sc
 
 
+IDLE_FAILOVER_AT = 1000.0
+
+
+def failover_idle(name: str, summary: str, refresh: bool, reproduces: str = "") -> Scenario:
+    """Four telnet sessions with a keystroke a minute, synced at their 3rd packet; d1
+    crashes at 1000 s.  `refresh`: sync_threshold 3 0 and sync_refresh_period 300."""
+    cluster = Cluster(sync="vrrp", pivot=IDLE_FAILOVER_AT)
+    cluster.add(IDLE_FAILOVER_AT, 0, "crash")
+    cluster.add(IDLE_FAILOVER_AT + master_down_interval(), 1, "master")
+    sessions = [_telnet(start=1.0 + i, client=i, requests=20, think=60.0) for i in range(4)]
+    sc = Scenario(name, summary, 1400, sessions, config=TELNET, cluster=cluster,
+                  show=(899, 999, 1010), reproduces=reproduces)
+    sc.marks += [(IDLE_FAILOVER_AT, "d1 crash"),
+                 (IDLE_FAILOVER_AT + master_down_interval(), "d2 takes the VIP")]
+    if refresh:
+        sc.add_event("0 sysctl sync_threshold=3 0")
+        sc.add_event("0 sysctl sync_refresh_period=300")
+    return sc
+
+
 def _failback(name: str, summary: str, sync: str, preempt: float, refresh: bool,
               reproduces: str) -> Scenario:
     """d1 crashes at 60 s, d2 takes over; d1 is back at 200 s and takes the VIP again."""
@@ -318,6 +338,11 @@ def _failovers() -> list[Scenario]:
                   "or a state change"),
         _failover("failover-sync-sloppy", "sync and sloppy_tcp=1: what sync missed is "
                   "rescheduled", "vrrp", True, "keepalived#98 with sloppy_tcp"),
+        failover_idle("failover-sync-idle", "sync, telnet with a keystroke a minute: "
+                      "d2's entries expire 900 s after d1's only message about them (the "
+                      "3rd packet; the 53rd comes after 25 min); d1 crashes at 1000 s",
+                      False, "keepalived#1819: the backup lacks connections the master "
+                      "holds"),
         _failback("failback", "sync following VRRP: d1 back at 200 s takes the VIP again "
                   "with an empty table (it ran no backup daemon while down)", "vrrp",
                   startup_wait(), False, "keepalived#1966, keepalived#1076, "
