@@ -143,6 +143,18 @@ def test_failback_with_vrrp_daemons_loses_every_connection(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["nat", "dr"])
+def test_failback_with_a_stale_table_keeps_only_its_own(mode: str) -> None:
+    """d1 was cut off, not rebooted: its entries of 60 s still hold 900 s, so the six
+    connections it carried survive the failback; the two d2 made meanwhile are reset."""
+    r = run(scenarios.get("failback-stale"), mode, at=(199,))
+    old = {t: ("held", "survived") for t in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)}
+    assert fates(r) == {**old, 100.0: ("held", "reset by d1"), 110.0: ("held", "reset by d1")}
+    roles = [(snap["director"], snap["role"]) for snap, _ in r.snapshots]
+    assert roles == [("d1", "cut off"), ("d2", "holds the VIP")]
+    assert len(r.snapshots[0][0]["connections"]) == 6
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr"])
 def test_failback_both_daemons_and_refresh_keeps_them(mode: str) -> None:
     r = run(scenarios.get("failback-both-daemons"), mode)
     assert set(fates(r).values()) == {("held", "survived")} and len(r.fates) == 8

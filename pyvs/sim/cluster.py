@@ -25,6 +25,8 @@ SYNC_MODES: Final = {
 DIRECTOR_EVENTS: Final = {
     "crash": "the host stops: its table, its TCP and its daemons are gone",
     "boot": "the host is back with the configured services and an empty table",
+    "isolate": "its network is cut (a link or switch fault): it runs on, table and all",
+    "rejoin": "its network is back",
     "master": "VRRP: it takes the virtual addresses (gratuitous ARP: packets come to it)",
     "withdraw": "ECMP: the router takes it out of the group",
     "announce": "ECMP: the router puts it (back) into the group",

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..config import Config, ConfigFileError
 from ..config.model import describe
@@ -32,7 +32,7 @@ from ..views.snapshot import snapshot
 from . import tcp
 from .apps import ClientApp, Session
 from .cluster import Cluster
-from .ecmp import SPREADS, Resilient, flow_hash
+from .ecmp import SPREADS, Resilient, Spread, flow_hash
 from .events import Simulation
 from .network import DIRECTOR_DIP, Lab, LabParams
 from .run import Result, Sample, _clients, _mode_of, _truth_hook, summarize
@@ -49,17 +49,18 @@ class Node:
     """One director host."""
 
     __slots__ = ("name", "index", "engine", "stack", "marks", "master", "backup", "sync_at",
-                 "sent", "records", "received")
+                 "cut", "sent", "records", "received")
 
     def __init__(self, name: str, index: int) -> None:
         self.name = name
         self.index = index
         self.engine: Director | None = None      # None while the host is down
         self.stack: tcp.Stack | None = None
-        self.marks: dict[int, Any] = {}
+        self.marks: dict[int, Callable[[bytes], None]] = {}
         self.master: SyncMaster | None = None
         self.backup: SyncBackup | None = None
         self.sync_at = _INF                      # the master thread's pending wake-up
+        self.cut = False                         # isolated: nothing in or out
         self.sent = 0                            # sync datagrams sent ...
         self.records = 0                         # ... holding this many records
         self.received = 0                        # sync datagrams received
@@ -98,7 +99,7 @@ class EcmpFront:
         self.policy = cluster.hash_policy
         names = [n.name for n in nodes]
         if cluster.spread == Resilient.name:
-            self.spread: Any = Resilient(names, 0.0, cluster.buckets, cluster.idle_timer)
+            self.spread: Spread = Resilient(names, 0.0, cluster.buckets, cluster.idle_timer)
         else:
             self.spread = SPREADS[cluster.spread](names, 0.0)
         self.hashes: dict[bytes, int] = {}
@@ -106,7 +107,7 @@ class EcmpFront:
     @property
     def version(self) -> int:
         """Bumped when the router moves buckets by itself (a resilient group's upkeep)."""
-        return getattr(self.spread, "migrations", 0)
+        return self.spread.migrations
 
     def route(self, pkt: bytes, now: float) -> Node | None:
         ihl = (pkt[0] & 15) << 2
@@ -180,8 +181,8 @@ class ClusterLab:
     """A Lab (its clients, realservers and links) with N directors behind a front, and
     the sync daemons' datagrams between them."""
 
-    def __init__(self, sim: Simulation, cluster: Cluster, build: Any, params: LabParams,
-                 tcp_params: tcp.TcpParams, clients: int) -> None:
+    def __init__(self, sim: Simulation, cluster: Cluster, build: Callable[[float], Director],
+                 params: LabParams, tcp_params: tcp.TcpParams, clients: int) -> None:
         self.sim = sim
         self.cluster = cluster
         self.build = build
@@ -194,15 +195,15 @@ class ClusterLab:
         lab.front = self._director
         self.rst_from: dict[tuple[int, int], str] = {}    # client (addr, port): last RST's sender
         self.accepted_by: dict[tuple[int, int], int] = {}  # client (addr, port): realserver
-        self.blackholed = 0                  # packets sent to a director that is down
+        self.blackholed = 0                  # packets sent to a director down or cut off
         self.applied: list[C.Command] = []   # the control-plane changes so far (a boot
                                              # replays them: the host's configuration)
-        self.agreement: ClusterAgreement | None = None
         names = {addr: f"rs{i + 1}" for i, addr in enumerate(sorted(lab.realservers))}
         for addr, rs in lab.realservers.items():
             rs.send = self._tagged(rs.send, names[addr])
         self.front: VipFront | EcmpFront = (
             EcmpFront(self.nodes, cluster) if cluster.front == "ecmp" else VipFront(self.nodes))
+        self.agreement = ClusterAgreement(self)
         for node in self.nodes:
             self._boot(node, first if node.index == 0 else None)
 
@@ -210,7 +211,10 @@ class ClusterLab:
     def live(self) -> list[Node]:
         return [n for n in self.nodes if n.engine is not None]
 
-    def _tagged(self, send: Any, who: str) -> Any:
+    def role(self, node: Node) -> str:
+        return "cut off" if node.cut else self.front.role(node)
+
+    def _tagged(self, send: Callable[[bytes], None], who: str) -> Callable[[bytes], None]:
         """A host's sender that remembers who last sent an RST to which client port."""
         clients, rst_from = self.lab.clients, self.rst_from
 
@@ -231,12 +235,16 @@ class ClusterLab:
             for cmd in self.applied:
                 engine.apply(cmd, now)
         node.engine = engine
+        send = self._tagged(lab._director_send, node.name)
+
+        def director_send(pkt: bytes) -> None:
+            if not node.cut:
+                send(pkt)
         node.stack = tcp.Stack(self.sim, lab.vips | {DIRECTOR_DIP}, self.tcp_params,
-                               self._tagged(lab._director_send, node.name))
+                               director_send)
         node.marks = {mark: lab.rs_rx[addr] for mark, addr in engine.route_marks().items()
                       if addr in lab.rs_rx}
-        if self.agreement is not None:
-            engine.watch = self.agreement.watcher(node)
+        engine.watch = self.agreement.watcher(node)
         sync = self.cluster.sync
         if sync == "both" or (sync == "vrrp" and self._holds(node)):
             self._start_master(node)
@@ -253,6 +261,15 @@ class ClusterLab:
             node.master.stop()
         node.engine = node.stack = node.master = node.backup = None
         node.sync_at = _INF
+        node.cut = False
+
+    def _isolate(self, node: Node) -> None:
+        """Cut off: with sync mode vrrp, keepalived on the holder goes to FAULT and leaves
+        MASTER (stop the master daemon, start a backup daemon, which hears nothing)."""
+        node.cut = True
+        if self.cluster.sync == "vrrp" and self._holds(node) and node.engine is not None:
+            self._stop_master(node)
+            node.backup = SyncBackup(node.engine, self.cluster.syncid)
 
     def _take_vip(self, node: Node) -> None:
         """A VRRP transition to MASTER; with sync mode vrrp, keepalived swaps daemons on
@@ -261,7 +278,7 @@ class ClusterLab:
         old, self.front.holder = self.front.holder, node
         if self.cluster.sync != "vrrp" or old is node:
             return
-        if old.engine is not None:
+        if old.engine is not None and old.master is not None:
             self._stop_master(old)
             old.backup = SyncBackup(old.engine, self.cluster.syncid)
         node.backup = None
@@ -273,6 +290,10 @@ class ClusterLab:
             n.engine.handle_timers(now)                  # type: ignore[union-attr]
         if kind == "crash":
             self._crash(node)
+        elif kind == "isolate":
+            self._isolate(node)
+        elif kind == "rejoin":
+            node.cut = False
         elif kind == "boot":
             if node.engine is None:
                 self._boot(node)
@@ -281,8 +302,7 @@ class ClusterLab:
         else:
             assert isinstance(self.front, EcmpFront)
             self.front.set_member(node, kind == "announce", now)
-        if self.agreement is not None:
-            self.agreement.rehome(now)
+        self.agreement.rehome(now)
 
     def apply_all(self, cmd: C.Command) -> None:
         """A control-plane change, made on every director that is up (each host's
@@ -327,6 +347,8 @@ class ClusterLab:
             return                               # stopped, or superseded
         node.sync_at = _INF
         for _, datagram in master.due(self.sim.now):
+            if node.cut:
+                continue                         # sent into a dead link
             node.sent += 1
             node.records += datagram[4]
             for other in self.nodes:
@@ -339,7 +361,7 @@ class ClusterLab:
             self.sim.at(max(t, self.sim.now), self._sync_wake, node, master, t)
 
     def _sync_rx(self, node: Node, backup: SyncBackup, datagram: bytes) -> None:
-        if node.backup is backup:
+        if node.backup is backup and not node.cut:
             node.received += 1
             backup.receive(datagram, self.sim.now)
 
@@ -350,12 +372,11 @@ class ClusterLab:
         front = self.front
         version = front.version
         node = front.route(pkt, self.sim.now)
-        if front.version != version and self.agreement is not None:
+        if front.version != version:
             self.agreement.rehome(self.sim.now)
-        if node is None or node.engine is None:
+        if node is None or node.engine is None or node.stack is None or node.cut:
             self.blackholed += 1
             return
-        assert node.stack is not None
         self.lab._through(node.engine, node.stack, node.marks, pkt, direction)
 
 
@@ -367,7 +388,7 @@ class ClusterAgreement(Agreement):
         super().__init__(lab.lab.director)
         self.lab = lab
 
-    def watcher(self, node: Node) -> Any:
+    def watcher(self, node: Node) -> Callable[[Conn, float], None]:
         front, changed = self.lab.front, self.conn_changed
 
         def watch(cp: Conn, now: float) -> None:
@@ -381,6 +402,8 @@ class ClusterAgreement(Agreement):
         for node in self.lab.live():
             engine = node.engine
             assert engine is not None
+            if node.cut:
+                continue                         # its entries meet no packet
             listed = {id(d) for svc in engine.services for d in svc.dests}
             for cp in engine.connection_list():
                 if id(cp.dest) in listed and self.lab.front.owner(cp, now) is node:
@@ -398,8 +421,8 @@ class ClusterAgreement(Agreement):
             self.conn_changed(cp, now)
 
     def dests_changed(self, now: float) -> None:
-        for cp in self.owned(now).values():
-            self.conn_changed(cp, now)
+        """A realserver removed (or back): its entries leave (or rejoin) the listing."""
+        self.rehome(now)
 
 
 def _owner_samples(lab: ClusterLab, agreement: ClusterAgreement, t: float,
@@ -511,7 +534,7 @@ def _config(scenario: Scenario, mode: str | None, kernel: str | None,
     return replace(cfg, kernel=chosen) if chosen else cfg
 
 
-def _builder(scenario: Scenario, cfg: Config) -> Any:
+def _builder(scenario: Scenario, cfg: Config) -> Callable[[float], Director]:
     def build(now: float) -> Director:
         director = cfg.build(now)
         if scenario.timeouts:
@@ -538,8 +561,7 @@ def _timeline(scenario: Scenario, sim: Simulation, lab: ClusterLab, fwd: int | N
         except ConfigError as exc:
             raise ConfigFileError(f"{scenario.name}: the event at {sim.now:g} s "
                                   f"({describe(cmd)}) was refused: {exc}") from None
-        if lab.agreement is not None:
-            lab.agreement.dests_changed(sim.now)
+        lab.agreement.dests_changed(sim.now)
 
     for e in scenario.events:
         cmd = e.command
@@ -556,7 +578,7 @@ def _timeline(scenario: Scenario, sim: Simulation, lab: ClusterLab, fwd: int | N
 def _notes(lab: ClusterLab) -> list[str]:
     out = []
     for node in lab.nodes:
-        state = lab.front.role(node) if node.up else "down"
+        state = lab.role(node) if node.up else "down"
         line = (f"{node.name} ({state} at the end): sent {node.sent} sync datagrams "
                 f"({node.records} records), received {node.received}")
         counts = node.backup.counts if node.backup is not None else {}
@@ -564,7 +586,7 @@ def _notes(lab: ClusterLab) -> list[str]:
             line += " (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"
         out.append(line)
     if lab.blackholed:
-        out.append(f"{lab.blackholed} packets reached a director that was down")
+        out.append(f"{lab.blackholed} packets went to a director that was down or cut off")
     return out
 
 
@@ -579,9 +601,7 @@ def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None 
     sim = Simulation(seed)
     lab = ClusterLab(sim, cluster, _builder(scenario, cfg), scenario.lab, scenario.tcp,
                      scenario.client_count())
-    agreement = lab.agreement = ClusterAgreement(lab)
-    for node in lab.live():
-        node.engine.watch = agreement.watcher(node)      # type: ignore[union-attr]
+    agreement = lab.agreement
     truths = {addr: RealserverTruth(addr) for addr in lab.lab.realservers}
     for addr, stack in lab.lab.realservers.items():
         stack.on_state = _accepting(lab, addr, _truth_hook(sim, truths[addr], agreement))
@@ -625,7 +645,10 @@ def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None 
     return result
 
 
-def _accepting(lab: ClusterLab, addr: int, hook: Any) -> Any:
+SocketHook = Callable[[tcp.Socket, int, int], None]
+
+
+def _accepting(lab: ClusterLab, addr: int, hook: SocketHook) -> SocketHook:
     """The truth hook, also noting which realserver accepted each client connection."""
     accepted = lab.accepted_by
 
@@ -646,5 +669,5 @@ def _snapshots(lab: ClusterLab, t: float, truths: dict[int, RealserverTruth],
         if node.engine is None:
             continue
         snap = snapshot(node.engine, t)
-        snap["director"], snap["role"] = node.name, lab.front.role(node)
+        snap["director"], snap["role"] = node.name, lab.role(node)
         result.snapshots.append((snap, states if node is live[-1] else None))  # type: ignore[arg-type]

@@ -46,6 +46,7 @@ class Spread:
     """A next-hop group: members (any hashable names) in route order, and the pick."""
 
     name: ClassVar[str] = ""
+    migrations = 0          # buckets the group moved by itself (a resilient group's upkeep)
 
     def __init__(self, members: list[str], now: float) -> None:
         self.members: list[str] = []
@@ -103,7 +104,6 @@ class Resilient(Spread):
         self.wants: dict[str, int] = {}
         self.count: dict[str, int] = {}
         self.underweight: list[str] = []
-        self.migrations = 0                                    # buckets moved so far
         super().__init__(members, now)
 
     def set_members(self, members: list[str], now: float) -> None:

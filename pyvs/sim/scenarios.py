@@ -298,21 +298,25 @@ def failover_idle(name: str, summary: str, refresh: bool, reproduces: str = "") 
 
 
 def _failback(name: str, summary: str, sync: str, preempt: float, refresh: bool,
-              reproduces: str) -> Scenario:
-    """d1 crashes at 60 s, d2 takes over; d1 is back at 200 s and takes the VIP again."""
+              reproduces: str, cut: bool = False) -> Scenario:
+    """d1 crashes at 60 s (`cut`: loses its network), d2 takes over; d1 is back at 200 s
+    and takes the VIP again."""
     back = FAILBACK_BOOT + preempt
     cluster = Cluster(sync=sync, pivot=back)
-    cluster.add(FAILOVER_AT, 0, "crash")
+    down, up = ("isolate", "rejoin") if cut else ("crash", "boot")
+    cluster.add(FAILOVER_AT, 0, down)
     cluster.add(TAKEOVER_AT, 1, "master")
-    cluster.add(FAILBACK_BOOT, 0, "boot")
+    cluster.add(FAILBACK_BOOT, 0, up)
     cluster.add(back, 0, "master")
     sessions = ([_telnet(start=1.0 + i, client=i, requests=30, think=10.0) for i in range(6)]
                 + [_telnet(start=100.0 + 10 * i, client=6 + i, requests=25, think=10.0)
                    for i in range(2)])
     sc = Scenario(name, summary, 420, sessions, config=TELNET, cluster=cluster,
                   show=(FAILOVER_AT - 1, FAILBACK_BOOT - 1, back + 1), reproduces=reproduces)
-    sc.marks += [(FAILOVER_AT, "d1 crash"), (TAKEOVER_AT, "d2 takes the VIP"),
-                 (FAILBACK_BOOT, "d1 boots"), (back, "d1 takes the VIP back")]
+    sc.marks += [(FAILOVER_AT, "d1 cut off" if cut else "d1 crash"),
+                 (TAKEOVER_AT, "d2 takes the VIP"),
+                 (FAILBACK_BOOT, "d1 back" if cut else "d1 boots"),
+                 (back, "d1 takes the VIP back")]
     if refresh:
         sc.add_event("0 sysctl sync_threshold=3 0")
         sc.add_event("0 sysctl sync_refresh_period=10")
@@ -347,6 +351,11 @@ def _failovers() -> list[Scenario]:
                   "with an empty table (it ran no backup daemon while down)", "vrrp",
                   startup_wait(), False, "keepalived#1966, keepalived#1076, "
                   "keepalived#237: connections are lost when the master comes back"),
+        _failback("failback-stale", "the same, but d1 only lost its network (60-200 s): it "
+                  "takes the VIP back with its own table of 60 s, still valid for the "
+                  "connections it had", "vrrp", startup_wait(), False, "keepalived#237: "
+                  "the master comes back without the connections made meanwhile",
+                  cut=True),
         _failback("failback-both-daemons", "both daemons on both directors, "
                   "sync_refresh_period=10 (sync_threshold 3 0), d1 preempts 30 s after its "
                   "boot: d2 resends every active connection and d1 keeps them", "both",
