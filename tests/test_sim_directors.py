@@ -3,10 +3,12 @@ as the kernel's rules give it (docs/failover.md derives each outcome); the ECMP 
 spreads; the reports."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from pyvs.cli import main
+from pyvs.config import ConfigFileError
 from pyvs.core.packet import ip_to_int
 from pyvs.sim import scenarios
 from pyvs.sim.cluster import master_down_interval
@@ -304,6 +306,18 @@ def test_simulate_ecmp_in_nat_says_why_not(capsys) -> None:
     assert main(["simulate", "ecmp", "--mode", "nat"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ecmp: runs in dr, tun only (NAT needs")
+
+
+def test_a_bad_cluster_gets_one_line() -> None:
+    sc = scenarios.get("failover")
+    bad = replace(sc, cluster=replace(sc.cluster, sync="always"))
+    with pytest.raises(ConfigFileError, match="failover: cluster: sync: 'always' is not one "
+                       "of none, vrrp, both"):
+        run(bad, "dr")
+    odd = replace(sc, cluster=replace(sc.cluster, events=[]))
+    odd.cluster.add(10, 1, "withdraw")
+    with pytest.raises(ConfigFileError, match="at 10 s: withdraw needs the ecmp front"):
+        run(odd, "dr")
 
 
 def test_cluster_scenarios_name_their_reports() -> None:

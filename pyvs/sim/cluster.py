@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from .ecmp import POLICIES, SPREADS
+
 FRONTS: Final = ("vrrp", "ecmp")
 SYNC_MODES: Final = {
     "none": "no sync daemon",
@@ -77,6 +79,26 @@ class Cluster:
 
     def add(self, at: float, director: int, kind: str) -> None:
         self.events.append(DirectorEvent(at, director, kind))
+
+    def problem(self) -> str | None:
+        """Why this cluster cannot run (None: it can)."""
+        choices = (("front", self.front, FRONTS), ("sync", self.sync, SYNC_MODES),
+                   ("spread", self.spread, SPREADS), ("hash_policy", self.hash_policy, POLICIES))
+        for what, value, allowed in choices:
+            if value not in allowed:
+                return f"{what}: {value!r} is not one of {', '.join(map(str, allowed))}"
+        if self.directors < 1:
+            return f"directors: {self.directors} (at least one)"
+        for e in self.events:
+            if e.kind not in DIRECTOR_EVENTS:
+                return (f"the director event at {e.at:g} s: {e.kind!r} is not one of "
+                        f"{', '.join(DIRECTOR_EVENTS)}")
+            if not 0 <= e.director < self.directors:
+                return f"the director event at {e.at:g} s: no director d{e.director + 1}"
+            front = {"withdraw": "ecmp", "announce": "ecmp", "master": "vrrp"}.get(e.kind)
+            if front is not None and front != self.front:
+                return f"the director event at {e.at:g} s: {e.kind} needs the {front} front"
+        return None
 
     def name(self, index: int) -> str:
         return f"d{index + 1}"

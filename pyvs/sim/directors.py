@@ -597,6 +597,9 @@ def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None 
     wall = time.perf_counter()
     cluster = scenario.cluster
     assert cluster is not None
+    problem = cluster.problem()
+    if problem:
+        raise ConfigFileError(f"{scenario.name}: cluster: {problem}")
     cfg = _config(scenario, mode, kernel, config)
     sim = Simulation(seed)
     lab = ClusterLab(sim, cluster, _builder(scenario, cfg), scenario.lab, scenario.tcp,
