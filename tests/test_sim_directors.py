@@ -320,6 +320,38 @@ def test_a_bad_cluster_gets_one_line() -> None:
         run(odd, "dr")
 
 
+CLUSTER_YAML = """\
+name: mine
+duration: 120
+config: |
+  -A -t 192.0.2.110:23 -s rr
+  -a -t 192.0.2.110:23 -r 192.0.2.11:23 -g
+  -a -t 192.0.2.110:23 -r 192.0.2.12:23 -g
+cluster:
+  sync: vrrp
+  pivot: 40
+  events: [{at: 40, director: d1, event: crash}, {at: 43.609, director: d2, event: master}]
+sessions:
+  - {start: 1, repeat: 3, every: 1, port: 23, banner: 80, requests: 6, request_bytes: 1,
+     response_bytes: 1, think: 10, hold: 5, end: quit}
+"""
+
+
+def test_cluster_from_yaml(tmp_path, capsys) -> None:
+    f = tmp_path / "mine.yaml"
+    f.write_text(CLUSTER_YAML)
+    assert main(["compare", str(f), "--modes", "nat,dr"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  clients: held 3: 3 survived") == 2
+    f.write_text(CLUSTER_YAML.replace("sync: vrrp", "sync: vrrp\n  front: ecmp"))
+    assert main(["compare", str(f)]) == 2
+    assert capsys.readouterr().err == (f"{f}: cluster: the director event at 43.609 s: "
+                                       "master needs the vrrp front\n")
+    f.write_text(CLUSTER_YAML.replace("event: crash", "event: melt"))
+    assert main(["simulate", str(f)]) == 2
+    assert "cluster.events[0].event: 'melt' is not one of crash, boot" in capsys.readouterr().err
+
+
 def test_cluster_scenarios_name_their_reports() -> None:
     for name in ("failover-sync", "failback", "ecmp-mh-sloppy", "failover-sync-idle"):
         assert scenarios.get(name).reproduces

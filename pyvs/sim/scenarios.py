@@ -25,7 +25,15 @@ from ..config.yamlfile import Reader, parse, read_yaml
 from ..core.commands import Event
 from ..core.states import KERNELS
 from .apps import ENDS, Session
-from .cluster import Cluster, master_down_interval, startup_wait
+from .cluster import (
+    DIRECTOR_EVENTS,
+    FRONTS,
+    SYNC_MODES,
+    Cluster,
+    master_down_interval,
+    startup_wait,
+)
+from .ecmp import SPREADS
 from .network import LabParams
 from .tcp import TcpParams
 
@@ -517,7 +525,7 @@ def parse_scenario(data: Any, path: str) -> Scenario:
     r = Reader(path)
     d = r.mapping(data, "", ("name", "summary", "duration", "sample", "clients", "lab", "tcp",
                              "timeouts", "sessions", "mix", "events", "kernel", "config",
-                             "reproduces"))
+                             "reproduces", "cluster"))
     if "duration" not in d:
         raise r.fail("duration", "required (seconds to simulate)")
     name = str(d.get("name", Path(path).stem))
@@ -555,7 +563,37 @@ def parse_scenario(data: Any, path: str) -> Scenario:
     sc.reproduces = str(d.get("reproduces", ""))
     for i, raw in enumerate(r.seq(d.get("events"), "events")):
         _event(r, raw, f"events[{i}]", sc)
+    if "cluster" in d:
+        sc.cluster = _cluster(r, d["cluster"], sc)
     return sc
+
+
+def _cluster(r: Reader, raw: Any, sc: Scenario) -> Cluster:
+    """{directors: 2, front: vrrp|ecmp, sync: none|vrrp|both, spread: hash-threshold|
+    resilient|modulo, hash_policy: 0|1, pivot: T, events: [{at: T, director: d1,
+    event: crash|boot|isolate|rejoin|master|withdraw|announce}]}."""
+    d = dict(r.mapping(raw, "cluster", ("directors", "front", "sync", "spread",
+                                        "hash_policy", "buckets", "idle_timer", "syncid",
+                                        "pivot", "events")))
+    events = d.pop("events", None)
+    chosen = {key: r.choice(d.pop(key), f"cluster.{key}", tuple(options))
+              for key, options in _CLUSTER_CHOICES.items() if key in d}
+    cluster = replace(_numbers(r, d, "cluster", Cluster, Cluster()), events=[], **chosen)
+    names = [cluster.name(i) for i in range(cluster.directors)]
+    for i, ev in enumerate(r.seq(events, "cluster.events")):
+        where = f"cluster.events[{i}]"
+        e = r.mapping(ev, where, ("at", "director", "event"))
+        at = r.number(e.get("at"), f"{where}.at", 0, 1e7)
+        index = names.index(r.choice(e.get("director"), f"{where}.director", tuple(names)))
+        kind = r.choice(e.get("event"), f"{where}.event", tuple(DIRECTOR_EVENTS))
+        cluster.add(at, index, kind)
+        sc.marks.append((at, f"{names[index]} {kind}"))
+    problem = cluster.problem()
+    if problem:
+        raise r.fail("cluster", problem)
+    if cluster.front == "ecmp":
+        sc.modes, sc.modes_why = ("dr", "tun"), ECMP_WHY
+    return cluster
 
 
 def _event(r: Reader, raw: Any, where: str, sc: Scenario) -> None:
@@ -579,6 +617,9 @@ def _event(r: Reader, raw: Any, where: str, sc: Scenario) -> None:
             sc.add_fault(at, str(e["realserver"]), kind)
     except EventError as exc:
         raise r.fail(where, str(exc)) from None
+
+
+_CLUSTER_CHOICES = {"front": FRONTS, "sync": SYNC_MODES, "spread": SPREADS}
 
 
 def load(path: str) -> Scenario:
