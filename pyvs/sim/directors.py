@@ -35,7 +35,7 @@ from .cluster import Cluster
 from .ecmp import SPREADS, Resilient, Spread, flow_hash
 from .events import Simulation
 from .network import DIRECTOR_DIP, Lab, LabParams
-from .run import Result, Sample, _clients, _mode_of, _truth_hook, summarize
+from .run import Result, Sample, _check_reached, _clients, _mode_of, _truth_hook, summarize
 from .scenarios import Scenario, lab_config
 from .truth import EXPIRED_EARLY, NONE, Agreement, RealserverTruth, dominant, explain
 
@@ -601,6 +601,9 @@ def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None 
     if problem:
         raise ConfigFileError(f"{scenario.name}: cluster: {problem}")
     cfg = _config(scenario, mode, kernel, config)
+    if cfg.has_checks():
+        raise ConfigFileError(f"{scenario.name}: health checks are not simulated with several "
+                              "directors (each would run its own checker)")
     sim = Simulation(seed)
     lab = ClusterLab(sim, cluster, _builder(scenario, cfg), scenario.lab, scenario.tcp,
                      scenario.client_count())
@@ -609,7 +612,9 @@ def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None 
     for addr, stack in lab.lab.realservers.items():
         stack.on_state = _accepting(lab, addr, _truth_hook(sim, truths[addr], agreement))
     _timeline(scenario, sim, lab, BY_MODE[mode].code if mode is not None else None)
-    for s in scenario.all_sessions(sim.random):
+    sessions = scenario.all_sessions(sim.random)
+    _check_reached(scenario, sessions, lab.lab.director, cfg)
+    for s in sessions:
         if s.start <= scenario.duration:
             sim.at(s.start, lab.lab.start_session, s, s.client)
 
