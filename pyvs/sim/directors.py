@@ -9,8 +9,8 @@ knows at each instant exactly what a kernel backup would.
 
 The table compared with the realservers' sockets is, for each connection, the one its
 packets meet: the VIP holder's (a VRRP pair) or the director the router hashes the flow
-to (ECMP).  Every client connection's fate is kept: survived, reset (by whom), refused,
-timed out, or hung, and whether it was held across the scenario's pivot (the failure).
+to (ECMP); pyvs.sim.fronts has the hosts and the fronts.  Every client connection's fate
+is kept (pyvs.sim.fates).  docs/failover.md derives what the kernel's rules make of them.
 """
 
 from __future__ import annotations
@@ -30,150 +30,17 @@ from ..core.packet import int_to_ip
 from ..core.sync import SyncBackup, SyncMaster
 from ..views.snapshot import snapshot
 from . import tcp
-from .apps import ClientApp, Session
 from .cluster import Cluster
-from .ecmp import SPREADS, Resilient, Spread, flow_hash
 from .events import Simulation
+from .fates import Fate, Ledger, Tracked, outcomes
+from .fronts import INF, EcmpFront, Node, VipFront
 from .network import DIRECTOR_DIP, Lab, LabParams
 from .run import Result, Sample, _check_reached, _clients, _mode_of, _truth_hook, summarize
 from .scenarios import Scenario, lab_config
 from .truth import EXPIRED_EARLY, NONE, Agreement, RealserverTruth, dominant, explain
 
-_ADDRS = struct.Struct("!12xII")        # an IPv4 packet's source and destination
 _PORTS = struct.Struct("!HH")
 _DST = struct.Struct("!16xI")
-_INF = float("inf")
-
-
-class Node:
-    """One director host."""
-
-    __slots__ = ("name", "index", "engine", "stack", "marks", "master", "backup", "sync_at",
-                 "cut", "sent", "records", "received")
-
-    def __init__(self, name: str, index: int) -> None:
-        self.name = name
-        self.index = index
-        self.engine: Director | None = None      # None while the host is down
-        self.stack: tcp.Stack | None = None
-        self.marks: dict[int, Callable[[bytes], None]] = {}
-        self.master: SyncMaster | None = None
-        self.backup: SyncBackup | None = None
-        self.sync_at = _INF                      # the master thread's pending wake-up
-        self.cut = False                         # isolated: nothing in or out
-        self.sent = 0                            # sync datagrams sent ...
-        self.records = 0                         # ... holding this many records
-        self.received = 0                        # sync datagrams received
-
-    @property
-    def up(self) -> bool:
-        return self.engine is not None
-
-
-# ---------------------------------------------------------------------- fronts
-class VipFront:
-    """A VRRP pair: every packet, the clients' and (NAT) the realservers' replies, goes to
-    the director holding the virtual addresses; a dead holder's are lost until another
-    takes over."""
-
-    version = 0
-
-    def __init__(self, nodes: list[Node]) -> None:
-        self.holder = nodes[0]
-
-    def route(self, pkt: bytes, now: float) -> Node:
-        return self.holder
-
-    def owner(self, cp: Conn, now: float) -> Node:
-        return self.holder
-
-    def role(self, node: Node) -> str:
-        return "holds the VIP" if node is self.holder else "backup"
-
-
-class EcmpFront:
-    """A router spreading the clients' flows over the directors of its group."""
-
-    def __init__(self, nodes: list[Node], cluster: Cluster) -> None:
-        self.by_name = {n.name: n for n in nodes}
-        self.policy = cluster.hash_policy
-        names = [n.name for n in nodes]
-        if cluster.spread == Resilient.name:
-            self.spread: Spread = Resilient(names, 0.0, cluster.buckets, cluster.idle_timer)
-        else:
-            self.spread = SPREADS[cluster.spread](names, 0.0)
-        self.hashes: dict[bytes, int] = {}
-
-    @property
-    def version(self) -> int:
-        """Bumped when the router moves buckets by itself (a resilient group's upkeep)."""
-        return self.spread.migrations
-
-    def route(self, pkt: bytes, now: float) -> Node | None:
-        ihl = (pkt[0] & 15) << 2
-        key = pkt[12:20] + pkt[ihl:ihl + 4]          # the engine's key (conn_key())
-        if pkt[9] != 6:
-            key = pkt[9:10] + key
-        h = self.hashes.get(key)
-        if h is None:
-            src, dst = _ADDRS.unpack_from(pkt)
-            sport, dport = _PORTS.unpack_from(pkt, ihl) if pkt[9] in (6, 17) else (0, 0)
-            h = self.hashes[key] = flow_hash(self.policy, src, dst, sport, dport, pkt[9])
-        name = self.spread.pick(h, now)
-        return None if name is None else self.by_name[name]
-
-    def owner(self, cp: Conn, now: float) -> Node | None:
-        h = self.hashes.get(cp.key)
-        if h is None:
-            h = self.hashes[cp.key] = flow_hash(self.policy, cp.caddr, cp.vaddr, cp.cport,
-                                                cp.vport, cp.protocol)
-        name = self.spread.pick(h, now, peek=True)
-        return None if name is None else self.by_name[name]
-
-    def set_member(self, node: Node, present: bool, now: float) -> None:
-        names = [m for m in self.spread.members if m != node.name]
-        if present:
-            names.append(node.name)
-        self.spread.set_members(names, now)
-
-    def role(self, node: Node) -> str:
-        return "in the ECMP group" if node.name in self.spread.members else "withdrawn"
-
-
-# ---------------------------------------------------------------------- client outcomes
-@dataclass
-class ClientConn:
-    """What became of one client connection."""
-
-    session: Session
-    started: float
-    established: float | None = None
-    ended: float | None = None
-    end: str = ""
-    sock: tcp.Socket | None = None
-    app: ClientApp | None = None
-
-
-class Tracked(ClientApp):
-    """A client session that records its connection's fate."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, sim: Simulation, session: Session, lab: Lab,
-                 conns: list[ClientConn]) -> None:
-        super().__init__(sim, session, lab)
-        self.conn = ClientConn(session, sim.now, app=self)
-        conns.append(self.conn)
-
-    def connected(self, sock: tcp.Socket) -> None:
-        self.conn.established = self.sim.now
-        super().connected(sock)
-
-    def closed(self, sock: tcp.Socket) -> None:
-        self.conn.sock = sock
-        self.conn.end = sock.end
-        self.conn.ended = self.sim.now
-        super().closed(sock)
 
 
 # ---------------------------------------------------------------------- the lab
@@ -190,11 +57,9 @@ class ClusterLab:
         self.nodes = [Node(cluster.name(i), i) for i in range(cluster.directors)]
         first = build(0.0)
         lab = self.lab = Lab(sim, first, params, tcp_params, clients)
-        self.conns: list[ClientConn] = []
-        lab.client_app = lambda sim, session, lab: Tracked(sim, session, lab, self.conns)
+        ledger = self.ledger = Ledger()
+        lab.client_app = lambda sim, session, lab: Tracked(sim, session, lab, ledger.conns)
         lab.front = self._director
-        self.rst_from: dict[tuple[int, int], str] = {}    # client (addr, port): last RST's sender
-        self.accepted_by: dict[tuple[int, int], int] = {}  # client (addr, port): realserver
         self.blackholed = 0                  # packets sent to a director down or cut off
         self.applied: list[C.Command] = []   # the control-plane changes so far (a boot
                                              # replays them: the host's configuration)
@@ -216,7 +81,7 @@ class ClusterLab:
 
     def _tagged(self, send: Callable[[bytes], None], who: str) -> Callable[[bytes], None]:
         """A host's sender that remembers who last sent an RST to which client port."""
-        clients, rst_from = self.lab.clients, self.rst_from
+        clients, rst_from = self.lab.clients, self.ledger.rst_from
 
         def out(pkt: bytes) -> None:
             if pkt[9] == 6 and pkt[33] & tcp.RST:
@@ -260,7 +125,7 @@ class ClusterLab:
         if node.master is not None:
             node.master.stop()
         node.engine = node.stack = node.master = node.backup = None
-        node.sync_at = _INF
+        node.sync_at = INF
         node.cut = False
 
     def _isolate(self, node: Node) -> None:
@@ -338,14 +203,14 @@ class ClusterLab:
             if node.engine is not None:
                 node.engine.sync = None
         node.master = None
-        node.sync_at = _INF
+        node.sync_at = INF
 
     def _sync_wake(self, node: Node, master: SyncMaster, when: float) -> None:
         """The master thread wakes: what it sends goes to every other director's backup
         daemon (UDP multicast on the LAN, loop off: not to itself)."""
         if node.master is not master or when != node.sync_at:
             return                               # stopped, or superseded
-        node.sync_at = _INF
+        node.sync_at = INF
         for _, datagram in master.due(self.sim.now):
             if node.cut:
                 continue                         # sent into a dead link
@@ -435,71 +300,6 @@ def _owner_samples(lab: ClusterLab, agreement: ClusterAgreement, t: float,
     for addr, truth in truths.items():
         out.append(Sample(round(t, 6), int_to_ip(addr), counts[addr][0], counts[addr][1],
                           truth.active, truth.inactive))
-
-
-# ---------------------------------------------------------------------- outcomes
-def _fate(conn: ClientConn, lab: ClusterLab) -> str:
-    sock = conn.sock
-    if conn.ended is None:
-        if (sock is not None and sock.state == tcp.ESTABLISHED and not sock.rtx
-                and conn.app is not None and conn.app.done >= conn.session.requests):
-            return "open"
-        return "hung"
-    if conn.end == "closed":
-        done = conn.app is not None and conn.app.done >= conn.session.requests
-        return "survived" if done else "closed early"
-    if conn.end == "reset" and sock is not None:
-        return f"reset by {lab.rst_from.get((sock.laddr, sock.lport), 'the peer')}"
-    return {"timeout": "timed out"}.get(conn.end, conn.end)
-
-
-def _phase(conn: ClientConn, pivot: float) -> str:
-    if conn.ended is not None and conn.ended < pivot:
-        return "before"
-    if conn.established is not None and conn.established < pivot:
-        return "held"
-    return "opening" if conn.started < pivot else "new"
-
-
-@dataclass(frozen=True)
-class Fate:
-    """One client connection's story."""
-
-    client: str          # its address:port
-    realserver: str      # where it was first accepted ("" if nowhere)
-    started: float
-    phase: str           # before, held, opening, new (against the scenario's pivot)
-    fate: str            # survived, reset by d2, reset by rs1, hung, timed out, ...
-    ended: float | None
-
-    def line(self, port: int) -> str:
-        where = f" -> {self.realserver}" if self.realserver else " (never reached a realserver)"
-        when = "" if self.ended is None else f" at {self.ended:.2f} s"
-        return (f"{self.client}{where}, from {self.started:.2f} s, port {port}: "
-                f"{self.phase}, {self.fate}{when}")
-
-
-def outcomes(lab: ClusterLab) -> tuple[dict[str, float], list[Fate], list[str]]:
-    """`phase/fate` counts for Result.clients, each connection's Fate, and its line."""
-    for stack in lab.lab.client_list:
-        for open_sock in stack.sockets.values():
-            if isinstance(open_sock.app, Tracked):
-                open_sock.app.conn.sock = open_sock
-    pivot = lab.cluster.pivot
-    counts: dict[str, float] = {}
-    fates, lines = [], []
-    for conn in sorted(lab.conns, key=lambda c: c.started):
-        fate, phase = _fate(conn, lab), _phase(conn, pivot)
-        counts[f"{phase}/{fate}"] = counts.get(f"{phase}/{fate}", 0) + 1
-        sock = conn.sock
-        client, rs = "?", 0
-        if sock is not None:
-            client = f"{int_to_ip(sock.laddr)}:{sock.lport}"
-            rs = lab.accepted_by.get((sock.laddr, sock.lport), 0)
-        f = Fate(client, int_to_ip(rs) if rs else "", conn.started, phase, fate, conn.ended)
-        fates.append(f)
-        lines.append(f.line(conn.session.port))
-    return counts, fates, lines
 
 
 def _cause(agreement: ClusterAgreement, tcp_timeout: int, tcpfin: int) -> str:
@@ -641,7 +441,8 @@ def run_cluster(scenario: Scenario, mode: str | None = None, kernel: str | None 
     for node in lab.live():
         for k, v in node.engine.drops.items():           # type: ignore[union-attr]
             result.drops[k] = result.drops.get(k, 0) + v
-    counts, result.fates, result.connections = outcomes(lab)
+    counts, result.fates, result.connections = outcomes(lab.ledger, lab.lab.client_list,
+                                                        cluster.pivot)
     result.clients = {**_clients(lab.lab), **counts}
     for how in lab.lab.ended:                                # the fates say it per phase
         result.clients.pop(how, None)
@@ -658,7 +459,7 @@ SocketHook = Callable[[tcp.Socket, int, int], None]
 
 def _accepting(lab: ClusterLab, addr: int, hook: SocketHook) -> SocketHook:
     """The truth hook, also noting which realserver accepted each client connection."""
-    accepted = lab.accepted_by
+    accepted = lab.ledger.accepted_by
 
     def changed(sock: tcp.Socket, old: int, new: int) -> None:
         if sock.passive and new == tcp.SYN_RECV:
