@@ -244,12 +244,13 @@ def _compare_simulated(args: argparse.Namespace) -> list:
     modes = _modes(args.modes or "nat,dr")
     chosen = [scenarios.get(n) for n in args.scenario or list(scenarios.BUILTIN)]
     config = _sim_config(args)
-    progress = Progress(len(chosen) * len(modes))
+    runs = [(sc, mode) for sc in chosen for mode in modes
+            if not sc.modes or mode in sc.modes]       # e.g. ECMP runs in DR and TUN only
+    progress = Progress(len(runs))
     results = []
-    for sc in chosen:
-        for mode in modes:
-            progress.step(f"{sc.name} {mode}")
-            results.append(run(sc, mode, args.kernel, args.seed, config))
+    for sc, mode in runs:
+        progress.step(f"{sc.name} {mode}")
+        results.append(run(sc, mode, args.kernel, args.seed, config))
     progress.done()
     return results
 

@@ -17,9 +17,13 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
     draws it) beside the realservers' sockets, then what the run did."""
     out = []
     for snap, states in result.snapshots:
+        whose = (f"director {snap['director']}'s table ({snap['role']})" if "director" in snap
+                 else "the director's table")
         out.append(f"--- {result.scenario} at {snap['time']:g} s (mode {result.mode}, "
-                   f"kernel {result.kernel}): the director's table\n")
+                   f"kernel {result.kernel}): {whose}\n")
         out.append(render(snap))
+        if states is None:          # several directors: the truth once, after the last
+            continue
         out.append("--- the realservers' sockets (netstat -n | awk '/^tcp/ {++S[$NF]} ...', "
                    "LISTEN left out)\n")
         out.append(truth_text(states))
@@ -29,6 +33,15 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
                f"{result.firewall_resets} firewall resets, director drops: {drops}\n")
     if result.checks:
         out.append("--- the health checks:\n" + "".join(f"{c}\n" for c in result.checks))
+    for line in getattr(result, "notes", ()):
+        out.append(f"  {line}\n")
+    lines = getattr(result, "connections", ())
+    if lines:
+        out.append(f"--- each client connection (held: established before "
+                   f"{getattr(result, 'pivot', 0.0):g} s, {getattr(result, 'pivot_what', '')}; "
+                   "opening: started before it; new: after it)\n")
+        out.extend(f"  {line}\n" for line in lines)
+        out.append(f"  {clients_text(result.clients, always=True)}\n")
     return "".join(out).rstrip("\n") + "\n"
 
 
@@ -90,12 +103,33 @@ def clients_text(clients: dict[str, float], always: bool = False) -> str:
     slow = int(clients.get("connect_over_1s", 0))
     if not always and not slow and all(k in QUIET_ENDS for k in ends):
         return ""
-    text = f"{int(clients['sessions'])} sessions: " + ", ".join(
-        f"{n} {k}" for k, n in sorted(ends.items(), key=lambda kv: -kv[1]))
+    if any("/" in k for k in ends):
+        text = _fates_text(ends)
+    else:
+        text = f"{int(clients['sessions'])} sessions: " + ", ".join(
+            f"{n} {k}" for k, n in sorted(ends.items(), key=lambda kv: -kv[1]))
     if slow:
         text += (f"; {slow} connect{'s' if slow > 1 else ''} took 1 s or more "
                  f"(max {clients['connect_max']:.2f} s)")
     return text
+
+
+PHASES = ("before", "held", "opening", "new")
+
+
+def _fates_text(fates: dict[str, int]) -> str:
+    """A several-director run's clients by phase (see pyvs.sim.directors.outcomes):
+    "held 9: 7 survived, 2 reset by d2; new 2: 2 survived"."""
+    by_phase: dict[str, dict[str, int]] = {}
+    for key, n in fates.items():
+        phase, _, fate = key.partition("/")
+        by_phase.setdefault(phase, {})[fate] = n
+    parts = []
+    for phase in sorted(by_phase, key=lambda p: PHASES.index(p) if p in PHASES else 9):
+        counts = by_phase[phase]
+        parts.append(f"{phase} {sum(counts.values())}: " + ", ".join(
+            f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return "; ".join(parts)
 
 
 def _row(r: Result) -> str:
@@ -123,8 +157,8 @@ def table(results: list[Result], wide: bool = False) -> str:
             lines.extend(textwrap.wrap(r.cause, WIDTH, initial_indent="  cause: ",
                                        subsequent_indent="         "))
             seen = clients_text(r.clients)
-            if seen:
-                lines.append(f"  clients: {seen}")
+            lines.extend(textwrap.wrap(seen, WIDTH, initial_indent="  clients: ",
+                                       subsequent_indent="           "))
     lines.extend([""] + textwrap.wrap(LEGEND, WIDTH))
     return "\n".join(lines) + "\n"
 
