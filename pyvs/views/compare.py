@@ -170,6 +170,7 @@ def as_json(results: list[Result]) -> dict[str, Any]:
 # one colour per mode; the director drawn solid, the realservers' truth dashed
 _COLOURS = {"nat": "tab:blue", "dr": "tab:orange", "tun": "tab:green", "mixed": "tab:purple"}
 _PANELS = ("ActiveConn", "InActConn")
+OVERVIEW_ONE_COLUMN = 12     # more scenarios than this: the overview sets two side by side
 
 
 def plot(results: list[Result], path: str) -> list[str]:
@@ -181,13 +182,14 @@ def plot(results: list[Result], path: str) -> list[str]:
     scenarios: dict[str, list[Result]] = {}
     for r in results:
         scenarios.setdefault(r.scenario, []).append(r)
+    across = 1 if len(scenarios) <= OVERVIEW_ONE_COLUMN else 2
     if not path.endswith("/"):
-        _figure(list(scenarios.items()), path)
+        _figure(list(scenarios.items()), path, across)
         return [path]
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     written = [str(out / "overview.png")]
-    _figure(list(scenarios.items()), written[0])
+    _figure(list(scenarios.items()), written[0], across)
     for name, runs in scenarios.items():
         target = out / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.png"
         _figure([(name, runs)], str(target))
@@ -195,24 +197,34 @@ def plot(results: list[Result], path: str) -> list[str]:
     return written
 
 
-def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
+def _figure(rows: list[tuple[str, list[Result]]], path: str, across: int = 1) -> None:
+    """`across` scenarios side by side, each as its ActiveConn and InActConn panels."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.3 * len(rows) + 1.2),
-                             squeeze=False)
+    height = -(-len(rows) // across)
+    fig, axes = plt.subplots(height, 2 * across,
+                             figsize=(12 * across, 2.3 * height + 1.2), squeeze=False)
+    for extra in range(len(rows), height * across):      # an odd one out: blank cells
+        for col in range(2):
+            axes[extra // across][2 * (extra % across) + col].axis("off")
     modes: list[str] = []
-    for row, (name, runs) in enumerate(rows):
+    for n, (name, runs) in enumerate(rows):
+        row = n // across
         for col, label in enumerate(_PANELS):
-            ax = axes[row][col]
+            ax = axes[row][2 * (n % across) + col]
             peak = 0
-            for r in runs:
+            for k, r in enumerate(runs):
                 times, director, truth = _series(r, col == 0)
                 colour = _COLOURS.get(r.mode, "tab:gray")
-                ax.plot(times, director, color=colour, linewidth=1.6, drawstyle="steps-post")
-                ax.plot(times, truth, color=colour, linewidth=1.2, linestyle=(0, (3, 2)),
-                        drawstyle="steps-post")
+                # the first mode drawn wider, beneath: where the modes agree it shows
+                # as a rim around the next one instead of vanishing behind it
+                wide = 1.0 if k else 2.0
+                ax.plot(times, director, color=colour, linewidth=1.6 * wide,
+                        drawstyle="steps-post", zorder=3 - k)
+                ax.plot(times, truth, color=colour, linewidth=1.2 * wide,
+                        linestyle=(0, (3, 2)), drawstyle="steps-post", zorder=3 - k)
                 peak = max([peak, *director, *truth])
                 if r.mode not in modes:
                     modes.append(r.mode)
@@ -233,7 +245,7 @@ def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
                         ha="center", va="center", fontsize=8, color="0.4")
             else:
                 ax.set_ylim(0, peak * 1.1 + 0.5)
-            if row == len(rows) - 1:
+            if row == height - 1 or n + across >= len(rows):
                 ax.set_xlabel("seconds", fontsize=8)
     handles = [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.6,
                       label=f"{m.upper()} director") for m in modes]
