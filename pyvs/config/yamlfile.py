@@ -238,7 +238,7 @@ def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
     sc = r.mapping(raw, "sysctls", tuple(KNOBS))
     values = Sysctls()
     for k, v in sc.items():
-        value = r.integer(v, f"sysctls.{k}", -2**31, 2**31 - 1)
+        value = r.integer(v, f"sysctls.{k}", -2**31, max(2**31 - 1, KNOBS[k].metadata["high"]))
         problem = sysctl_problem(k, value)
         if problem:
             raise r.fail(f"sysctls.{k}", problem.split(": ", 1)[-1])

@@ -438,8 +438,7 @@ class SyncMaster:
         sysctls = director.sysctls
         if threads is None:                          # sync_ports, fixed at start
             threads = min(max(sysctls.sync_ports, 1), PORTS_MAX)
-        qlen_max = sysctls.sync_qlen_max or None              # 0: the kernel's default
-        self.builders = [MessageBuilder(syncid, self.maxlen, start, qlen_max)
+        self.builders = [MessageBuilder(syncid, self.maxlen, start, sysctls.sync_qlen_max)
                          for _ in range(threads)]
         self.records = 0          # records queued; datagrams handed out by due()
         self.messages = 0
@@ -503,11 +502,13 @@ class SyncMaster:
         return send
 
     def _builder(self, cp: Conn) -> MessageBuilder:
-        """select_master_thread_id() hashes the entry's address; pyvs hashes its key."""
+        """select_master_thread_id() hashes the entry's address; pyvs hashes its key.
+        sb_queue_tail() reads sync_qlen_max at each buffer it queues."""
         builders = self.builders
-        if len(builders) == 1:
-            return builders[0]
-        return builders[zlib.crc32(cp.key) & (len(builders) - 1)]
+        b = builders[0] if len(builders) == 1 else builders[zlib.crc32(cp.key)
+                                                            & (len(builders) - 1)]
+        b.qlen_max = self.director.sysctls.sync_qlen_max
+        return b
 
     def next_timer(self) -> float | None:
         """When due() next has work; None while nothing waits to be sent."""
@@ -518,6 +519,8 @@ class SyncMaster:
 
     def due(self, now: float) -> list[tuple[int, bytes]]:
         """(thread id, datagram) to send by `now`; thread id sends to port 8848 + id."""
+        for b in self.builders:
+            b.qlen_max = self.director.sysctls.sync_qlen_max
         out = [(i, d) for i, b in enumerate(self.builders) for d in b.due(now)]
         self.messages += len(out)
         return out
