@@ -74,12 +74,15 @@ from .verdict import (
     accept,
     drop,
 )
+from .wheel import HZ, jiffies, wheel_fires
 
 IN: Final = 0     # client -> virtual service (ip_vs_in_hook)
 OUT: Final = 1    # realserver -> client (ip_vs_out_hook)
 
 EXPIRE_LATER: Final = 60.0          # a template that still controls connections waits 60 s more
-TRASH_PERIOD: Final = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
+TRASH_PERIOD: Final = 120 * HZ      # IP_VS_DEST_TRASH_PERIOD (jiffies): idle removed realservers
+                                    # are freed this long after a trash run found them idle; the
+                                    # trash runs every half of it while it holds any
 UNPRIVILEGED_PORT_START: Final = 1024
 
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
@@ -123,6 +126,7 @@ class Director:
         self._timers = TimerWheel()
         self._masq: dict[tuple[int, int, int, int], MasqRewrite] = {}
         self._trash: dict[tuple, Dest] = {}
+        self._trash_run: int | None = None      # the trash timer's next run (jiffy)
         self._route_marks: dict[int, int] = {}
         self._tunnel_id = 0
         self.total_base = Counters()
@@ -401,9 +405,13 @@ class Director:
         if notify_scheduler:
             svc.scheduler.del_dest(svc, dest, index)
         dest.available = False
+        self._purge_trash(now)
+        if not self._trash:                # __ip_vs_del_dest(): the timer starts anew
+            j = jiffies(now)
+            self._trash_run = wheel_fires(j + TRASH_PERIOD // 2, j)
         self._trash[self._trash_key(svc, dest.addr, dest.port)] = dest
-        if not self._dest_refs(dest):
-            dest.idle_since = now
+        dest.idle_start = None
+        dest.idle_since = None if self._dest_refs(dest) else now
         if self.sysctls.expire_nodest_conn and self.profile.nodest_flush:
             self._expire_nodest_conns(now)
 
@@ -412,13 +420,29 @@ class Director:
         return dest.activeconns + dest.inactconns + dest.persistconns
 
     def _purge_trash(self, now: float) -> None:
-        """Free removed realservers idle for a trash period (their counters go with them)."""
-        for key, dest in list(self._trash.items()):
-            if dest.idle_since is not None and now - dest.idle_since >= TRASH_PERIOD:
-                del self._trash[key]
+        """The trash runs due by `now` (ip_vs_dest_trash_expire()), worked out when the trash
+        is next used: a run notes when it first finds a realserver idle (no entry holds
+        it) and frees it at the first run a trash period after that, counters and all, so
+        120-180 s after it went idle; runs follow each other by half a period while the
+        trash holds anything.  Nothing but a re-add sees the trash, so nothing else needs
+        the runs at their own time."""
+        trash = self._trash
+        while self._trash_run is not None and self._trash_run <= jiffies(now):
+            run = self._trash_run
+            for key, dest in list(trash.items()):
+                if dest.idle_since is None or jiffies(dest.idle_since) > run:
+                    continue                       # refcnt > 1: entries still hold it
+                if dest.idle_start is None:
+                    dest.idle_start = run
+                elif run >= dest.idle_start + TRASH_PERIOD:
+                    del trash[key]
+            self._trash_run = wheel_fires(run + TRASH_PERIOD // 2, run) if trash else None
 
     def _expire_nodest_conns(self, now: float) -> None:
-        """ip_vs_expire_nodest_conn_flush(): drop every connection of a removed server."""
+        """ip_vs_expire_nodest_conn_flush(): delete every entry of a removed realserver
+        that controls nothing, templates included (they share the kernel's hash table),
+        and the controller each deleted connection leaves empty, ASSURED or not (the walk
+        deletes it after ip_vs_conn_del() of its last child)."""
         for cp in list(self._in.values()):
             dest = cp.dest
             if dest.available or cp.n_control:
@@ -427,6 +451,9 @@ class Director:
             self._expire(cp, now)
             if ct is not None and ct.alive and not ct.n_control:
                 self._expire(ct, now)
+        for tpl in list(self._template_list):
+            if not tpl.dest.available and not tpl.n_control:
+                self._expire(tpl, now)
 
     def zero(self, svc: Service | None = None) -> None:
         """ipvsadm -Z: zero a service (and its realservers) or everything."""
@@ -511,17 +538,25 @@ class Director:
     def _random_dropentry(self, now: float) -> int:
         """ip_vs_random_dropentry(): look at a random 1/32 of the table (the kernel: 1/32
         of its hash buckets) and drop half-open entries, and quiet ones at todrop_entry's
-        rate; never an entry that controls others.  Returns how many were dropped."""
+        rate; never an entry that controls others.  Templates (4.19+): a one-packet
+        service's at todrop_entry's rate, others at once unless ASSURED; 4.9-4.18 only
+        the one-packet ones; before 4.9 none.  Returns how many were dropped."""
         entries: list[Conn] = list(self._in.values())
         entries.extend(self._template_list)
         if not entries:
             return 0
-        defense = self.defense
+        defense, profile = self.defense, self.profile
         dropped = 0
         for cp in defense.random.sample(entries, max(1, len(entries) // DROP_SCAN_SHARE)):
             if cp.n_control or not cp.alive:
                 continue
-            if not cp.template and cp.protocol == IPPROTO_TCP:
+            if cp.template:
+                if profile.drop_ops_templates and cp.dest.svc.flags & SVC_F_ONEPACKET:
+                    if not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
+                        continue
+                elif not profile.assure_templates or cp.state & S.TEMPLATE_ASSURED:
+                    continue
+            elif cp.protocol == IPPROTO_TCP:
                 if cp.state == S.ESTABLISHED:
                     if not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
                         continue
@@ -529,10 +564,28 @@ class Director:
                     continue
             elif not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
                 continue
-            self._expire(cp, now)             # ip_vs_conn_del()
+            self._drop_entry(cp, now)
             dropped += 1
         defense.entries_dropped += dropped
         return dropped
+
+    def _drop_entry(self, cp: Conn, now: float) -> None:
+        """What drop_entry does to an entry it picked.  4.19+: ip_vs_conn_del(), whose
+        timeout 0 makes ip_vs_conn_expire() delete the controller it leaves empty unless
+        that is an ASSURED template.  Before: ip_vs_conn_expire_now() of the entry and then
+        of its controller; both timers fire at once, the controller's first (the timer
+        wheel runs a bucket newest first), so a controller still counting the entry is put
+        off for 60 s (expire_later)."""
+        ct = cp.control
+        if not self.profile.assure_templates:
+            if ct is not None:
+                self._expire(ct, now)
+            self._expire(cp, now)
+            return
+        self._expire(cp, now)
+        if (ct is not None and ct.alive and not ct.n_control
+                and not (ct.template and ct.state & S.TEMPLATE_ASSURED)):
+            self._expire(ct, now)
 
     def _full(self) -> bool:
         """ip_vs_conn_new() cannot allocate: the memory budget is spent."""
@@ -880,7 +933,8 @@ class Director:
         dest = cp.dest
         sysctls, profile = self.sysctls, self.profile
         if flags >= 0 and flags & S.TH_SYN and (
-                (sysctls.expire_nodest_conn and profile.nodest_on_syn and dest.weight == 0)
+                (sysctls.expire_nodest_conn and profile.nodest_on_syn and dest.weight == 0
+                 and (profile.nodest_on_syn_always or sysctls.conn_reuse_mode))
                 or (sysctls.conn_reuse_mode and profile.conn_reuse
                     and self._new_conn_expected(cp))):
             # is_new_conn(): this SYN starts a new connection on the entry's port
@@ -997,6 +1051,10 @@ class Director:
             dest.outbytes += tot_len
         if flags >= 0:
             cp.noout = False                    # a reply was seen: full tracking from now on
+        elif self.profile.assure_templates:
+            ct = cp.control                     # udp_state_transition(): every UDP reply
+            if ct is not None:                  # assures the template (the TCP rule is in
+                ct.state |= S.TEMPLATE_ASSURED  # _state_change())
         self._track(cp, self._rows_output, flags, now)
         if cp.fwd != MASQ:
             return _ACCEPT_FORWARD
