@@ -13,7 +13,7 @@ from tests.helpers import ACK, SYN, Flow, ip
 VIP, RS1, RS2 = ip("10.0.0.100"), ip("192.168.10.1"), ip("192.168.10.2")
 
 
-def persistent(kernel="modern", protocol=6, n=1, timeout=600, **sysctls):
+def persistent(kernel="modern", protocol=6, n=1, timeout=3600, **sysctls):
     d = Director(kernel=kernel, seed=3)
     for k, v in sysctls.items():
         d.set_sysctl(k, v)
@@ -63,7 +63,7 @@ def test_drop_entry_takes_idle_templates_unless_assured(kernel, kept) -> None:
     once; before, only a one-packet service's templates were considered."""
     d, _ = idle_template(kernel)
     d.set_sysctl("drop_entry", 3)
-    d.handle_timers(70.0)
+    d.handle_timers(661.0)                     # a bucket is drawn in 3% of the ticks
     assert len(d.template_list()) == (1 if kept else 0)
 
 
@@ -71,7 +71,7 @@ def test_drop_entry_keeps_an_assured_template() -> None:
     d, _ = persistent(protocol=17, drop_entry=3)
     d.set_timeouts(0, 0, 10)
     udp_exchange(d, 0.0)                       # the reply assures the template
-    d.handle_timers(60.0)
+    d.handle_timers(660.0)
     (ct,) = d.connections()
     assert ct.template and d.state_name(ct) == "ASSURED"
 

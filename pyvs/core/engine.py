@@ -19,6 +19,7 @@ from . import states as S
 from .commands import ConfigError
 from .conn import (
     CONN_KEY,
+    INF,
     INVALID_PORT,
     UDP_KEY_PREFIX,
     Conn,
@@ -28,7 +29,13 @@ from .conn import (
     conn_key,
     reply_key,
 )
-from .defense import DEFENSE_PERIOD, DROP_SCAN_SHARE, ENTRY_BYTES, Defense, availmem
+from .defense import (
+    DEFENSE_PERIOD,
+    ENTRY_BYTES,
+    TODROP_RATE,
+    Defense,
+    availmem,
+)
 from .forwarding import DROUTE, MASQ, TUNNEL
 from .limits import DEFAULT_SCHEDULER, NETMASK_ALL
 from .packet import (
@@ -510,64 +517,89 @@ class Director:
         self._select_tables()
 
     def _defense_until(self, now: float) -> None:
-        """The 1 s defense ticks due by `now`, each after the expiries before it.  A run of
-        ticks that change nothing (no entry dropped, no level changed) is skipped up to
-        the next expiry: only a packet or an expiry can change what a tick decides."""
-        quiet = 0
+        """The 1 s defense ticks due by `now`, each after the expiries before it.  Ticks
+        that can change nothing are skipped: while no level changes and no entry is one
+        drop_entry could touch, only an expiry, a packet or an entry's 60 s of quiet can
+        change that (a tick's random draws then decide nothing)."""
         while self._next_defense <= now:
             t = self._next_defense
             self._expire_until(t)
             before = (self.defense.short, self.sysctls.secure_tcp)
-            dropped = self._defense_tick(t)
+            still_until = self._defense_tick(t)
             self._next_defense = t + DEFENSE_PERIOD
-            quiet = 0 if dropped or before != (self.defense.short,
-                                               self.sysctls.secure_tcp) else quiet + 1
-            if quiet > (2 * DROP_SCAN_SHARE if self.defense.dropentry else 1):
-                nxt = self._timers.next_time()
-                target = now if nxt is None or nxt > now else nxt
-                skip = int((target - self._next_defense) // DEFENSE_PERIOD)
-                if skip > 0:
-                    self._next_defense += skip * DEFENSE_PERIOD
-                quiet = 0
+            if before != (self.defense.short, self.sysctls.secure_tcp):
+                continue
+            nxt = self._timers.next_time()
+            target = min(now, still_until, INF if nxt is None else nxt)
+            skip = int((target - self._next_defense) // DEFENSE_PERIOD)
+            if skip > 0:
+                self._next_defense += skip * DEFENSE_PERIOD
 
-    def _defense_tick(self, now: float) -> int:
-        """defense_work_handler(): update the levels; drop entries while dropentry is on."""
+    def _defense_tick(self, now: float) -> float:
+        """defense_work_handler(): update the levels; drop entries while dropentry is on.
+        Returns until when further ticks cannot touch an entry (`now`: they can)."""
         self._update_defense()
-        return self._random_dropentry(now) if self.defense.dropentry else 0
+        return self._random_dropentry(now) if self.defense.dropentry else INF
 
-    def _random_dropentry(self, now: float) -> int:
-        """ip_vs_random_dropentry(): look at a random 1/32 of the table (the kernel: 1/32
-        of its hash buckets) and drop half-open entries, and quiet ones at todrop_entry's
-        rate; never an entry that controls others.  Templates (4.19+): a one-packet
-        service's at todrop_entry's rate, others at once unless ASSURED; 4.9-4.18 only
-        the one-packet ones; before 4.9 none.  Returns how many were dropped."""
+    def _random_dropentry(self, now: float) -> float:
+        """ip_vs_random_dropentry(): 128 times (1/32 of the 4096 hash buckets) draw a
+        random bucket, repeats allowed, and walk its entries newest first
+        (Defense.scan()), deleting
+        half-open TCP entries, quiet ones at todrop_entry()'s rate, never one that
+        controls others.  Templates (4.19+): a one-packet service's at todrop_entry()'s
+        rate, others at once unless ASSURED; 4.9-4.18 only the one-packet ones; before 4.9
+        none.  Returns until when no entry can be touched (`now` if one can)."""
+        defense = self.defense
         entries: list[Conn] = list(self._in.values())
         entries.extend(self._template_list)
-        if not entries:
-            return 0
-        defense, profile = self.defense, self.profile
         dropped = 0
-        for cp in defense.random.sample(entries, max(1, len(entries) // DROP_SCAN_SHARE)):
-            if cp.n_control or not cp.alive:
-                continue
-            if cp.template:
-                if profile.drop_ops_templates and cp.dest.svc.flags & SVC_F_ONEPACKET:
-                    if not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
-                        continue
-                elif not profile.assure_templates or cp.state & S.TEMPLATE_ASSURED:
+        for chain in defense.scan(len(entries)):
+            for i in chain:
+                cp = entries[i]
+                if not cp.alive or cp.n_control:
                     continue
-            elif cp.protocol == IPPROTO_TCP:
-                if cp.state == S.ESTABLISHED:
-                    if not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
-                        continue
-                elif cp.state != S.SYN_RECV and cp.state != S.SYNACK:
+                rated = self._drop_candidate(cp)
+                if rated < 0 or rated > 0 and not defense.todrop_entry(
+                        cp.in_pkts, now - (cp.expires - cp.timeout)):
                     continue
-            elif not defense.todrop_entry(cp.in_pkts, now - (cp.expires - cp.timeout)):
-                continue
-            self._drop_entry(cp, now)
-            dropped += 1
+                self._drop_entry(cp, now)
+                dropped += 1
         defense.entries_dropped += dropped
-        return dropped
+        return now if dropped else self._untouchable_until(now)
+
+    def _untouchable_until(self, now: float) -> float:
+        """Until when drop_entry can touch no entry: `now` if one is touchable already,
+        else when the first rated entry has been quiet for 60 s (INF: never)."""
+        until = INF
+        for entries in (self._in.values(), self._template_list):
+            for cp in entries:
+                rated = self._drop_candidate(cp)
+                if rated < 0:
+                    continue
+                quiet_from = cp.expires - cp.timeout
+                if rated == 0 or now - quiet_from >= 60.0:
+                    return now
+                if quiet_from + 60.0 < until:
+                    until = quiet_from + 60.0
+        return until
+
+    def _drop_candidate(self, cp: Conn) -> int:
+        """How ip_vs_random_dropentry() treats an entry: -1 never dropped, 0 dropped when
+        seen, 1 at todrop_entry()'s rate (which needs 1..8 inbound packets)."""
+        if cp.n_control:
+            return -1
+        rated = 0 < cp.in_pkts < len(TODROP_RATE)
+        if cp.template:
+            profile = self.profile
+            if profile.drop_ops_templates and cp.dest.svc.flags & SVC_F_ONEPACKET:
+                return 1 if rated else -1
+            return 0 if profile.assure_templates and not cp.state & S.TEMPLATE_ASSURED else -1
+        if cp.protocol == IPPROTO_TCP:
+            if cp.state == S.SYN_RECV or cp.state == S.SYNACK:
+                return 0
+            if cp.state != S.ESTABLISHED:
+                return -1
+        return 1 if rated else -1
 
     def _drop_entry(self, cp: Conn, now: float) -> None:
         """What drop_entry does to an entry it picked.  4.19+: ip_vs_conn_del(), whose
