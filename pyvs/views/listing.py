@@ -227,12 +227,10 @@ def list_conn(snap: dict[str, Any], fmt: Fmt = Fmt.NUMERIC) -> str:
             names.append(addrport(addr, int(port), c["proto"], fmt))
         expires = c["expires"]
         expire = f"{expires // 60:02d}:{expires % 60:02d}"
-        if fmt & Fmt.PERSISTENTCONN:
-            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} {names[0]:<18s} "
-                       f"{names[1]:<18s} {names[2]:<18s} {'':<16s} \n")
-        else:
-            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} "
-                       f"{names[0]:<18s} {names[1]:<18s} {names[2]}\n")
+        # print_conn(): the PE columns only for a line with persistence-engine data,
+        # which pyvs never has (no persistence engines): the plain row under either header
+        out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} "
+                   f"{names[0]:<18s} {names[1]:<18s} {names[2]}\n")
     return "".join(out)
 
 
