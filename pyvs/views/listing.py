@@ -148,10 +148,12 @@ def _persistence(svc: dict, persistent: str, mask: str) -> str:
 
 
 def _service_line(svc: dict, name: str, fmt: Fmt) -> str:
-    flags = svc["flags"]
+    # ipvsadm prints " -b " / " (...)" when any of the three bits is set, then the names
+    # print_sched_flags() knows for the scheduler: sh or mh with flag-3 gives "-b " and "()"
+    flagged, flags = svc["sched_flags"], ",".join(svc["flags"])
     if fmt & Fmt.RULE:
         return (f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")
-                + (" -o" if svc["ops"] else "") + (" -b " + ",".join(flags) if flags else ""))
+                + (" -o" if svc["ops"] else "") + (" -b " + flags if flagged else ""))
     if fmt & Fmt.STATS:
         st = svc["stats"]
         return f"{name:<33s}" + _stats5(
@@ -160,7 +162,7 @@ def _service_line(svc: dict, name: str, fmt: Fmt) -> str:
         rt = svc["rate"]
         return f"{name:<33s}" + _stats5(
             (rt["cps"], rt["inpps"], rt["outpps"], rt["inbps"], rt["outbps"]), fmt)
-    return (f"{name} {svc['scheduler']}" + (" (" + ",".join(flags) + ")" if flags else "")
+    return (f"{name} {svc['scheduler']}" + (" (" + flags + ")" if flagged else "")
             + _persistence(svc, "persistent", "mask") + (" ops" if svc["ops"] else ""))
 
 
