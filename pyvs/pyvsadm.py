@@ -374,9 +374,19 @@ def _on_ops(c: Invocation, tag: str, value: None) -> None:
     c.flags |= SVC_F_ONEPACKET
 
 
+def _sched_flag_items(arg: str) -> list[str]:
+    """strtok(arg, ","): the items, empty ones skipped.  An argument of commas only
+    gives none, and ipvsadm 1.31 then passes NULL to strcmp() and crashes; pyvs says
+    what it read instead."""
+    items = [item for item in arg.split(",") if item]
+    if not items:
+        raise ValueError(f"invalid scheduler flag `{arg}'")
+    return items
+
+
 def _on_sched_flags(c: Invocation, tag: str, value: str) -> None:
     _opt(c, "sched-flags")
-    c.sched_flags = value
+    c.sched_flags = value[:127]       # snprintf() into sched_flags_arg[128]
 
 
 def _on_unmodelled(c: Invocation, tag: str, value: str | None) -> None:
@@ -493,7 +503,7 @@ def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -
         c.flags &= ~SCHED_FLAG_BITS
         try:
             c.flags |= sched_flags(c.sched or DEFAULT_SCHEDULER,
-                                   c.sched_flags.split(","))
+                                   _sched_flag_items(c.sched_flags))
         except ValueError as exc:
             raise fail(str(exc)) from None
     if c.cmd == "restore" and reading_stdin:

@@ -23,7 +23,6 @@ from ..core.engine import ConfigError, Director, Timeouts
 from ..core.forwarding import BY_WORD, DROUTE, MASQ
 from ..core.limits import DEFAULT_SCHEDULER, NETMASK_ALL
 from ..core.packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip, ip_to_int
-from ..core.schedulers import SCHED_FLAG
 from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
 from ..core.states import DEFAULT_PROFILE
 from ..core.sysctls import Sysctls
@@ -232,7 +231,7 @@ def from_snapshot(snap: dict[str, Any], path: str = "<director>") -> Config:
     if snap.get("tunnel_source"):
         cfg.tunnel_source = ip_to_int(snap["tunnel_source"])
     for s in snap["services"]:
-        flags = sum(SCHED_FLAG[name].bit for name in s["flags"])
+        flags = s["sched_flags"]
         if s["persistent"] is not None:
             flags |= SVC_F_PERSISTENT
         if s["ops"]:

@@ -33,7 +33,7 @@ from ..core.limits import (
 )
 from ..core.packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip, ip_to_int
 from ..core.schedulers import SCHED_FLAG, SCHEDULERS, sched_flag_names
-from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
+from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED3
 from ..core.states import DEFAULT_PROFILE, KERNELS
 from ..core.sync import SYNC_GROUP_ADDR
 from ..core.syncmsg import SYNC_PORT
@@ -238,7 +238,7 @@ def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
     sc = r.mapping(raw, "sysctls", tuple(KNOBS))
     values = Sysctls()
     for k, v in sc.items():
-        value = r.integer(v, f"sysctls.{k}", -2**31, 2**31 - 1)
+        value = r.integer(v, f"sysctls.{k}", -2**31, max(2**31 - 1, KNOBS[k].metadata["high"]))
         problem = sysctl_problem(k, value)
         if problem:
             raise r.fail(f"sysctls.{k}", problem.split(": ", 1)[-1])
@@ -651,6 +651,8 @@ def _service_data(vs: VirtualService) -> dict[str, Any]:
         s["address"] = f"{int_to_ip(vs.address)}:{vs.port}"
     s["scheduler"] = vs.scheduler
     names = sched_flag_names(vs.scheduler, vs.flags)
+    if vs.flags & SVC_F_SCHED3 and vs.scheduler in ("sh", "mh"):
+        names.append("flag-3")          # which ipvsadm lists as nothing: kept by name here
     if names:
         s["flags"] = names
     if vs.flags & SVC_F_PERSISTENT:

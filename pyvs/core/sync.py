@@ -19,7 +19,6 @@ No sockets, no clocks: every call takes ``now`` (seconds); drivers send what
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from collections.abc import Callable
@@ -53,11 +52,11 @@ from .syncmsg import (
     encode_v1_record,
 )
 from .sysctls import Sysctls
+from .wheel import HZ, jiffies, wheel_fires
 
 if TYPE_CHECKING:                # the engine holds the daemons: it imports this module
     from .engine import Director
 
-HZ: Final = 250                      # the kernel build pyvs models (Debian's CONFIG_HZ)
 FLUSH_TIME: Final = 2 * HZ           # IPVS_SYNC_FLUSH_TIME: a buffer waits at most this...
 CHECK_PERIOD: Final = HZ             # IPVS_SYNC_CHECK_PERIOD: ...checked this often
 SEND_DELAY: Final = max(HZ // 50, 1)   # IPVS_SYNC_SEND_DELAY: wake-up after the first queued
@@ -86,35 +85,6 @@ A_ELSEWHERE: Final = "other-worker"   # pyvs run --queues N: another worker's cl
 APPLIED: Final = frozenset((A_CREATED, A_UPDATED, A_REPLACED))  # the rest: dropped, ignored
 # what apply() says of a record (counted per record, after the decoding's own reasons)
 ACTIONS: Final = APPLIED | {A_IPV6, A_PROTOCOL, A_PE, A_TEMPLATE_CPORT, A_STALE, A_ONE_PACKET}
-
-
-def jiffies(now: float) -> int:
-    """The jiffy `now` falls in (a hair of slack so that k/HZ maps back to k)."""
-    return math.floor(now * HZ + 1e-6)
-
-
-# The timer wheel (kernel/time/timer.c): a timer lands in a bucket of its level's
-# granularity, rounded up so that it never fires early.
-WHEEL_BITS: Final = 6           # LVL_BITS: 64 buckets a level
-WHEEL_CLK_SHIFT: Final = 3      # LVL_CLK_SHIFT: each level 8 times coarser
-WHEEL_DEPTH: Final = 9          # LVL_DEPTH for HZ > 100
-
-
-def wheel_fires(expires: int, clk: int) -> int:
-    """The jiffy a timer due at `expires`, armed at `clk`, fires (calc_wheel_index()):
-    level 0 (under 63 jiffies) one jiffy late, level 1 (under 504) at the next multiple of
-    8 jiffies.  So the master thread's 1 s sleep (HZ=250) lasts 251-258 jiffies, and
-    exactly 256 once the thread runs on a bucket boundary, as it does when the wheel woke
-    it: the sync thread wakes every 1.024 s, not every second."""
-    delta = expires - clk
-    if delta < 0:
-        return clk
-    level = 0
-    while (level < WHEEL_DEPTH - 1
-           and delta >= ((1 << WHEEL_BITS) - 1) << (level * WHEEL_CLK_SHIFT)):
-        level += 1
-    shift = level * WHEEL_CLK_SHIFT
-    return ((expires >> shift) + 1) << shift
 
 
 def master_maxlen(maxlen: int = 0) -> int:
@@ -438,8 +408,7 @@ class SyncMaster:
         sysctls = director.sysctls
         if threads is None:                          # sync_ports, fixed at start
             threads = min(max(sysctls.sync_ports, 1), PORTS_MAX)
-        qlen_max = sysctls.sync_qlen_max or None              # 0: the kernel's default
-        self.builders = [MessageBuilder(syncid, self.maxlen, start, qlen_max)
+        self.builders = [MessageBuilder(syncid, self.maxlen, start, sysctls.sync_qlen_max)
                          for _ in range(threads)]
         self.records = 0          # records queued; datagrams handed out by due()
         self.messages = 0
@@ -503,11 +472,13 @@ class SyncMaster:
         return send
 
     def _builder(self, cp: Conn) -> MessageBuilder:
-        """select_master_thread_id() hashes the entry's address; pyvs hashes its key."""
+        """select_master_thread_id() hashes the entry's address; pyvs hashes its key.
+        sb_queue_tail() reads sync_qlen_max at each buffer it queues."""
         builders = self.builders
-        if len(builders) == 1:
-            return builders[0]
-        return builders[zlib.crc32(cp.key) & (len(builders) - 1)]
+        b = builders[0] if len(builders) == 1 else builders[zlib.crc32(cp.key)
+                                                            & (len(builders) - 1)]
+        b.qlen_max = self.director.sysctls.sync_qlen_max
+        return b
 
     def next_timer(self) -> float | None:
         """When due() next has work; None while nothing waits to be sent."""
@@ -518,6 +489,8 @@ class SyncMaster:
 
     def due(self, now: float) -> list[tuple[int, bytes]]:
         """(thread id, datagram) to send by `now`; thread id sends to port 8848 + id."""
+        for b in self.builders:
+            b.qlen_max = self.director.sysctls.sync_qlen_max
         out = [(i, d) for i, b in enumerate(self.builders) for d in b.due(now)]
         self.messages += len(out)
         return out

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 INT_MAX: Final = 2**31 - 1
+ULONG_MAX: Final = 2**64 - 1
 
 
 def knob(default: int, low: int, high: int, modelled: bool, what: str) -> Any:
@@ -62,8 +63,10 @@ class Sysctls:
     sync_persist_mode: int = knob(0, 0, 1, True, "skip entries under a template")
     sync_ports: int = knob(1, 1, INT_MAX, True, "sync threads (ports 8848..), fixed "
                            "when the first daemon starts; at most 64 are used")
-    sync_qlen_max: int = knob(0, 0, INT_MAX, True, "sync messages queued at most (the "
-                              "kernel's default is free pages/32; pyvs's 0: no bound)")
+    # The kernel's default is the free buffer pages / 32 when the namespace is made; pyvs
+    # has no host memory and counts INT_MAX pages (defense.availmem() with no budget).
+    sync_qlen_max: int = knob(INT_MAX // 32, 0, ULONG_MAX, True, "full sync messages "
+                              "queued at most (0: none, each is released unsent)")
     sync_sock_size: int = knob(0, 0, INT_MAX, True, "the sync sockets' buffer size (0: the "
                                "system's default)")
     snat_reroute: int = knob(1, 0, 1, False, "NAT replies rerouted after SNAT")

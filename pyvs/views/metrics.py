@@ -37,7 +37,8 @@ class IpvsCollector:
                                      "The current inactive connections by local and remote "
                                      "address.", labels=LABELS)
         weight = GaugeMetricFamily("node_ipvs_backend_weight",
-                                   "The current backend weight.", labels=LABELS)
+                                   "The current backend weight by local and remote address.",
+                                   labels=LABELS)
         for svc in s["services"]:
             if svc["fwmark"]:
                 local = ["", "0"]

@@ -19,7 +19,7 @@ from ..core.conn import Conn
 from ..core.engine import Director
 from ..core.forwarding import BY_CODE
 from ..core.packet import PROTO_NAMES, int_to_ip
-from ..core.schedulers import sched_flag_names
+from ..core.schedulers import SCHED_FLAG_BITS, sched_flag_names
 from ..core.service import Service
 from ..core.states import TCP_STATE_NAMES, UDP_STATE_NAMES
 from ..core.sync import daemons
@@ -47,6 +47,7 @@ def _service(svc: Service) -> dict[str, Any]:
         "address": None if svc.fwmark else int_to_ip(svc.addr),
         "port": svc.port, "fwmark": svc.fwmark, "scheduler": svc.sched_name,
         "flags": sched_flag_names(svc.sched_name, svc.flags),
+        "sched_flags": svc.flags & SCHED_FLAG_BITS,     # the bits, shown or not
         "persistent": svc.timeout if svc.persistent else None,
         "netmask": int_to_ip(svc.netmask), "ops": svc.ops,
         "stats": svc.est.shown().as_dict(), "rate": dict(zip(RATE_FIELDS, svc.est.rates())),
