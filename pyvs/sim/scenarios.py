@@ -201,7 +201,7 @@ def _changing() -> list[Scenario]:
         config=WWW + DESTS.format(port=80), show=(4, 20, 40),
         reproduces="kubernetes/kubernetes#93297: conn_reuse_mode=1 is safe on 5.9+")
     reuse_ct = Scenario(
-        "port-reuse-conntrack", "the same on a 4.10-5.8 kernel with conntrack=1: the first "
+        "port-reuse-conntrack", "the same on a 4.9-5.8 kernel with conntrack=1: the first "
         "SYN of each reuse is dropped and the client waits 1 s", 60, reusing, clients=3,
         config=WWW + DESTS.format(port=80), show=(4, 20, 40), kernel="4.19",
         reproduces="kubernetes/kubernetes#70747 and cloudnativelabs/kube-router#544: "
