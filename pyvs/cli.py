@@ -276,12 +276,13 @@ def _compare_simulated(args: argparse.Namespace) -> list:
     modes = _modes(args.modes or "nat,dr")
     chosen = [scenarios.get(n) for n in args.scenario or list(scenarios.BUILTIN)]
     config = _sim_config(args)
-    progress = Progress(len(chosen) * len(modes))
+    runs = [(sc, mode) for sc in chosen for mode in modes
+            if not sc.modes or mode in sc.modes]       # e.g. ECMP runs in DR and TUN only
+    progress = Progress(len(runs))
     results = []
-    for sc in chosen:
-        for mode in modes:
-            progress.step(f"{sc.name} {mode}")
-            results.append(run(sc, mode, args.kernel, args.seed, config))
+    for sc, mode in runs:
+        progress.step(f"{sc.name} {mode}")
+        results.append(run(sc, mode, args.kernel, args.seed, config))
     progress.done()
     return results
 
@@ -398,9 +399,10 @@ def _queues(text: str) -> int:
 
 def _director(args: argparse.Namespace, cfg=None):
     from .core.engine import Director
+    from .drivers.syncsock import links  # the interfaces a configured sync daemon names
     if cfg is None and args.config:
         cfg = _load(args)
-    director = cfg.build(0.0) if cfg is not None else Director()
+    director = cfg.build(0.0, links()) if cfg is not None else Director()
     if args.max_memory:
         director.set_memory_limit(args.max_memory, 0.0)
     return director
@@ -499,7 +501,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
             netns.up(args.mode, args.realservers, args.clients,
-                     run_args=("--queues", str(args.queues)) if args.queues > 1 else ())
+                     run_args=("--queues", str(args.queues)) if args.queues > 1 else (),
+                     n_directors=args.directors)
+        elif args.action == "failover":
+            return netns.failover()
         elif args.action == "down":
             netns.down()
         elif args.action == "status":
@@ -579,7 +584,8 @@ def _add_tables(sub) -> None:
     st.set_defaults(func=cmd_states)
     ex = sub.add_parser("export", help="write the table as /proc/net/ip_vs* files")
     ex.add_argument("what", choices=("procfs",))
-    ex.add_argument("dir", help="DIR: writes DIR/net/ip_vs, ip_vs_conn, ip_vs_stats")
+    ex.add_argument("dir", help="DIR: writes DIR/net/ip_vs, ip_vs_conn, ip_vs_conn_sync, "
+                    "ip_vs_stats")
     _table_source(ex)
     ex.set_defaults(func=cmd_export)
 
@@ -635,6 +641,10 @@ def _add_lab(sub) -> None:
     lu.add_argument("--clients", type=int, default=1)
     lu.add_argument("--queues", type=_queues, default=1, metavar="N",
                     help="the director runs N queues, one worker each (pyvs run --queues)")
+    lu.add_argument("--directors", type=int, default=1, choices=(1, 2),
+                    help="2: a second director and a sync daemon pair (NAT or DR)")
+    lsub.add_parser("failover", help="move the VIP to the other director, as keepalived's "
+                    "VRRP does (--directors 2)")
     lsub.add_parser("down", help="stop everything, delete the namespaces")
     lsub.add_parser("status", help="processes and addresses")
     lsub.add_parser("check", help="diagnose the classic LVS set-up mistakes")

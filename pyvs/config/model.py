@@ -1,7 +1,7 @@
 """The one configuration model every format translates into: a director's kernel profile,
 timeouts, sysctls and its services with their realservers, in the order they are added,
-and keepalived's health checking: each realserver's checkers, each virtual server's
-quorum, hysteresis and sorry server, the sync daemon's settings.
+keepalived's health checking (each realserver's checkers, each virtual server's quorum,
+hysteresis and sorry server), and its connection sync daemons.
 
 YAML files, ipvsadm rules files and keepalived.conf all produce a :class:`Config`; a
 running director's table gives one back (:func:`from_snapshot`), so YAML -> director ->
@@ -23,7 +23,6 @@ from ..core.engine import ConfigError, Director, Timeouts
 from ..core.forwarding import BY_WORD, DROUTE, MASQ
 from ..core.limits import DEFAULT_SCHEDULER, NETMASK_ALL
 from ..core.packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip, ip_to_int
-from ..core.schedulers import SCHED_FLAG
 from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
 from ..core.states import DEFAULT_PROFILE
 from ..core.sysctls import Sysctls
@@ -82,8 +81,10 @@ class Config:
     sysctls: Sysctls = field(default_factory=Sysctls)
     tunnel_source: int | None = None
     services: list[VirtualService] = field(default_factory=list)
-    # the sync daemon keepalived would start (lvs_sync_daemon): interface, instance,
-    # syncid, maxlen, port, ttl, group; kept for the sync daemon, which reads it
+    # the sync daemons ipvsadm --start-daemon would start, after the services
+    daemons: list[C.StartDaemon] = field(default_factory=list)
+    # keepalived's lvs_sync_daemon: interface, instance, syncid, maxlen, port, ttl, group;
+    # started as a master daemon (daemon_commands())
     sync_daemon: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)   # what the source said pyvs ignores
 
@@ -103,10 +104,24 @@ class Config:
     def commands(self) -> list[C.Command]:
         """The control-plane commands that build this configuration, in order: the
         services, then the realservers keepalived puts in before its first check (all of
-        them when there are no checks)."""
+        them when there are no checks), then the sync daemons."""
         out: list[C.Command] = [C.AddService(vs.key, vs.scheduler, vs.flags, vs.timeout,
                                              vs.netmask) for vs in self.services]
-        return out + H.Monitor(self.pools()).initial
+        return out + H.Monitor(self.pools()).initial + self.daemon_commands()
+
+    def daemon_commands(self) -> list[C.Command]:
+        """The sync daemons to start.  keepalived's lvs_sync_daemon follows its VRRP
+        instance: it starts the master daemon when the instance becomes MASTER and the
+        backup daemon when it becomes BACKUP (ipvs_syncd_master() / ipvs_syncd_backup(),
+        keepalived's check/ipvswrapper.c).  pyvs runs no VRRP and a director is always the
+        master, so a `sync_daemon` starts the master daemon."""
+        if self.daemons or self.sync_daemon is None:
+            return list(self.daemons)
+        d = self.sync_daemon
+        group = d.get("group")
+        return [C.StartDaemon("master", d["interface"], d.get("syncid", 0), d.get("maxlen", 0),
+                              ip_to_int(group) if group else 0, d.get("port", 0),
+                              d.get("ttl", 0))]
 
     def pools(self) -> list[H.Pool]:
         """The health checker's view: one pool per virtual server (a group's services
@@ -126,11 +141,13 @@ class Config:
     def has_checks(self) -> bool:
         return any(rs.checks for vs in self.services for rs in vs.realservers)
 
-    def build(self, now: float = 0.0) -> Director:
-        """A fresh director with this configuration."""
+    def build(self, now: float = 0.0, links: dict[str, int] | None = None) -> Director:
+        """A fresh director with this configuration; `links`: the interfaces a sync daemon
+        may use (Director.links; None: any)."""
         director = Director(kernel=self.kernel, sysctls=replace(self.sysctls),
                             timeouts=self.timeouts, tunnel_source=self.tunnel_source,
                             start=now)
+        director.links = links
         for cmd in self.commands():
             try:
                 director.apply(cmd, now)
@@ -183,6 +200,8 @@ def quorum_problem(health: Health, realservers: list[RealServer]) -> str | None:
 
 def describe(cmd: C.Command) -> str:
     """A command as a person reads it, for error messages: `service tcp 10.0.0.1:80`."""
+    if isinstance(cmd, C.StartDaemon):
+        return f"{cmd.state} sync daemon on {cmd.mcast_ifn}"
     key = getattr(cmd, "service", None)
     if key is None:
         return type(cmd).__name__
@@ -212,7 +231,7 @@ def from_snapshot(snap: dict[str, Any], path: str = "<director>") -> Config:
     if snap.get("tunnel_source"):
         cfg.tunnel_source = ip_to_int(snap["tunnel_source"])
     for s in snap["services"]:
-        flags = sum(SCHED_FLAG[name].bit for name in s["flags"])
+        flags = s["sched_flags"]
         if s["persistent"] is not None:
             flags |= SVC_F_PERSISTENT
         if s["ops"]:
@@ -226,4 +245,8 @@ def from_snapshot(snap: dict[str, Any], path: str = "<director>") -> Config:
                                              BY_WORD[d["forward"]].code, d["weight"],
                                              d["uthreshold"], d["lthreshold"]))
         cfg.services.append(vs)
+    for d in snap.get("daemons", []):
+        cfg.daemons.append(C.StartDaemon(d["state"], d["mcast_ifn"], d["syncid"],
+                                         d["sync_maxlen"], ip_to_int(d["mcast_group"]),
+                                         d["mcast_port"], d["mcast_ttl"]))
     return cfg

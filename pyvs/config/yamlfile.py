@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..core import commands as C
 from ..core import health as H
 from ..core.engine import Timeouts
 from ..core.forwarding import BY_CODE, BY_WORD, CONFIG_WORDS, MASQ
@@ -32,9 +33,11 @@ from ..core.limits import (
 )
 from ..core.packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip, ip_to_int
 from ..core.schedulers import SCHED_FLAG, SCHEDULERS, sched_flag_names
-from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
+from ..core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED3
 from ..core.states import DEFAULT_PROFILE, KERNELS
-from ..core.sysctls import KNOBS, Sysctls
+from ..core.sync import SYNC_GROUP_ADDR
+from ..core.syncmsg import SYNC_PORT
+from ..core.sysctls import KNOBS, Sysctls, threshold_problem
 from ..core.sysctls import check as sysctl_problem
 from .model import Config, ConfigFileError, Health, RealServer, VirtualService, quorum_problem
 
@@ -124,7 +127,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-TOP = ("kernel", "timeouts", "sysctls", "services", "tunnel_source", "sync_daemon")
+TOP = ("kernel", "timeouts", "sysctls", "services", "tunnel_source", "sync_daemon",
+       "sync_daemons")
+DAEMON = ("state", "interface", "syncid", "maxlen", "group", "port", "ttl")
 SERVICE = ("protocol", "address", "fwmark", "group", "scheduler", "flags", "persistent",
            "netmask", "ops", "health", "sorry_server", "realservers")
 REALSERVER = ("address", "forward", "weight", "uthreshold", "lthreshold",
@@ -179,7 +184,36 @@ def parse(data: Any, path: str) -> Config:
                 raise r.fail(where, "service already defined earlier in the file")
             seen.add(vs.key)
         cfg.services.extend(members)
+    for i, raw in enumerate(r.seq(top.get("sync_daemons"), "sync_daemons")):
+        daemon = _daemon(r, raw, f"sync_daemons[{i}]")
+        if any(d.state == daemon.state for d in cfg.daemons):
+            raise r.fail(f"sync_daemons[{i}]", f"a {daemon.state} daemon is already defined "
+                         "earlier in the file (one of each at most)")
+        cfg.daemons.append(daemon)
+    if cfg.daemons and cfg.sync_daemon is not None:
+        raise r.fail("sync_daemons", "give sync_daemon (keepalived's lvs_sync_daemon, started "
+                     "as the master) or sync_daemons, not both")
     return cfg
+
+
+def _daemon(r: Reader, raw: Any, where: str) -> C.StartDaemon:
+    """{state: master|backup, interface: IF, syncid, maxlen, group, port, ttl}: what
+    ipvsadm --start-daemon takes, its checks and its defaults (0: the kernel's)."""
+    d = r.mapping(raw, where, DAEMON)
+    state = r.choice(d.get("state"), f"{where}.state", C.DAEMON_STATES)
+    ifn = d.get("interface")
+    if not isinstance(ifn, str) or not ifn:
+        raise r.fail(f"{where}.interface", "the interface the daemon multicasts on, e.g. eth0")
+    group = r.ip(d["group"], f"{where}.group") if "group" in d else 0
+    cmd = C.StartDaemon(
+        state, ifn, r.integer(d.get("syncid", 0), f"{where}.syncid", 0, 255),
+        r.integer(d.get("maxlen", 0), f"{where}.maxlen", 0, C.MAX_SYNC_MAXLEN), group,
+        r.integer(d.get("port", 0), f"{where}.port", 0, MAX_PORT),
+        r.integer(d.get("ttl", 0), f"{where}.ttl", 0, 255))
+    problem = C.check(cmd)
+    if problem:
+        raise r.fail(where, problem)
+    return cmd
 
 
 def _sync(r: Reader, raw: Any) -> dict[str, Any]:
@@ -204,7 +238,7 @@ def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
     sc = r.mapping(raw, "sysctls", tuple(KNOBS))
     values = Sysctls()
     for k, v in sc.items():
-        value = r.integer(v, f"sysctls.{k}", -2**31, 2**31 - 1)
+        value = r.integer(v, f"sysctls.{k}", -2**31, max(2**31 - 1, KNOBS[k].metadata["high"]))
         problem = sysctl_problem(k, value)
         if problem:
             raise r.fail(f"sysctls.{k}", problem.split(": ", 1)[-1])
@@ -212,6 +246,10 @@ def _sysctls(r: Reader, raw: Any, cfg: Config) -> Sysctls:
             cfg.warnings.append(f"{r.path}: sysctls.{k}: kept, but pyvs does not model it "
                                 f"({KNOBS[k].metadata['what']})")
         setattr(values, k, value)
+    problem = threshold_problem(values.sync_threshold, values.sync_period)
+    if problem:      # one file in the kernel (proc_do_sync_threshold): checked as a pair
+        key = "sync_threshold" if "sync_threshold" in sc else "sync_period"
+        raise r.fail(f"sysctls.{key}", problem.split(": ", 1)[-1])
     return values
 
 
@@ -580,6 +618,22 @@ def to_data(cfg: Config) -> dict[str, Any]:
         for key in ("address", "fwmark"):
             if not entry[key]:
                 del entry[key]
+    if cfg.daemons:
+        out["sync_daemons"] = [_daemon_data(d) for d in cfg.daemons]
+    return out
+
+
+def _daemon_data(d: C.StartDaemon) -> dict[str, Any]:
+    """Only what differs from the kernel's defaults (group 224.0.0.81, port 8848, TTL 1)."""
+    out: dict[str, Any] = {"state": d.state, "interface": d.mcast_ifn, "syncid": d.syncid}
+    if d.sync_maxlen:
+        out["maxlen"] = d.sync_maxlen
+    if d.mcast_group and d.mcast_group != SYNC_GROUP_ADDR:
+        out["group"] = int_to_ip(d.mcast_group)
+    if d.mcast_port and d.mcast_port != SYNC_PORT:
+        out["port"] = d.mcast_port
+    if d.mcast_ttl and d.mcast_ttl != 1:
+        out["ttl"] = d.mcast_ttl
     return out
 
 
@@ -597,6 +651,8 @@ def _service_data(vs: VirtualService) -> dict[str, Any]:
         s["address"] = f"{int_to_ip(vs.address)}:{vs.port}"
     s["scheduler"] = vs.scheduler
     names = sched_flag_names(vs.scheduler, vs.flags)
+    if vs.flags & SVC_F_SCHED3 and vs.scheduler in ("sh", "mh"):
+        names.append("flag-3")          # which ipvsadm lists as nothing: kept by name here
     if names:
         s["flags"] = names
     if vs.flags & SVC_F_PERSISTENT:

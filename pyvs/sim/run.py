@@ -95,6 +95,9 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
         sample: float | None = None) -> Result:
     """Simulate `scenario`; sample every `sample` s (default: the scenario's) and keep a
     full table snapshot (plus the realservers' socket states) at each time in `at`."""
+    if scenario.cluster is not None:        # several directors
+        from .directors import run_cluster
+        return run_cluster(scenario, mode, kernel, seed, config, at, sample)
     wall = time.perf_counter()
     cfg = config or scenario.director_config() or lab_config()
     if mode is not None:
