@@ -24,7 +24,8 @@ NATIVE_MODULES = (
     "pyvs.core.packet", "pyvs.core.service",
     "pyvs.core.states", "pyvs.core.stats", "pyvs.core.sync", "pyvs.core.syncmsg",
     "pyvs.core.verdict",
-    "pyvs.sim.events", "pyvs.sim.network", "pyvs.sim.tcp",
+    "pyvs.sim.events", "pyvs.sim.network", "pyvs.sim.tcp", "pyvs.truth.tcpstates",
+    "pyvs.drivers.pcap", "pyvs.drivers.replay",
 )
 NATIVE_MANIFEST = "pyvs/_native.json"
 

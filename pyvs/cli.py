@@ -4,6 +4,7 @@ and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -90,41 +91,59 @@ def _events(args: argparse.Namespace) -> list:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .drivers.pcap import CaptureError, ReadStats, read_capture
-    from .drivers.replay import CLIENT_SIDE, DIRECTOR_SIDE, replay
+    from .drivers.pcap import CaptureError, ReadStats, read_captures
+    from .drivers.replay import Replay
+    from .views import replay as view
     from .views.snapshot import snapshot
     _check_listing(args)
+    if args.at and any(t < 0 for t in args.at):
+        raise UsageError("--at: times are seconds after the first packet, not negative")
     director = _load(args).build(now=0.0)
     events = _events(args)
-    stats = ReadStats()
-    try:
-        packets = list(read_capture(args.capture, stats))
-    except CaptureError as exc:
-        raise UsageError(f"{args.capture}: {exc}") from None
-    if not packets:
-        raise UsageError(f"{args.capture}: no IPv4 packets in the capture")
-    at = args.at or [(packets[-1][0] - packets[0][0]) / 1e9]
-    if any(t < 0 for t in at):
-        raise UsageError("--at: times are seconds after the first packet, not negative")
-    point = {"auto": None, "client": CLIENT_SIDE, "director": DIRECTOR_SIDE}[args.capture_point]
-    late = sum(e.at > max(at) for e in events)
-    if late:
-        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
-              f"({max(at):g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
+    reader = ReadStats()
+    rp = Replay(director, args.replies_via_director, args.capture_point)
+    samples: list = []
     out = sys.stdout
+    listings = 0
+    last = 0.0
     try:
-        for i, (t, _) in enumerate(replay(director, packets, at, point,
-                                          args.replies_via_director, events)):
-            snap = snapshot(director, t, connections=args.connection or args.json)
-            if not args.json and len(at) > 1:
-                out.write(("\n" if i else "") + f"# at {t:g} s\n")
+        packets = read_captures(args.capture, reader)
+        first = next(packets, None)
+        if first is None:
+            raise UsageError(f"{', '.join(args.capture)}: no IPv4 packets in the capture")
+        every = 1.0 if args.plot and not args.at else None
+        for mark in rp.run(itertools.chain((first,), packets), args.at, events, every):
+            last = mark.t
+            if args.plot:
+                samples += view.per_realserver(director, mark.t)
+            if mark.what == "sample":
+                continue
+            snap = snapshot(director, mark.t, connections=args.connection or args.json)
+            if args.json:
+                out.write(json.dumps({**snap, "replay": view.summary(reader, rp)}) + "\n")
+                continue
+            if args.at and len(args.at) > 1:
+                out.write(("\n" if listings else "") + f"# at {mark.t:g} s\n")
             out.write(_render(snap, args))
+            listings += 1
+        packets.close()
+    except CaptureError as exc:
+        raise UsageError(str(exc)) from None
     except ConfigError as exc:
         raise UsageError(f"pyvs replay: an event was refused: {exc}") from None
+    end = max(args.at) if args.at else last
+    late = sum(e.at > end for e in events)
+    if late:
+        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
+              f"({end:g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
     if not _forwarded(director):
-        print(f"pyvs: warning: {args.capture}: no packet reached a realserver of a service "
-              f"in {args.config} (the capture's traffic goes to {_destinations(packets)}); "
-              "the table shows none of it", file=sys.stderr)
+        print(f"pyvs: warning: {', '.join(args.capture)}: no packet reached a realserver of "
+              f"a service in {args.config} (the capture's traffic goes to "
+              f"{view.destinations(rp.stats)}); the table shows none of it", file=sys.stderr)
+    sys.stderr.write(view.summary_text(view.summary(reader, rp)))
+    if args.plot:
+        view.plot(samples, args.plot, Path(args.capture[0]).name)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -132,28 +151,6 @@ def _forwarded(director) -> bool:
     """Whether any packet was forwarded to a realserver (a service's counters moved)."""
     return bool(director.total_base.inpkts
                 or any(svc.live_counters().inpkts for svc in director.services))
-
-
-def _destinations(packets: list, shown: int = 3) -> str:
-    """Where the capture's connections go (the destinations of its SYNs, else of all its
-    TCP and UDP packets), most frequent first: `10.0.0.1:80 (TCP)`."""
-    from collections import Counter
-    opening: Counter[str] = Counter()
-    every: Counter[str] = Counter()
-    for _, pkt in packets:
-        if len(pkt) < 24 or pkt[0] >> 4 != 4 or pkt[9] not in (6, 17):
-            continue
-        ihl = (pkt[0] & 15) * 4
-        port = int.from_bytes(pkt[ihl + 2:ihl + 4], "big")
-        dest = (f"{'.'.join(str(b) for b in pkt[16:20])}:{port} "
-                f"({'TCP' if pkt[9] == 6 else 'UDP'})")
-        every[dest] += 1
-        if pkt[9] == 17 or (len(pkt) > ihl + 13 and pkt[ihl + 13] & 0x12 == 0x02):
-            opening[dest] += 1
-    seen = opening or every
-    top = [d for d, _ in seen.most_common(shown)]
-    more = len(seen) - len(top)
-    return (", ".join(top) + (f" and {more} more" if more > 0 else "")) or "no TCP or UDP"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -220,21 +217,56 @@ def _modes(text: str) -> list[str]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .views import compare
+    extra: dict = {}
+    if args.at and not args.capture:
+        raise UsageError("pyvs compare: --at is for --capture (scenarios sample every second)")
     if args.from_files:
-        if args.scenario or args.live or args.ssh_config:
+        if args.scenario or args.live or args.ssh_config or args.capture:
             raise UsageError("pyvs compare: --from reads saved results; it runs no scenario")
         results = [r for f in args.from_files for r in _saved_results(f)]
+    elif args.capture:
+        if args.scenario or args.live or args.ssh_config:
+            raise UsageError("pyvs compare: --capture replays a capture; it runs no scenario")
+        results, extra = _compare_capture(args)
     elif args.live or args.ssh_config:
         results = _compare_live(args)
     else:
         results = _compare_simulated(args)
     sys.stdout.write(compare.table(results, wide=args.wide))
     if args.json:
-        Path(args.json).write_text(json.dumps(compare.as_json(results), indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({**compare.as_json(results), **extra},
+                                              indent=1) + "\n")
     if args.plot:
         for path in compare.plot(results, args.plot):
             print(f"plot written to {path}", file=sys.stderr)
     return 0
+
+
+def _compare_capture(args: argparse.Namespace) -> tuple[list, dict]:
+    """The capture's traffic through a director per mode, against the truth it shows."""
+    from dataclasses import asdict
+
+    from .drivers.capture_compare import CompareError, compare
+    from .drivers.pcap import CaptureError
+    from .views.replay import capture_summary
+    if not args.config:
+        raise UsageError("pyvs compare --capture: --config FILE: the director's services")
+    if args.at and any(t < 0 for t in args.at):
+        raise UsageError("--at: times are seconds after the first packet, not negative")
+    config = _load(args)
+    if args.kernel:
+        from dataclasses import replace
+        config = replace(config, kernel=args.kernel)
+    try:
+        results, basis, reader, stats = compare(args.capture, config,
+                                                _modes(args.modes or "nat,dr"), args.at)
+    except (CaptureError, CompareError) as exc:
+        raise UsageError(str(exc)) from None
+    summary = capture_summary(reader, stats)
+    sys.stdout.write(f"capture: {summary['capture_point']}; {summary['packets']:,} IPv4 "
+                     f"packets over {summary['duration']:.3f} s\n{basis.text()}\n\n")
+    return results, {"capture": {**summary, "truth": {**asdict(basis),
+                                                      "text": basis.text()}}}
 
 
 def _compare_simulated(args: argparse.Namespace) -> list:
@@ -513,7 +545,8 @@ def _sim_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_replay(sub) -> None:
     r = sub.add_parser("replay", help="feed a capture through the director, list the table")
-    r.add_argument("capture", help="pcap or pcapng file (Ethernet, raw IP, Linux cooked)")
+    r.add_argument("capture", nargs="+", help="pcap or pcapng files (Ethernet, raw IP, Linux "
+                   "cooked); several (tcpdump -C/-G rotations) are merged in time order")
     _config_flags(r, True, "the director's configuration")
     r.add_argument("--at", type=_time, action="append", metavar="T",
                    help="list the table T seconds after the first packet (repeatable)")
@@ -524,6 +557,8 @@ def _add_replay(sub) -> None:
     r.add_argument("--capture-point", choices=("auto", "client", "director"), default="auto")
     r.add_argument("--replies-via-director", action="store_true",
                    help="DR/TUN replies cross the director (realserver gateway = director)")
+    r.add_argument("--plot", metavar="FILE.png", help="plot ActiveConn and InActConn per "
+                   "realserver over the capture (each second, or at each --at)")
     _listing_flags(r)
     r.set_defaults(func=cmd_replay)
 
@@ -648,6 +683,12 @@ def _add_simulation(sub) -> None:
                    "client, director, rs1.. (vagrant ssh-config > FILE)")
     m.add_argument("--from", dest="from_files", action="append", metavar="FILE.json",
                    help="print (and --plot) results saved with --json (repeatable)")
+    m.add_argument("--capture", nargs="+", metavar="FILE",
+                   help="replay captures (pcap/pcapng) through a director per mode, against "
+                   "the realservers' sockets inferred from them (needs --config)")
+    m.add_argument("--at", type=_time, action="append", metavar="T",
+                   help="with --capture: sample T seconds after the first packet "
+                   "(repeatable; default every second)")
     _sim_flags(m)
     m.set_defaults(func=cmd_compare)
 

@@ -175,7 +175,9 @@ def test_replay_of_a_capture_that_reaches_no_service_warns(tmp_path):
     path = write(tmp_path, ELSEWHERE)
     r = run_cli("replay", SAMPLE, "--config", path)
     assert r.returncode == 0
-    assert r.stderr == (f"pyvs: warning: {SAMPLE}: no packet reached a realserver of a "
-                        f"service in {path} (the capture's traffic goes to "
-                        "198.51.100.100:80 (TCP)); the table shows none of it\n")
-    assert run_cli("replay", SAMPLE, "--config", "nat").stderr == ""
+    assert r.stderr.splitlines()[0] == (
+        f"pyvs: warning: {SAMPLE}: no packet reached a realserver of a service in {path} "
+        "(the capture's traffic goes to 198.51.100.100:80 (TCP)); the table shows none of it")
+    # the rest is the replay's summary
+    assert all(line.startswith("pyvs replay: ") for line in r.stderr.splitlines()[1:])
+    assert "warning" not in run_cli("replay", SAMPLE, "--config", "nat").stderr

@@ -141,6 +141,7 @@ class Director:
         self.drops: dict[str, int] = {}
         # connections by state, kept as they change: TCP states by index, UDP last
         self.state_counts: list[int] = [0] * (S.N_TCP_STATES + 1)
+        self._build_packets = True        # False within a receive(headers_only=True)
         # Observer for drivers that track entries one by one (the simulator's truth
         # comparison): called with (conn, now) after a connection (not a template) is
         # created, changes state, or leaves the table (conn.alive is then False).
@@ -895,17 +896,23 @@ class Director:
 
     # ------------------------------------------------------------------ the packet path
     def receive(self, packet: bytes | bytearray, now: float,  # noqa: C901 (one call per packet)
-                direction: int | None = None, mark: int = 0) -> Verdict:
+                direction: int | None = None, mark: int = 0,
+                headers_only: bool = False) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
         the engine decide from its tables, as the kernel's two hooks do.  `mark` is the
-        packet's netfilter mark, used to find fwmark services.
+        packet's netfilter mark, used to find fwmark services.  `headers_only`: for
+        observers that send nothing (a capture replay): the bytes may stop before the IP
+        total length (a capture's snaplen cut them), the packet is counted and tracked by
+        its total length, as the kernel saw it, and needs only its IP and TCP/UDP headers;
+        no forwarded packet is built (a Masq or Tunnel verdict carries none).
         """
         if now >= self._due:
             self.handle_timers(now)
         if self.passive:
             return _ACCEPT[R_BACKUP_ONLY]
+        self._build_packets = not headers_only
         # lookup keys are slices of the packet, so they must be bytes
         data = packet if isinstance(packet, bytes) else bytes(packet)
         n = len(data)
@@ -918,14 +925,19 @@ class Director:
         # byte indexing, not struct: as fast in CPython, and native in the compiled build
         tot_len = (data[2] << 8) | data[3]
         protocol = data[9]
-        if ihl < 20 or tot_len < ihl or tot_len > n:
+        if ihl < 20 or tot_len < ihl:
             return self._dropped(R_MALFORMED)
+        seen = tot_len
+        if tot_len > n:
+            if not headers_only:
+                return self._dropped(R_MALFORMED)
+            seen = n
         if protocol == IPPROTO_TCP:
-            if tot_len - ihl < 20:
+            if seen - ihl < 20:
                 return self._dropped(R_MALFORMED)
             flags = data[ihl + 13]
         elif protocol == IPPROTO_UDP:
-            if tot_len - ihl < 8:
+            if seen - ihl < 8:
                 return self._dropped(R_MALFORMED)
             flags = -1
         else:
@@ -1049,6 +1061,8 @@ class Director:
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
+        if not self._build_packets:
+            return _ACCEPT_FORWARD
         if fwd == MASQ:
             m = cp.masq
             assert m is not None           # every Masq entry carries its rewrite
@@ -1088,7 +1102,7 @@ class Director:
             if ct is not None:                  # assures the template (the TCP rule is in
                 ct.state |= S.TEMPLATE_ASSURED  # _state_change())
         self._track(cp, self._rows_output, flags, now)
-        if cp.fwd != MASQ:
+        if cp.fwd != MASQ or not self._build_packets:
             return _ACCEPT_FORWARD
         m = cp.masq
         assert m is not None               # every Masq entry carries its rewrite

@@ -28,6 +28,7 @@ from ..core.engine import ConfigError, Director
 from ..core.forwarding import BY_MODE, MASQ
 from ..core.packet import int_to_ip
 from ..core.sync import SyncBackup, SyncMaster
+from ..truth.tcpstates import STATE_NAMES
 from ..views.snapshot import snapshot
 from . import tcp
 from .cluster import Cluster
@@ -471,7 +472,7 @@ def _accepting(lab: ClusterLab, addr: int, hook: SocketHook) -> SocketHook:
 def _snapshots(lab: ClusterLab, t: float, truths: dict[int, RealserverTruth],
                result: Result) -> None:
     """Each live director's table at `t`, then (with the last) the realservers' sockets."""
-    states = {int_to_ip(a): {tcp.STATE_NAMES[i]: n for i, n in enumerate(tr.by_state) if n}
+    states = {int_to_ip(a): {STATE_NAMES[i]: n for i, n in enumerate(tr.by_state) if n}
               for a, tr in sorted(truths.items())}
     live = lab.live()
     for node in lab.nodes:

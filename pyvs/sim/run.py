@@ -13,6 +13,7 @@ from ..core.engine import ConfigError, Director
 from ..core.forwarding import BY_CODE, BY_MODE, MASQ
 from ..core.packet import IPPROTO_TCP, int_to_ip
 from ..core.service import Dest
+from ..truth import tcpstates
 from ..views.snapshot import snapshot
 from . import tcp
 from .checks import SimChecks
@@ -150,7 +151,7 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
                     sum(d.activeconns for d in dests), sum(d.inactconns for d in dests),
                     truth.active, truth.inactive))
         if t in wanted:
-            states = {int_to_ip(a): {tcp.STATE_NAMES[i]: n for i, n in enumerate(tr.by_state)
+            states = {int_to_ip(a): {tcpstates.STATE_NAMES[i]: n for i, n in enumerate(tr.by_state)
                                      if n}
                       for a, tr in sorted(truths.items())}
             result.snapshots.append((snapshot(director, t), states))
@@ -245,7 +246,7 @@ def _mode_of(cfg: Config) -> str:
 def _truth_hook(sim: Simulation, truth: RealserverTruth, agreement: Agreement):
     by_state = truth.by_state
     addr = truth.addr
-    uncounted = (tcp.CLOSED, tcp.LISTEN)
+    uncounted = (tcpstates.CLOSED, tcpstates.LISTEN)
 
     def changed(sock: tcp.Socket, old: int, new: int) -> None:
         if not sock.passive or sock.raddr == DIRECTOR_DIP:     # a client's, not a check's

@@ -197,11 +197,29 @@ def plot(results: list[Result], path: str) -> list[str]:
     return written
 
 
+def style_axes(ax: Any, title: str, peak: float, empty: str, xlabel: bool) -> None:
+    """One panel as every pyvs plot draws it: title left, connections against seconds from
+    0, integer ticks, a note instead of an empty frame."""
+    from matplotlib.ticker import MaxNLocator
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_ylabel("connections", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_xlim(left=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+    if peak == 0:
+        ax.set_ylim(0, 1)
+        ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center",
+                fontsize=8, color="0.4")
+    else:
+        ax.set_ylim(0, peak * 1.1 + 0.5)
+    if xlabel:
+        ax.set_xlabel("seconds", fontsize=8)
+
+
 def _figure(rows: list[tuple[str, list[Result]]], path: str, across: int = 1) -> None:
     """`across` scenarios side by side, each as its ActiveConn and InActConn panels."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
     height = -(-len(rows) // across)
     fig, axes = plt.subplots(height, 2 * across,
@@ -234,19 +252,8 @@ def _figure(rows: list[tuple[str, list[Result]]], path: str, across: int = 1) ->
                     ax.annotate(text, (t, 1), xycoords=("data", "axes fraction"),
                                 xytext=(2, -2), textcoords="offset points", fontsize=6,
                                 color="0.35", va="top", rotation=90)
-            ax.set_title(f"{name}: {label}", fontsize=9, loc="left")
-            ax.set_ylabel("connections", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.set_xlim(left=0)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
-            if peak == 0:
-                ax.set_ylim(0, 1)
-                ax.text(0.5, 0.5, f"no {label} on either side", transform=ax.transAxes,
-                        ha="center", va="center", fontsize=8, color="0.4")
-            else:
-                ax.set_ylim(0, peak * 1.1 + 0.5)
-            if row == height - 1 or n + across >= len(rows):
-                ax.set_xlabel("seconds", fontsize=8)
+            style_axes(ax, f"{name}: {label}", peak, f"no {label} on either side",
+                       row == height - 1 or n + across >= len(rows))
     handles = [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.6,
                       label=f"{m.upper()} director") for m in modes]
     handles += [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.2,
