@@ -101,7 +101,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     director = _load(args).build(now=0.0)
     events = _events(args)
     reader = ReadStats()
+    _start_sync_daemons(args, director, events)
     rp = Replay(director, args.replies_via_director, args.capture_point)
+    recorder = _sync_recorder(args, director, rp)
     samples: list = []
     out = sys.stdout
     listings = 0
@@ -127,6 +129,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out.write(_render(snap, args))
             listings += 1
         packets.close()
+        if recorder is not None:
+            _finish_sync_recording(recorder, args, max(args.at) if args.at else last)
     except CaptureError as exc:
         raise UsageError(str(exc)) from None
     except ConfigError as exc:
@@ -136,7 +140,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if late:
         print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
               f"({end:g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
-    if not _forwarded(director):
+    if not _forwarded(director) and not rp.feed.stats.synced:
         print(f"pyvs: warning: {', '.join(args.capture)}: no packet reached a realserver of "
               f"a service in {args.config} (the capture's traffic goes to "
               f"{view.destinations(rp.stats)}); the table shows none of it", file=sys.stderr)
@@ -145,6 +149,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
         view.plot(samples, args.plot, Path(args.capture[0]).name)
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _start_sync_daemons(args: argparse.Namespace, director, events: list) -> None:
+    """--sync-master / --sync-backup: a daemon of that kind from the start (syncid
+    --syncid), unless the configuration starts one or an event does."""
+    from .core.commands import StartDaemon
+    for state, wanted, running in (("master", args.sync_master, director.sync_master),
+                                   ("backup", args.sync_backup, director.sync_backup)):
+        later = any(isinstance(e.command, StartDaemon) and e.command.state == state
+                    for e in events)
+        if wanted and running is None and not later:
+            director.apply(StartDaemon(state, "replay", args.syncid), 0.0)
+
+
+def _sync_recorder(args: argparse.Namespace, director, rp):
+    """The --sync-master pcap, driven by the replay's ticks."""
+    if not args.sync_master:
+        return None
+    from .drivers.syncpcap import SyncRecorder
+    try:
+        recorder = SyncRecorder(director, args.sync_master, rp.stats, args.sync_source)
+    except OSError as exc:
+        raise UsageError(f"--sync-master {args.sync_master}: cannot write: "
+                         f"{exc.strerror}") from None
+    rp.set_tick(recorder.drain)
+    return recorder
+
+
+def _finish_sync_recording(recorder, args: argparse.Namespace, end: float) -> None:
+    from .core.packet import int_to_ip
+    n = recorder.finish(end)
+    src, sport = recorder.source
+    note = (" (give --sync-source: the capture holds no sync datagram to take it from)"
+            if recorder.guessed else "")
+    print(f"pyvs replay: sync master: {n:,} datagrams, {recorder.records:,} records, "
+          f"written to {args.sync_master}, from {int_to_ip(src)}:{sport}{note}",
+          file=sys.stderr)
 
 
 def _forwarded(director) -> bool:
@@ -389,6 +430,26 @@ def _size(text: str) -> int:
     return int(digits) * scale
 
 
+def _sync_source(text: str) -> tuple[int, int]:
+    """ADDR or ADDR:PORT, the source of recorded sync datagrams."""
+    from .core.packet import ip_to_int
+    addr, _, port = text.partition(":")
+    try:
+        value = ip_to_int(addr)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {addr!r} is not an IPv4 address"
+                                         ) from None
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise argparse.ArgumentTypeError(f"{text!r}: {port!r} is not a port (1-65535)")
+    return value, int(port) if port else 8848
+
+
+def _syncid(text: str) -> int:
+    if not text.isdigit() or int(text) > 255:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a syncid (0-255)")
+    return int(text)
+
+
 def _queues(text: str) -> int:
     from .drivers.queues import MAX_QUEUES
     if not text.isdigit() or not 1 <= int(text) <= MAX_QUEUES:
@@ -559,6 +620,14 @@ def _add_replay(sub) -> None:
                    help="DR/TUN replies cross the director (realserver gateway = director)")
     r.add_argument("--plot", metavar="FILE.png", help="plot ActiveConn and InActConn per "
                    "realserver over the capture (each second, or at each --at)")
+    r.add_argument("--sync-master", metavar="OUT.pcap", help="write the sync datagrams "
+                   "this director would send as master, when it would send them")
+    r.add_argument("--sync-source", type=_sync_source, metavar="ADDR[:PORT]",
+                   help="their source (default: that of the capture's own sync datagrams)")
+    r.add_argument("--sync-backup", action="store_true", help="run a backup daemon: the "
+                   "capture's sync datagrams (224.0.0.81:8848) update the table")
+    r.add_argument("--syncid", type=_syncid, default=0, metavar="N",
+                   help="the syncid of the daemons these flags start (0: a backup takes any)")
     _listing_flags(r)
     r.set_defaults(func=cmd_replay)
 

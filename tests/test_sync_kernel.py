@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from pyvs.cli import main
 from pyvs.config import rules
 from pyvs.core.sync import SyncBackup, SyncMaster
 from pyvs.core.syncmsg import SYNC_PORT, decode
@@ -142,3 +143,51 @@ def test_master_replaying_the_traffic_sends_the_kernel_masters_datagrams():
     for (ours, _), (theirs, _) in zip(sent, kernel):
         assert abs(ours - theirs) < 0.1
     assert abs((sent[1][0] - sent[0][0]) - (kernel[1][0] - kernel[0][0])) < 0.01
+
+
+def test_replay_sync_master_writes_the_kernel_masters_datagrams(tmp_path, capsys):
+    """pyvs replay director.pcap --sync-master: the datagrams d1 sent, in a pcap of their
+    own, from d1's address and port (taken from d1's own datagrams in its capture)."""
+    rec, inputs, _ = load()
+    rules = tmp_path / "d1.rules"
+    rules.write_text(inputs.rules)
+    out = tmp_path / "master.pcap"
+    assert main(["replay", str(inputs.capture), "--config", str(rules), "--syncid", "7",
+                 "--sync-master", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (f"pyvs replay: sync master: 2 datagrams, 4 records, written to {out}, from "
+            "203.0.113.1:38654\n") in err
+    kernel = [p for _, p in read_capture(REC / rec["captures"]["sync"]["file"])]
+    ours = [(ns, p) for ns, p in read_capture(out)]
+    assert [p[28:] for _, p in ours] == [p[28:] for p in kernel]          # the payloads
+    # addresses, ports, TTL 1, no DF, as the kernel's socket sent them (the checksum is
+    # the full one: the kernel capture, taken on d1, holds a partial one)
+    assert [(p[6:10], p[12:24]) for _, p in ours] == [(p[6:10], p[12:24]) for p in kernel]
+    # the daemon started with the capture here, not 0.95 s before: its wake-ups differ
+    # by less than one period
+    kernel_t = [t for t, _ in sync_datagrams(inputs.capture, 0)]
+    assert all(abs(ns / NS - t) < 1.024 for (ns, _), t in zip(ours, kernel_t))
+
+
+def test_replay_sync_backup_lists_what_the_kernel_backup_listed(tmp_path, capsys):
+    """pyvs replay sync.pcap --sync-backup --at ...: d2's -Lnc and -Ln at each instant."""
+    rec, inputs, _ = load()
+    rules = tmp_path / "d2.rules"
+    rules.write_text(inputs.rules)
+    sync_pcap = REC / rec["captures"]["sync"]["file"]
+    shift = next(read_capture(sync_pcap))[0] / NS - inputs.first   # its first datagram
+    views = [v for v in d2_views(rec, inputs.first) if v[1] in ("-L -n -c", "-L -n")]
+    times = sorted({round(t, 6) for v in views for t in v[3:]})
+    at = [a for t in times for a in ("--at", f"{t - shift:.6f}")]
+    assert main(["replay", str(sync_pcap), "--config", str(rules), "--sync-backup",
+                 "--syncid", "7", "--json", *at]) == 0
+    out, err = capsys.readouterr()
+    snaps = dict(zip(times, (json.loads(line) for line in out.splitlines())))
+    assert "sync datagrams received by the backup daemon: 2" in err
+    assert "no packet reached a realserver" not in err
+    failures = []
+    for observation, view, kernel, t0, t1 in views:
+        ok, note = kc.compare_view(view, kernel, Views(snaps), t0, t1)
+        if not ok:
+            failures.append(f"{observation} {view}: {note}")
+    assert not failures, "\n".join(failures)

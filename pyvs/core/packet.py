@@ -127,3 +127,19 @@ def ip_to_int(text: str) -> int:
 
 def int_to_ip(addr: int) -> str:
     return f"{addr >> 24}.{(addr >> 16) & 255}.{(addr >> 8) & 255}.{addr & 255}"
+
+
+def udp_datagram(src: int, sport: int, dst: int, dport: int, payload: bytes, ttl: int,
+                 ident: int) -> bytes:
+    """IPv4/UDP as a Linux socket sends it to a multicast group: no DF, the UDP checksum
+    over the pseudo-header (a sync master's datagrams)."""
+    length = 8 + len(payload)
+    pseudo = IP_FIXED.pack(0, 0, 0, 0, 0, 0, 0, 0, src, dst)[12:] + bytes(
+        (0, IPPROTO_UDP)) + U16.pack(length)
+    udp = U16.pack(sport) + U16.pack(dport) + U16.pack(length) + b"\0\0" + payload
+    body = pseudo + udp + (b"\0" if len(udp) & 1 else b"")
+    check = ip_checksum(body) or 0xFFFF          # 0 means "no checksum": sent as all ones
+    header = bytearray(IP_FIXED.pack(0x45, 0, 20 + length, ident & 0xFFFF, 0, ttl,
+                                     IPPROTO_UDP, 0, src, dst))
+    U16.pack_into(header, 10, ip_checksum(header))
+    return bytes(header) + udp[:6] + U16.pack(check) + udp[8:]

@@ -289,8 +289,13 @@ class MessageBuilder:
 
     def due(self, now: float) -> list[bytes]:
         """Run the thread's wake-ups up to `now`; the datagrams it sent, in order."""
+        return [data for _, data in self.due_timed(now)]
+
+    def due_timed(self, now: float) -> list[tuple[float, bytes]]:
+        """due() with the instant each datagram went out (a wake-up's jiffy, in seconds):
+        for drivers that record rather than send, and so drain late."""
         self._advance(jiffies(now))
-        out = [data for _, data in self._sent]
+        out = [(j / HZ, data) for j, data in self._sent]
         self._sent.clear()
         return out
 
@@ -489,9 +494,15 @@ class SyncMaster:
 
     def due(self, now: float) -> list[tuple[int, bytes]]:
         """(thread id, datagram) to send by `now`; thread id sends to port 8848 + id."""
+        return [(i, d) for _, i, d in self.due_timed(now)]
+
+    def due_timed(self, now: float) -> list[tuple[float, int, bytes]]:
+        """(when sent, thread id, datagram) by `now`, in time order."""
         for b in self.builders:
             b.qlen_max = self.director.sysctls.sync_qlen_max
-        out = [(i, d) for i, b in enumerate(self.builders) for d in b.due(now)]
+        out = [(t, i, d) for i, b in enumerate(self.builders) for t, d in b.due_timed(now)]
+        if len(self.builders) > 1:
+            out.sort(key=lambda x: (x[0], x[1]))
         self.messages += len(out)
         return out
 

@@ -457,12 +457,29 @@ def _merge(firsts: list[tuple[int, int, str]], stats: ReadStats
             heapq.heapreplace(heap, (nxt[0], order, nxt[1], it))
 
 
-def write_pcap(path: str | Path, packets: list[tuple[float, bytes]]) -> None:
-    """Write raw-IP (linktype 101) pcap with microsecond timestamps (seconds given as
-    floats): the sample captures shipped with pyvs."""
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)]
-    for ts, pkt in packets:
+class PcapWriter:
+    """Raw-IP (linktype 101) pcap with microsecond timestamps (seconds given as floats),
+    written as packets come; OSError if the file cannot be written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._f: BinaryIO = open(path, "wb")
+        self._f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+        self.packets = 0
+
+    def write(self, ts: float, pkt: bytes) -> None:
         usecs = round(ts * 1e6)
-        out.append(struct.pack("<IIII", usecs // 1_000_000, usecs % 1_000_000, len(pkt),
-                               len(pkt)) + pkt)
-    Path(path).write_bytes(b"".join(out))
+        self._f.write(struct.pack("<IIII", usecs // 1_000_000, usecs % 1_000_000, len(pkt),
+                                  len(pkt)) + pkt)
+        self.packets += 1
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def write_pcap(path: str | Path, packets: list[tuple[float, bytes]]) -> None:
+    """A whole raw-IP pcap at once (the sample captures shipped with pyvs)."""
+    w = PcapWriter(path)
+    for ts, pkt in packets:
+        w.write(ts, pkt)
+    w.close()

@@ -22,6 +22,8 @@ forwarding mode (:class:`Classifier`):
   forwarding delay with room to spare: microseconds in the kernel, but a userspace
   director on a busy machine (pyvs run) may wait tens of milliseconds for a CPU, while
   100 ms is half of the smallest RTO any common stack uses (Linux's 200 ms).
+* **sync datagram**: UDP to the sync daemons' group and ports (224.0.0.81:8848 unless a
+  backup daemon says otherwise), handed to the director's backup daemon if one runs;
 * anything else (ARP, ICMP, the director's packets to realservers, IPIP) is ignored and
   counted by reason.
 
@@ -34,7 +36,7 @@ DR/TUN entry not at all -- replies bypass such a director -- unless
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -42,6 +44,8 @@ from ..core.commands import Event
 from ..core.conn import Conn
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import MASQ
+from ..core.sync import PORTS_MAX, SYNC_GROUP_ADDR
+from ..core.syncmsg import SYNC_PORT
 from .pcap import NS
 
 AUTO: Final = "auto"
@@ -53,6 +57,7 @@ SKIPPED: Final = -1
 REQUEST: Final = 0
 REPLY_VIP: Final = 1
 REPLY_RS: Final = 2
+SYNC: Final = 3
 
 IGNORE_NOT_TCP_UDP: Final = "not TCP or UDP"
 IGNORE_IPIP: Final = "IPIP (a TUN director's tunnelled copies)"
@@ -67,6 +72,8 @@ IGNORE_VIP_REPLY: Final = "replies from a VIP with no entry"
 IGNORE_BYPASS: Final = "DR/TUN replies (they never cross the director)"
 IGNORE_SNAT_COPY: Final = ("the director's rewritten replies "
                            "(--capture-point director)")
+IGNORE_SYNC_NO_BACKUP: Final = "sync datagrams (no backup daemon running)"
+IGNORE_SYNC_CUT: Final = "sync datagrams cut by the snaplen"
 
 
 @dataclass
@@ -78,6 +85,9 @@ class ReplayStats:
     replies_vip: int = 0
     replies_rs: int = 0
     copies: int = 0
+    syncs: int = 0                   # sync datagrams
+    # the first sync datagram's source (address, port): the director that sent it
+    sync_source: tuple[int, int] | None = None
     truncated: int = 0               # cut by the snaplen (fed by their IP total length)
     reordered: int = 0               # out of time order, fed at the previous packet's time
     reordered_max_ns: int = 0
@@ -123,6 +133,7 @@ class FeedStats:
     inbound: int = 0
     outbound: int = 0
     bypassed: int = 0                # DR/TUN replies: they never reach the director
+    synced: int = 0                  # sync datagrams received by the backup daemon
     ignored: dict[str, int] = field(default_factory=dict)
 
     def ignore(self, reason: str) -> None:
@@ -149,6 +160,9 @@ class Classifier:
         self._recent: dict[object, tuple[int, bytes]] = {}
         self._older: dict[object, tuple[int, bytes]] = {}
         self._window_start = 0
+        self.sync_group = SYNC_GROUP_ADDR
+        self.sync_port = SYNC_PORT
+        self.sync_port_end = SYNC_PORT + PORTS_MAX
         self.ihl = 20
         self.src = 0
         self.dst = 0
@@ -158,8 +172,19 @@ class Classifier:
     @classmethod
     def for_director(cls, director: Director, stats: ReplayStats | None = None
                      ) -> Classifier:
-        return cls([svc.addr for svc in director.services if not svc.fwmark],
-                   [d.addr for svc in director.services for d in svc.dests], stats)
+        c = cls([svc.addr for svc in director.services if not svc.fwmark],
+                [d.addr for svc in director.services for d in svc.dests], stats)
+        c.follow_sync(director)
+        return c
+
+    def follow_sync(self, director: Director) -> None:
+        """Sync datagrams are those to the backup daemon's group and ports (every port a
+        daemon may use: sync_ports threads on consecutive ports), or to the defaults."""
+        b = director.sync_backup
+        if b is not None and b.config is not None:
+            self.sync_group = b.config.mcast_group
+            self.sync_port = b.config.mcast_port
+            self.sync_port_end = b.config.mcast_port + PORTS_MAX
 
     def classify(self, ns: int, pkt: bytes) -> int:  # noqa: C901 (one call per packet)
         st = self.stats
@@ -202,6 +227,13 @@ class Classifier:
         elif rs.has(dst):
             kind = SKIPPED
             toward_server = True
+        elif proto == 17 and dst == self.sync_group and \
+                self.sync_port <= dport < self.sync_port_end:
+            st.syncs += 1
+            self.ihl = ihl
+            self.src = src
+            self.sport = sport
+            return SYNC
         else:
             st.ignore(IGNORE_UNRELATED)
             st.went_elsewhere(proto, dst, dport, proto == 17 or pkt[ihl + 13] & 0x12 == 0x02)
@@ -334,6 +366,9 @@ class Replayer:
                     pkt[9], c.src, c.sport, c.dst, c.dport) is None:
                 st.ignore(IGNORE_RS_REPLY)
                 return
+        elif kind == SYNC:
+            self._sync(pkt, now, c)
+            return
         else:
             if not self.masq_possible and not self.replies_via_director:
                 st.bypassed += 1               # no entry can be Masq: no lookup needed
@@ -356,6 +391,22 @@ class Replayer:
                 return
         st.outbound += 1
         d.receive(pkt, now, OUT, 0, True)
+
+    def _sync(self, pkt: bytes, now: float, c: Classifier) -> None:
+        """A sync datagram, for the backup daemon (ip_vs_process_message())."""
+        st = self.stats
+        if c.stats.sync_source is None:
+            c.stats.sync_source = (c.src, c.sport)
+        backup = self.director.sync_backup
+        if backup is None:
+            st.ignore(IGNORE_SYNC_NO_BACKUP)
+            return
+        end = (pkt[2] << 8) | pkt[3]
+        if end > len(pkt):
+            st.ignore(IGNORE_SYNC_CUT)
+            return
+        backup.receive(pkt[c.ihl + 8:end], now)
+        st.synced += 1
 
     def _entry_for_reply(self, pkt: bytes, c: Classifier) -> Conn | None:
         ihl = c.ihl
@@ -414,6 +465,8 @@ class Replay:
     def __init__(self, director: Director, replies_via_director: bool = False,
                  capture_point: str = AUTO) -> None:
         self.director = director
+        self.tick: Callable[[float], None] | None = None
+        self._next_tick = NEVER
         self.stats = ReplayStats()
         self.classifier = Classifier.for_director(director, self.stats)
         self.feed = Replayer(director, replies_via_director, capture_point)
@@ -472,6 +525,8 @@ class Replay:
                     return
             if self._next_event <= rel:
                 self._events_until(rel)
+            if self._next_tick <= rel:
+                self._tick(rel)
             kind = classifier.classify(ns, pkt)
             if kind >= 0:
                 feed.deliver(kind, rel / NS, pkt, classifier)
@@ -491,18 +546,35 @@ class Replay:
         if kind >= 0:
             self.feed.deliver(kind, now, pkt, self.classifier)
 
+    def set_tick(self, tick: Callable[[float], None]) -> None:
+        """`tick` is called with the director's time at least once a second of capture
+        time, before each event and at each mark: for a driver that drains timers of its
+        own (a sync master's datagrams) without a call per packet."""
+        self.tick = tick
+        self._next_tick = 0
+
+    def _tick(self, rel: int) -> None:
+        if self.tick is not None:
+            self.tick(rel / NS)
+            self._next_tick = rel + NS
+
     def _events_until(self, limit: int) -> None:
         todo = self._todo
         while self._next_event <= limit:
             event = todo[self._ei]
+            if self.tick is not None:
+                self.tick(event.at)
             self.director.apply(event.command, event.at)
             self.feed.config_changed()
+            self.classifier.follow_sync(self.director)
             self._ei += 1
             self._next_event = round(todo[self._ei].at * NS) if self._ei < len(todo) else NEVER
 
     def _mark(self, limit: int, what: str) -> Mark:
         self._events_until(limit)
         self.director.handle_timers(limit / NS)
+        if self.tick is not None:
+            self.tick(limit / NS)
         return Mark(limit / NS, what)
 
     def _next_mark(self, limit: int, inclusive: bool) -> Mark | None:

@@ -25,7 +25,7 @@ def capture_summary(reader: ReadStats, st: ReplayStats) -> dict[str, Any]:
         "capture_point": st.capture_point(),
         "frames": st.packets + sum(reader.skipped.values()),
         "packets": st.packets,
-        "copies": st.copies, "truncated": st.truncated,
+        "copies": st.copies, "truncated": st.truncated, "sync_datagrams": st.syncs,
         "reordered": st.reordered, "reordered_max": st.reordered_max_ns / NS,
         "ignored": _by_count({**reader.skipped, **st.ignored}),
         "first": None if first is None else first / NS,
@@ -42,7 +42,8 @@ def summary(reader: ReadStats, rp: Replay) -> dict[str, Any]:
         ignored[reason] = ignored.get(reason, 0) + n
     if feed.bypassed:
         ignored[IGNORE_BYPASS] = feed.bypassed
-    out.update(inbound=feed.inbound, outbound=feed.outbound, ignored=_by_count(ignored))
+    out.update(inbound=feed.inbound, outbound=feed.outbound, synced=feed.synced,
+               ignored=_by_count(ignored))
     return out
 
 
@@ -60,6 +61,8 @@ def summary_text(s: dict[str, Any]) -> str:
         f"fed to the director: {s['inbound']:,} inbound, {s['outbound']:,} outbound; "
         f"{s['copies']:,} second copies skipped",
     ]
+    if s["synced"]:
+        lines.append(f"sync datagrams received by the backup daemon: {s['synced']:,}")
     if s["truncated"]:
         lines.append(f"{s['truncated']:,} packets cut by the snaplen: counted by their IP "
                      "total length, as the kernel saw them")
