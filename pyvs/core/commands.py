@@ -29,12 +29,13 @@ from .limits import (
     MAX_WEIGHT,
     NETMASK_ALL,
 )
-from .packet import IPPROTO_TCP, IPPROTO_UDP
+from .packet import IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_MTU
 from .service import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3
 
 SERVICE_FLAGS: Final = (SVC_F_PERSISTENT | SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2
                         | SVC_F_SCHED3)
 PROTOCOLS: Final = (IPPROTO_TCP, IPPROTO_UDP)
+MAX_MTU: Final = 0xFFFF             # the largest IPv4 packet
 
 
 class CommandError(ValueError):
@@ -132,8 +133,18 @@ class SetSysctl:
     value: int
 
 
+@dataclass(frozen=True)
+class SetRouteMtu:
+    """The MTU of the director's route to realserver `addr` (0: to every realserver not
+    named), as the kernel reads it from the route (dst_mtu()) when it forwards: what a
+    tunnel's packets must fit in.  A live driver reads it (`ip route get`) and says so."""
+
+    addr: int
+    mtu: int
+
+
 Command = (AddService | EditService | DelService | Flush | Zero | AddDest | EditDest | DelDest
-           | SetTimeouts | SetSysctl)
+           | SetTimeouts | SetSysctl | SetRouteMtu)
 
 @dataclass(frozen=True)
 class Event:
@@ -148,6 +159,7 @@ OPS: Final[dict[str, type]] = {
     "add-service": AddService, "edit-service": EditService, "delete-service": DelService,
     "flush": Flush, "zero": Zero, "add-server": AddDest, "edit-server": EditDest,
     "delete-server": DelDest, "set": SetTimeouts, "sysctl": SetSysctl,
+    "route-mtu": SetRouteMtu,
 }
 OP_NAMES: Final = {cls: op for op, cls in OPS.items()}
 
@@ -210,6 +222,12 @@ def check(c: Command) -> str | None:
         return None
     if isinstance(c, SetSysctl):
         return sysctls.check(c.name, c.value)
+    if isinstance(c, SetRouteMtu):
+        if not 0 <= c.addr <= MAX_ADDR:
+            return "illegal real server address specified"
+        if not IPV4_MIN_MTU <= c.mtu <= MAX_MTU:
+            return f"invalid MTU {c.mtu} ({IPV4_MIN_MTU}..{MAX_MTU})"
+        return None
     service = getattr(c, "service", None)
     if service is not None:
         problem = _service_problem(service)

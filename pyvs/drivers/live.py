@@ -21,8 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core import commands as C
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import TUNNEL
+from ..core.packet import int_to_ip
 from ..core.verdict import DROP
 from . import netfilter
 from .daemon import Runtime, on_stop_signals
@@ -31,6 +33,7 @@ from .workers import Fleet
 
 log = logging.getLogger("pyvs")
 NF_INET_POST_ROUTING = 4
+IP_MTU = 14                 # getsockopt: the MTU of a connected socket's route
 GRACE = 10.0                # seconds a stop holds the queued traffic for a restart
 
 
@@ -52,11 +55,19 @@ class Packets:
 
     def follow(self) -> None:
         """After a change: GSO only while no realserver is a tunnel's (the queue hands
-        GSO packets over whole; wrapped in IPIP and returned, one could not be cut up)."""
-        gso = not any(d.fwd == TUNNEL for svc in self.director.services for d in svc.dests)
+        GSO packets over whole; wrapped in IPIP and returned, one could not be cut up),
+        and the engine told the MTU of the route to each tunnel realserver."""
+        tunnels = {d.addr for svc in self.director.services for d in svc.dests
+                   if d.fwd == TUNNEL}
+        gso = not tunnels
         if gso != self.gso:
             self.queue.set_gso(gso)
             self.gso = gso
+        for addr in sorted(tunnels):
+            mtu = route_mtu(addr)
+            if mtu is not None and mtu != self.director.route_mtu_to(addr):
+                self.director.apply(C.SetRouteMtu(addr, mtu), self.clock())
+                log.info("TUN: route MTU to %s is %d", int_to_ip(addr), mtu)
 
     def read(self) -> None:
         q, receive, now = self.queue, self.director.receive, self.clock()
@@ -84,6 +95,18 @@ class Packets:
     def close(self) -> None:
         self.icmp.close()
         self.queue.close()
+
+
+def route_mtu(addr: int) -> int | None:
+    """The MTU of this namespace's route to `addr`, as `ip route get` finds it (the route's
+    mtu, a learnt path MTU, or its device's): IP_MTU of a UDP socket connected there (no
+    packet is sent).  None if there is no route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((int_to_ip(addr), 9))
+            return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        except OSError:
+            return None
 
 
 def _following(setup: netfilter.Setup, packets: Packets | None) -> Callable[[], None]:
