@@ -3,10 +3,12 @@
 Packets queued from mangle PREROUTING are client->VIP (IN); from POSTROUTING, NAT replies
 (OUT).  Each burst the queue holds is read at once, every packet goes through the engine,
 and the verdicts go back together (pyvs.drivers.nfqueue): rewritten bytes for Masq and
-Tunnel, a routing mark for Route (one policy route per realserver), a drop with its reason
-counted, and for a connection with no usable realserver the ICMP port unreachable the
-kernel's ip_vs_leave() sends.  The queue, the control socket and the timers share one
-thread (pyvs.drivers.loop); the rules follow every control-plane change.
+Tunnel (the engine gets each packet's first HEAD bytes and rewrites those; the rest goes
+back from the receive buffer), a routing mark for Route (one policy route per realserver),
+a drop with its reason counted, and the ICMP errors the kernel sends: port unreachable for
+a connection with no usable realserver (ip_vs_leave()), fragmentation needed for a packet
+too big for a tunnel (ip_vs_tunnel_xmit()).  The queue, the control socket and the timers
+share one thread (pyvs.drivers.loop); the rules follow every control-plane change.
 
 At a stop (SIGTERM, SIGINT) the table is saved and the queued traffic held for a grace
 period (pyvs.drivers.netfilter), so `systemctl restart` loses no flow: the next director
@@ -34,6 +36,12 @@ from .workers import Fleet
 log = logging.getLogger("pyvs")
 NF_INET_POST_ROUTING = 4
 IP_MTU = 14                 # getsockopt: the MTU of a connected socket's route
+# bytes of each packet copied out of the receive buffer for the engine, which rewrites
+# headers only: any IP and TCP header, and the 548 bytes an ICMP error quotes; the rest of
+# a longer packet (a GSO packet's 64 KiB) goes back into the verdict from where it lies
+HEAD = 576
+PARTIAL = 1                 # NFQA_SKB_CSUMNOTREADY ...
+PARTIAL_OR_GSO = 3          # ... without NFQA_SKB_GSO: Packet.needs_checksum
 GRACE = 10.0                # seconds a stop holds the queued traffic for a restart
 
 
@@ -41,11 +49,9 @@ class Packets:
     """The queue's reader: a burst in, the engine, the burst's verdicts out."""
 
     def __init__(self, queue: Any, director: Director, runtime: Runtime) -> None:
-        from .nfqueue import finish_checksum
         self.queue = queue
         self.director = director
         self.clock = runtime.now
-        self.finish = finish_checksum
         self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.icmp.setblocking(False)
         self.packets = 0
@@ -70,15 +76,23 @@ class Packets:
                 log.info("TUN: route MTU to %s is %d", int_to_ip(addr), mtu)
 
     def read(self) -> None:
+        """A changed packet is its new head and the old rest; one with a partial checksum
+        (which the kernel would take as final once changed) goes through the engine
+        whole, to have it computed in full."""
         q, receive, now = self.queue, self.director.receive, self.clock()
         for p in q.receive():
-            v = receive(p.payload, now, OUT if p.hook == NF_INET_POST_ROUTING else IN, p.mark)
+            data, rest = p.payload, p.rest
+            partial = p.info & PARTIAL_OR_GSO == PARTIAL
+            if rest and partial:
+                data, rest = data + bytes(rest), b""
+            v = receive(data, now, OUT if p.hook == NF_INET_POST_ROUTING else IN, p.mark,
+                        len(rest), partial)
             if v.action == DROP:
                 q.drop(p.id)
                 if v.reply is not None:
                     self._send_back(v.reply)
             elif v.data is not None:
-                q.accept(p.id, payload=self.finish(v.data) if p.needs_checksum else v.data)
+                q.accept(p.id, payload=v.data, rest=rest)
             elif v.mark:
                 q.accept(p.id, mark=v.mark)
             else:
@@ -95,6 +109,12 @@ class Packets:
     def close(self) -> None:
         self.icmp.close()
         self.queue.close()
+
+
+def open_queue(num: int, fail_closed: bool) -> Any:
+    """Queue `num` as the director reads it (heads copied, the rest left in place)."""
+    from .nfqueue import Queue
+    return Queue(num, fail_open=not fail_closed, head=HEAD)
 
 
 def route_mtu(addr: int) -> int | None:
@@ -123,7 +143,7 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
         state: Path | None = None, grace: float = GRACE, queues: int = 1) -> int:
     """The director on queue `queue`, or on `queues` queues from `queue` on, one worker
     process each (pyvs.drivers.workers)."""
-    from .nfqueue import NfqueueError, Queue
+    from .nfqueue import NfqueueError
     split = Split(queues, queue, director.services) if queues > 1 else None
     runtime: Runtime
     if split is None:
@@ -136,7 +156,7 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
         log.info("%s", runtime.restore())
         if split is None:
             try:
-                packets = Packets(Queue(queue, fail_open=not fail_closed), director, runtime)
+                packets = Packets(open_queue(queue, fail_closed), director, runtime)
             except NfqueueError as exc:
                 raise netfilter.SetupError(str(exc)) from None
         log.info("rules: %s", setup.apply())          # the queue is read before it fills
