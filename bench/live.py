@@ -237,8 +237,7 @@ def own_loop(kind: str, gso: bool) -> None:
     everything; `bare3+payload` hands every packet back as bytes, as a director that
     rewrites them must (heads copied, the rest from the receive buffer, partial checksums
     completed).  No FAIL_OPEN, so an overrun is counted."""
-    from pyvs.core.packet import completed
-    from pyvs.drivers.nfqueue import Queue
+    from pyvs.drivers.nfqueue import Queue, finish_checksum
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -249,9 +248,8 @@ def own_loop(kind: str, gso: bool) -> None:
             for p in q.receive(0.5):
                 if not payload:
                     q.accept(p.id)
-                elif p.needs_checksum:          # as the engine completes it (compiled)
-                    data = p.payload + bytes(p.rest)
-                    q.accept(p.id, payload=completed(data, (data[2] << 8) | data[3]))
+                elif p.needs_checksum:
+                    q.accept(p.id, payload=finish_checksum(p.payload + bytes(p.rest)))
                 else:
                     q.accept(p.id, payload=p.payload, rest=p.rest)
             q.flush()

@@ -7,11 +7,11 @@ pyvs.drivers.nfqueue, run through the engine (NAT, one established connection), 
 verdicts built and handed to a socket that discards them.  So the figures are the Python
 side only: no system call, no kernel work.  Side by side, round-robin, best of --rounds:
 
-  whole   each payload copied out whole, the driver completing partial checksums
-          (finish_checksum): `pyvs run`'s reader before it copied heads
+  whole   each payload copied out whole and rewritten whole: `pyvs run`'s reader before
+          it copied heads
   heads   `pyvs run`'s reader (pyvs.drivers.live.Packets.read): 576-byte heads copied,
-          the engine rewriting the head and completing partial checksums itself, the
-          rest sent from the receive buffer
+          the engine rewriting the head, the rest sent from the receive buffer
+(both complete partial checksums with finish_checksum, which needs the whole packet)
   bare / bare-heads   accept every packet, payloads copied whole / heads only
 
 Mixes: `bulk` alternates 64 KiB GSO packets in (client -> VIP) with ACKs out (realserver

@@ -297,19 +297,20 @@ def serve_nat(d: Director) -> Callable[[Queue, Packet], None]:
 def serve_nat_heads(d: Director) -> Callable[[Queue, Packet], None]:
     """The same on a queue that copies heads only, as `pyvs run` reads it: the engine
     rewrites the head, the verdict sends it with the rest from the receive buffer; a packet
-    with a partial checksum goes whole, to have it completed."""
+    with a partial checksum goes whole, to have it completed after."""
     def handle(q: Queue, p: Packet) -> None:
         data, rest = p.payload, p.rest
         if rest and p.needs_checksum:
             data, rest = data + bytes(rest), b""
         v = d.receive(data, time.monotonic(), OUT if p.hook == NF_INET_POST_ROUTING else IN,
-                      p.mark, len(rest), p.needs_checksum)
+                      p.mark, len(rest))
         if v.action != "accept":
             q.drop(p.id)
         elif v.data is None:
             q.accept(p.id, v.mark or None)
         else:
-            q.accept(p.id, payload=v.data, rest=rest)
+            q.accept(p.id, payload=finish_checksum(v.data) if p.needs_checksum else v.data,
+                     rest=rest)
     return handle
 
 

@@ -36,7 +36,6 @@ from .packet import (
     IPPROTO_UDP,
     IPV4_MIN_MTU,
     addr_bytes,
-    completed,
     icmp_frag_needed,
     icmp_port_unreachable,
     ipip_encapsulate,
@@ -124,7 +123,6 @@ class Director:
         # which a live driver reads and hands in with SetRouteMtu); route_mtu for the rest
         self.route_mtu = route_mtu
         self._route_mtus: dict[int, int] = {}
-        self._partial = False              # receive()'s packet has a partial checksum
         self.route_mark_base = route_mark_base
         self.services: list[Service] = []
         self._svc_by_addr: dict[tuple[int, int, int], Service] = {}
@@ -813,8 +811,7 @@ class Director:
 
     # ------------------------------------------------------------------ the packet path
     def receive(self, packet: bytes | bytearray, now: float,  # noqa: C901 (one call per packet)
-                direction: int | None = None, mark: int = 0, tail: int = 0,
-                partial: bool = False) -> Verdict:
+                direction: int | None = None, mark: int = 0, tail: int = 0) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
@@ -824,10 +821,7 @@ class Director:
         A driver that holds the packet's bytes itself may hand over only its head (its IP
         and TCP/UDP headers, and 548 bytes for an ICMP error to quote): `tail` says how
         many bytes follow, and rewritten data is then the new head, to be sent followed
-        by those bytes unchanged (the engine rewrites headers only).  `partial`: the
-        TCP/UDP checksum field holds only the pseudo-header sum (a local sender's
-        CHECKSUM_PARTIAL); a rewritten packet then gets its checksum computed in full,
-        which needs the whole packet.
+        by those bytes unchanged (the engine rewrites headers only).
         """
         if now >= self._due:
             self.handle_timers(now)
@@ -836,9 +830,6 @@ class Director:
         n = len(data)
         if n < 20:
             return self._dropped(R_MALFORMED)
-        if partial and tail:
-            raise ValueError("a partial checksum is completed over the whole packet")
-        self._partial = partial
         b0 = data[0]
         if b0 >> 4 != 4:
             return _ACCEPT[R_NOT_IPV4]
@@ -981,7 +972,7 @@ class Director:
             assert m is not None           # every Masq entry carries its rewrite
             return Verdict(ACCEPT, R_FORWARD,       # DNAT: destination -> realserver
                            masq(data, tot_len, ihl, 16, m.d_bytes, ihl + 2, m.dport_bytes,
-                                 m.in_ip_delta, m.in_l4_delta, self._partial))
+                                 m.in_ip_delta, m.in_l4_delta))
         if fwd == TUNNEL:
             return self._tunnel(cp, data, tot_len)
         return _ACCEPT_FORWARD
@@ -1002,9 +993,9 @@ class Director:
             return Verdict(DROP, R_FRAG_NEEDED, reply=icmp_frag_needed(data, tot_len, mtu))
         self._tunnel_id += 1
         src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
-        inner = completed(data, tot_len) if self._partial else data[:tot_len]
-        return Verdict(ACCEPT, R_FORWARD, ipip_encapsulate(inner, tot_len, src, cp.daddr,
-                                                           self._tunnel_id, pmtu_disc))
+        return Verdict(ACCEPT, R_FORWARD, ipip_encapsulate(data[:tot_len], tot_len, src,
+                                                           cp.daddr, self._tunnel_id,
+                                                           pmtu_disc))
 
     def _track(self, cp: Conn, rows: S.Section, flags: int, now: float) -> None:
         """set_tcp_state() (UDP: flags -1, one state), then ip_vs_conn_put(): every packet
@@ -1034,7 +1025,7 @@ class Director:
         assert m is not None               # every Masq entry carries its rewrite
         return Verdict(ACCEPT, R_FORWARD,           # SNAT: source -> virtual service
                        masq(data, tot_len, ihl, 12, m.v_bytes, ihl, m.vport_bytes,
-                             m.out_ip_delta, m.out_l4_delta, self._partial))
+                             m.out_ip_delta, m.out_l4_delta))
 
     # ------------------------------------------------------------------ views
     def find_conn(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int

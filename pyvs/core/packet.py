@@ -46,13 +46,12 @@ def csum_update(check: int, delta: int) -> int:
 
 
 def masq(data: bytes, tot_len: int, ihl: int, addr_at: int, addr: bytes, port_at: int,
-         port: bytes, ip_delta: int, l4_delta: int, partial: bool = False) -> bytes:
+         port: bytes, ip_delta: int, l4_delta: int) -> bytes:
     """The packet (without link padding) with one address and one port replaced and its IP
     and TCP/UDP checksums updated incrementally from the old ones.  A UDP checksum of 0 means
-    "none" and stays 0; a computed 0 is sent as 0xFFFF (RFC 768).  `partial`: the field
-    holds only the pseudo-header sum, which no update completes; the new one is computed
-    in full.  `data` may be the packet's head only (up to tot_len bytes): then so is the
-    result, and the rest of the packet follows it unchanged (not with `partial`).
+    "none" and stays 0; a computed 0 is sent as 0xFFFF (RFC 768).  `data` may be the
+    packet's head only (up to tot_len bytes): then so is the result, and the rest of the
+    packet follows it unchanged.
 
     The result is built in one allocation from slices of `data` (b"%b" formatting, which
     the compiled build turns into a single copy): cheaper in both builds than copying into
@@ -61,12 +60,7 @@ def masq(data: bytes, tot_len: int, ihl: int, addr_at: int, addr: bytes, port_at
     tcp = data[9] == IPPROTO_TCP
     off = ihl + 16 if tcp else ihl + 6
     check = (data[off] << 8) | data[off + 1]
-    if partial:
-        total = (l4_sum(data, tot_len, ihl, off)
-                 + int.from_bytes(addr, "big") - int.from_bytes(data[addr_at:addr_at + 4], "big")
-                 + int.from_bytes(port, "big") - ((data[port_at] << 8) | data[port_at + 1]))
-        l4_check = checksum_of(total, data[9]).to_bytes(2, "big")
-    elif check or tcp:
+    if check or tcp:
         c = csum_update(check, l4_delta)
         l4_check = (c if c or tcp else 0xFFFF).to_bytes(2, "big")
     else:
@@ -74,37 +68,6 @@ def masq(data: bytes, tot_len: int, ihl: int, addr_at: int, addr: bytes, port_at
     return b"%b%b%b%b%b%b%b%b%b" % (
         data[:10], ip_check, data[12:addr_at], addr, data[addr_at + 4:port_at], port,
         data[port_at + 2:off], l4_check, data[off + 2:tot_len])
-
-
-def l4_sum(data: bytes, tot_len: int, ihl: int, at: int) -> int:
-    """The one's-complement sum, modulo 0xFFFF, of the whole packet's pseudo-header and
-    TCP/UDP segment without its checksum field (at `at`).
-
-    That sum of 16-bit words is the bytes' value as one number modulo 0xFFFF (2**16 = 1
-    mod 0xFFFF), so int.from_bytes does the summing in C, and a field taken out or
-    replaced is just its value subtracted or added."""
-    odd = 8 * ((tot_len - ihl) & 1)      # an odd segment is summed with a zero byte after it
-    if ihl == 20:                        # the addresses and the segment, in one piece
-        total = int.from_bytes(data[12:tot_len], "big") << odd
-    else:
-        total = (int.from_bytes(data[12:20], "big")
-                 + (int.from_bytes(data[ihl:tot_len], "big") << odd))
-    return total + data[9] + tot_len - ihl - ((data[at] << 8) | data[at + 1])
-
-
-def checksum_of(total: int, protocol: int) -> int:
-    """The checksum field for a sum from l4_sum (UDP sends a computed 0 as 0xFFFF)."""
-    check = -total % 0xFFFF
-    return check if check or protocol == IPPROTO_TCP else 0xFFFF
-
-
-def completed(data: bytes, tot_len: int) -> bytes:
-    """The whole packet with its TCP/UDP checksum computed in full (it held only the
-    pseudo-header sum), without link padding."""
-    ihl = (data[0] & 15) << 2
-    at = ihl + 16 if data[9] == IPPROTO_TCP else ihl + 6
-    check = checksum_of(l4_sum(data, tot_len, ihl, at), data[9]).to_bytes(2, "big")
-    return b"%b%b%b" % (data[:at], check, data[at + 2:tot_len])
 
 
 def ip_checksum(header: bytes | bytearray) -> int:

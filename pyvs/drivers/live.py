@@ -35,6 +35,7 @@ from .workers import Fleet
 
 log = logging.getLogger("pyvs")
 NF_INET_POST_ROUTING = 4
+NF_ACCEPT = 1
 IP_MTU = 14                 # getsockopt: the MTU of a connected socket's route
 # bytes of each packet copied out of the receive buffer for the engine, which rewrites
 # headers only: any IP and TCP header, and the 548 bytes an ICMP error quotes; the rest of
@@ -49,7 +50,9 @@ class Packets:
     """The queue's reader: a burst in, the engine, the burst's verdicts out."""
 
     def __init__(self, queue: Any, director: Director, runtime: Runtime) -> None:
+        from .nfqueue import finish_checksum
         self.queue = queue
+        self.finish = finish_checksum
         self.director = director
         self.clock = runtime.now
         self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -78,21 +81,22 @@ class Packets:
     def read(self) -> None:
         """A changed packet is its new head and the old rest; one with a partial checksum
         (which the kernel would take as final once changed) goes through the engine
-        whole, to have it computed in full."""
-        q, receive, now = self.queue, self.director.receive, self.clock()
+        whole, to have it computed in full afterwards."""
+        q, receive, now, finish = self.queue, self.director.receive, self.clock(), self.finish
+        verdict = q.verdict
         for p in q.receive():
             data, rest = p.payload, p.rest
             partial = p.info & PARTIAL_OR_GSO == PARTIAL
             if rest and partial:
                 data, rest = data + bytes(rest), b""
             v = receive(data, now, OUT if p.hook == NF_INET_POST_ROUTING else IN, p.mark,
-                        len(rest), partial)
+                        len(rest))
             if v.action == DROP:
                 q.drop(p.id)
                 if v.reply is not None:
                     self._send_back(v.reply)
             elif v.data is not None:
-                q.accept(p.id, payload=v.data, rest=rest)
+                verdict(p.id, NF_ACCEPT, None, finish(v.data) if partial else v.data, rest)
             elif v.mark:
                 q.accept(p.id, mark=v.mark)
             else:

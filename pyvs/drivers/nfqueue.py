@@ -96,6 +96,7 @@ _VERDICT_MARK = struct.Struct("=IHHIIBBHHHIIHHI")
 _VERDICT_DATA = struct.Struct("=IHHIIBBHHHIIHH")
 _VERDICT_MARK_DATA = struct.Struct("=IHHIIBBHHHIIHHIHH")
 _htonl, _htons = socket.htonl, socket.htons
+_ACCEPT_BE = _htonl(ACCEPT)
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")                 # by length % 4
 
 
@@ -228,6 +229,7 @@ class Queue:
         self.num = num
         self.burst = burst
         self.head = MAX_COPY_RANGE if head is None else max(head, 1)
+        self._res = _htons(num)                # nfgenmsg's res_id, big-endian
         self.copy_range = min(copy_range, MAX_COPY_RANGE)
         self.received = 0                      # packets so far
         self.verdicts = 0                      # NFQNL_MSG_VERDICT messages sent
@@ -407,9 +409,11 @@ class Queue:
             self._end_run()
             self._run_id, self._run_mark = packet_id, mark
             return
-        self._end_run()
+        if self._run_id >= 0:
+            self._end_run()
         self.verdicts += 1
-        res, v, i = _htons(self.num), _htonl(verdict), _htonl(packet_id)
+        res, i = self._res, _htonl(packet_id)
+        v = _ACCEPT_BE if verdict == ACCEPT else _htonl(verdict)
         if payload is None:
             if mark is None:
                 self._parts.append(_VERDICT.pack(32, NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, 0,
@@ -457,7 +461,7 @@ class Queue:
         already has its verdict in the buffer."""
         if self._run_id < 0:
             return
-        res, v, i = _htons(self.num), _htonl(ACCEPT), _htonl(self._run_id)
+        res, v, i = self._res, _ACCEPT_BE, _htonl(self._run_id)
         if self._run_mark is None:
             self._parts.append(_VERDICT.pack(32, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, 0, 0,
                                              0, 0, res, 12, NFQA_VERDICT_HDR, v, i))
