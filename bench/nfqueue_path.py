@@ -19,6 +19,12 @@ Mixes: `bulk` alternates 64 KiB GSO packets in (client -> VIP) with ACKs out (re
 both ways, all with partial checksums (a connection's handshake and ACKs).
 
     .venv/bin/python bench/nfqueue_path.py [--rounds 15] [--burst 4]
+
+Timings on a shared machine drift; instruction counts do not.  One reader and one mix at
+a time, under callgrind, at two packet counts (the difference is the packets' own cost):
+
+    valgrind --tool=callgrind .venv/bin/python bench/nfqueue_path.py --rounds 1 \
+        --only heads --mix small --packets 500        # and --packets 2500
 """
 
 from __future__ import annotations
@@ -159,6 +165,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--burst", type=int, default=4, help="packets per receive()")
     ap.add_argument("--packets", type=int, default=2000, help="per round and reader")
+    ap.add_argument("--only", choices=("whole", "heads", "bare", "bare-heads"),
+                    help="this reader only")
+    ap.add_argument("--mix", choices=("bulk", "small"), help="this mix only")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/nfqueue_path.py needs root (it binds a queue in a namespace of its own)")
@@ -167,10 +176,12 @@ def main() -> None:
     nfqueue._recvmmsg = lambda fd, vec, n, flags, timeout: n    # the buffer is full
     print(f"pyvs engine {pyvs.ENGINE}; {args.burst} packets a burst, best of {args.rounds} "
           f"rounds of {args.packets} packets; us of Python per queued packet")
-    for mix in ("bulk", "small"):
+    for mix in [args.mix] if args.mix else ["bulk", "small"]:
         readers: dict[str, Callable[[], None]] = {}
         for name, heads, make in (("whole", False, whole), ("heads", True, None),
                                   ("bare", False, bare), ("bare-heads", True, bare)):
+            if args.only and name != args.only:
+                continue
             d, q = director(), loaded(heads, mix, args.burst)
             if make is None:
                 readers[name] = Packets(q, d, Runtime()).read     # type: ignore[arg-type]
@@ -184,8 +195,10 @@ def main() -> None:
                 for _ in range(bursts):
                     read()
                 best[name] = min(best[name], (time.perf_counter() - t0) / (bursts * args.burst))
+        ratio = (f"   heads/whole {best['heads'] / best['whole']:.2f}"
+                 if "heads" in best and "whole" in best else "")
         print(f"{mix:5}  " + "  ".join(f"{name} {t * 1e6:6.2f}" for name, t in best.items())
-              + f"   heads/whole {best['heads'] / best['whole']:.2f}")
+              + ratio)
 
 
 if __name__ == "__main__":
