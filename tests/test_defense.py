@@ -127,3 +127,41 @@ def test_defense_sysctls_are_checked(name, value, text) -> None:
     with pytest.raises(ValueError) as exc:
         Director().apply(C.SetSysctl(name, value), 0.0)
     assert str(exc.value) == text
+
+
+def _half_open_director(seed: int) -> Director:
+    d = Director(seed=seed)
+    d.apply(C.SetSysctl("drop_entry", 3), 0.0)
+    d.apply(C.AddService(SVC, "rr"), 0.0)
+    d.apply(C.AddDest(SVC, ip("192.168.10.1"), 80, DROUTE), 0.0)
+    Flow(d).inb(SYN, 0.0)
+    return d
+
+
+def test_drop_entry_draws_hash_buckets_not_entries() -> None:
+    """ip_vs_random_dropentry() draws 128 of the 4096 buckets a second: a lone half-open
+    entry is seen in a tick with probability 1 - (4095/4096)^128 = 3.08%, not every tick."""
+    ticks = []
+    for seed in range(200):
+        d = _half_open_director(seed)
+        t = 0
+        while d.connection_count():
+            t += 1
+            d.handle_timers(float(t))
+        ticks.append(t)
+    # geometric, cut at 60 s when the SYN_RECV entry expires: mean (1 - 0.969^60) / 0.0308
+    assert 24 < sum(ticks) / len(ticks) < 31
+
+
+def test_a_pass_walks_a_bucket_drawn_twice_twice() -> None:
+    """The 128 draws repeat buckets (about 2 repeats a pass); each repeat walks the bucket
+    again, and one entry's in each bucket."""
+    d = Defense(seed=1)
+    passes = [d.scan(40960) for _ in range(50)]
+    assert all(len(p) == 128 for p in passes)
+    for p in passes:
+        seen = [i for chain in p for i in chain]
+        assert 1000 < len(seen) < 1600                # 128 buckets of 4096, 10 entries each
+        assert all(chain == sorted(chain, reverse=True) for chain in p)
+    assert sum(len(p) - len({tuple(c) for c in p if c}) for p in passes) > 20
+

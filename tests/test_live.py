@@ -201,3 +201,82 @@ def test_compare_over_ssh_as_on_the_vms(tmp_path) -> None:
     lines = both.stdout.splitlines()
     rows = [line.split()[:2] for line in lines[2:lines.index("")] if not line.startswith(" ")]
     assert rows == [["held", "nat"], ["held", "dr"]]
+
+
+LAB_CONF = """\
+! the NAT lab's web service, with keepalived's checks
+virtual_server 198.51.100.100 80 {
+    lvs_sched rr
+    lvs_method NAT
+    protocol TCP
+    delay_loop 1
+    real_server 192.0.2.11 80 {
+        inhibit_on_failure
+        HTTP_GET {
+            url {
+                path /
+                status_code 200
+            }
+            connect_timeout 1
+            retry 1
+            delay_before_retry 0.5
+        }
+    }
+    real_server 192.0.2.12 80 {
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+"""
+
+
+def test_lab_health_checks_stopped_web_server_gets_weight_0_then_back(tmp_path) -> None:
+    """NAT lab, `pyvs run` director, `pyvs checks` in the director's namespace: rs1's web
+    server stopped -> weight 0 within delay_loop + retry x delay_before_retry (+ the
+    timeouts), every new curl reaches rs2; started again -> back in the rotation."""
+    from test_health_live import wait_until
+    netns.down(out=open(os.devnull, "w"))
+    state = netns.up("nat", 2, 1, out=open(os.devnull, "w"))
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(LAB_CONF)
+    sidecar = backend = None
+
+    def curl() -> str:
+        return subprocess.run(["ip", "netns", "exec", netns.ns("c1"), "curl", "-s",
+                               "--max-time", "3", f"http://{state['vip']}/"],
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def weight(addr: str) -> int | None:
+        snap = request(netns.SOCKET, {"op": "snapshot", "connections": False})["snapshot"]
+        svc = next(s for s in snap["services"] if s["port"] == 80)
+        return next((d["weight"] for d in svc["dests"] if d["address"] == addr), None)
+    try:
+        sidecar = subprocess.Popen(
+            ["ip", "netns", "exec", netns.ns("d"), sys.executable, "-m", "pyvs.cli", "checks",
+             "--config", str(conf), "--socket", netns.SOCKET], stderr=subprocess.PIPE,
+            text=True, cwd=netns.PROJECT)
+        time.sleep(2.5)                               # the first checks have passed
+        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
+        os.killpg(state["pids"]["rs1"], signal.SIGKILL)
+        # delay_loop + retry x delay_before_retry, two checks' connect_timeout, 1.5 s slack
+        wait_until(lambda: weight("192.0.2.11") == 0, 1 + 1 * 0.5 + 2 * 1 + 1.5)
+        assert [curl() for _ in range(6)] == ["rs2\n"] * 6
+        backend = subprocess.Popen(["ip", "netns", "exec", netns.ns("r1"), sys.executable, "-m",
+                                    "pyvs.lab.backends", "--name", "rs1"], cwd=netns.PROJECT,
+                                   start_new_session=True)
+        wait_until(lambda: weight("192.0.2.11") == 1, 6)
+        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
+    finally:
+        if sidecar is not None:
+            sidecar.send_signal(signal.SIGTERM)
+            _, err = sidecar.communicate(timeout=20)
+        if backend is not None:
+            os.killpg(backend.pid, signal.SIGKILL)
+            backend.wait()
+        netns.down(out=open(os.devnull, "w"))
+    lines = [line for line in err.splitlines() if "rs 192.0.2.11:80" in line]
+    assert lines[0].startswith("pyvs: check: rs 192.0.2.11:80 DOWN (HTTP_GET ")
+    assert lines[0].endswith("weight 0 (inhibit_on_failure) [TCP 198.51.100.100:80]")
+    assert lines[-1] == ("pyvs: check: rs 192.0.2.11:80 UP (HTTP_GET status 200), weight 1 "
+                         "(inhibit_on_failure) [TCP 198.51.100.100:80]")

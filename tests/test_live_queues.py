@@ -174,3 +174,38 @@ def test_sigkill_of_the_director_then_cleanup_leaves_nothing(lab) -> None:
         time.sleep(0.1)
     on_director(sys.executable, "-m", "pyvs.cli", "cleanup")
     assert rules() == before
+
+
+def test_health_checks_run_inside_a_director_of_two_queues(lab, tmp_path) -> None:
+    """`pyvs run --config keepalived.conf --queues 2`: the director's own checks take a
+    dead realserver's weight to 0 in every worker, and bring it back."""
+    from tests.test_health_live import wait_until
+    from tests.test_live import LAB_CONF
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(LAB_CONF)
+    lab["config"] = str(conf)
+    proc = start(lab, "--queues", "2")
+
+    def weights(addr: str) -> list[int | None]:
+        out = []
+        for path in (netns.SOCKET, f"{netns.SOCKET}.q0", f"{netns.SOCKET}.q1"):
+            svc = next(s for s in snapshot(path)["services"] if s["port"] == 80)
+            out.append(next((d["weight"] for d in svc["dests"] if d["address"] == addr),
+                            None))
+        return out
+    try:
+        wait_until(lambda: weights("192.0.2.11") == [1, 1, 1], 5)
+        os.killpg(lab["pids"]["rs1"], signal.SIGKILL)
+        wait_until(lambda: weights("192.0.2.11") == [0, 0, 0], 1 + 0.5 + 2 + 1.5)
+        assert [curl(c, lab["vip"]) for c in ("c1", "c2", "c1")] == ["rs2"] * 3
+        backend = subprocess.Popen(["ip", "netns", "exec", netns.ns("r1"), sys.executable,
+                                    "-m", "pyvs.lab.backends", "--name", "rs1"],
+                                   start_new_session=True)
+        lab["pids"]["rs1"] = backend.pid
+        netns._save(lab)
+        wait_until(lambda: weights("192.0.2.11") == [1, 1, 1], 6)
+    finally:
+        stop(proc)
+    log = (netns.STATE_DIR / "director.log").read_text()
+    assert "check: rs 192.0.2.11:80 DOWN (HTTP_GET" in log
+    assert "check: rs 192.0.2.11:80 UP (HTTP_GET status 200), weight 1" in log

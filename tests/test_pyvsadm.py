@@ -95,6 +95,26 @@ def test_listing_variants(director) -> None:
         "  -> 192.168.10.1:80              0          0          0          0         ")
 
 
+def test_sched_flags_ipvsadm_lists_as_it_does(director) -> None:
+    """parse_sched_flags() takes flag-3 for any scheduler and strtok() skips empty items;
+    print_sched_flags() shows only sh's or mh's own two names for sh or mh, so flag-3
+    there lists as "()" and saves as a bare "-b "."""
+    assert adm("-A", "-f", "2", "-s", "sh", "-b", "flag-3")[0] == 0
+    assert adm("-A", "-f", "3", "-s", "mh", "-b", ",mh-port,,flag-3,")[0] == 0
+    assert adm("-A", "-f", "4", "-s", "rr", "-b", "flag-1,,flag-3")[0] == 0
+    assert adm("-Ln")[1] == (
+        "IP Virtual Server version 1.2.1 (size=4096)\n"
+        "Prot LocalAddress:Port Scheduler Flags\n"
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+        "FWM  2 sh ()\n"
+        "FWM  3 mh (mh-port)\n"
+        "FWM  4 rr (flag-1,flag-3)\n")
+    assert adm("-S", "-n")[1] == ("-A -f 2 -s sh -b \n"
+                                  "-A -f 3 -s mh -b mh-port\n"
+                                  "-A -f 4 -s rr -b flag-1,flag-3\n")
+    assert adm("-A", "-f", "5", "-b", ",,") == (2, "", "invalid scheduler flag `,,'\n")
+
+
 def test_changes_edit_delete_and_their_errors(director) -> None:
     adm("-R", stdin=SAVE)
     assert adm("-E", "-t", "10.0.0.100:80", "-s", "wrr", "-p", "60")[0] == 0

@@ -1,5 +1,7 @@
 """Connection sync rules: when the master sends, how it buffers, what the backup makes of it."""
 
+from typing import NamedTuple
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +13,6 @@ from pyvs.core.packet import int_to_ip
 from pyvs.core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
 from pyvs.core.sync import (
     HZ,
-    Decision,
     MessageBuilder,
     SyncBackup,
     SyncMaster,
@@ -42,10 +43,16 @@ VIP = "10.0.0.100"
 
 
 # --------------------------------------------------------------------- ip_vs_sync_conn_needed
+class Decision(NamedTuple):
+    send: bool
+    old_state: int
+    sync_endtime: int
+
+
 def needed(state, old_state=0, pkts=3, protocol=TCP, template=False, persist=False,
            timeout=900, endtime=0, now=1000, **sysctls):
-    return sync_needed(protocol, state, old_state, template, persist, timeout * HZ, endtime,
-                       pkts, now, Sysctls(**sysctls))
+    return Decision(*sync_needed(protocol, state, old_state, template, persist, timeout * HZ,
+                                 endtime, pkts, now, Sysctls(**sysctls)))
 
 
 DEFAULT_CASES = [

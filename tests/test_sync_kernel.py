@@ -13,7 +13,7 @@ from pyvs.config import rules
 from pyvs.core.sync import SyncBackup, SyncMaster
 from pyvs.core.syncmsg import SYNC_PORT, decode
 from pyvs.drivers.pcap import read_capture
-from pyvs.drivers.replay import Replayer, detect_capture_point
+from pyvs.drivers.replay import Replay
 from pyvs.lab import kernel_check as kc
 from pyvs.views.snapshot import snapshot
 
@@ -119,7 +119,7 @@ def test_master_replaying_the_traffic_sends_the_kernel_masters_datagrams():
     start = next(c for c in rec["log"] if c["host"] == "d1" and "master" in c["argv"])
     master = SyncMaster(director, syncid=7, start=(start["t0"] + start["t1"]) / 2 - inputs.first)
     packets = list(read_capture(inputs.capture))
-    replayer = Replayer(director, detect_capture_point(director, packets))
+    replayer = Replay(director)
     sent = []
 
     def run_master(until):
@@ -131,7 +131,7 @@ def test_master_replaying_the_traffic_sends_the_kernel_masters_datagrams():
     for ns, pkt in packets:
         now = (ns - packets[0][0]) / NS
         run_master(now)
-        replayer.feed(now, pkt)
+        replayer.packet(ns, now, pkt)
     run_master(30.0)
     kernel = sync_datagrams(inputs.capture, inputs.first)      # what d1 itself sent
     assert [d for _, d in sent] == [d for _, d in kernel]      # byte for byte

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .service import Dest
 
 INF: Final = float("inf")
+INVALID_PORT: Final = 0xFFFF        # the ports of an invalidated template
 CONN_KEY: Final = struct.Struct("!IIHH")    # saddr, daddr, sport, dport
 
 

@@ -12,6 +12,7 @@ the packet that needed a new entry is dropped.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Final
 
@@ -20,7 +21,9 @@ from .sysctls import Sysctls
 PAGE: Final = 4096
 ENTRY_BYTES: Final = 300        # a connection entry, measured (bench/engine.py: 276-296 B)
 TODROP_RATE: Final = (0, 1, 2, 3, 4, 5, 6, 7, 8)     # by in_pkts 0..8
-DROP_SCAN_SHARE: Final = 32     # ip_vs_random_dropentry(): 1/32 of the table a second
+CONN_TAB_BITS: Final = 12       # ip_vs_conn_tab_bits (CONFIG_IP_VS_TAB_BITS default)
+CONN_TAB_MASK: Final = (1 << CONN_TAB_BITS) - 1
+DROP_SCAN_BUCKETS: Final = (1 << CONN_TAB_BITS) >> 5   # ip_vs_random_dropentry(): 128 draws
 DEFENSE_PERIOD: Final = 1.0     # DEFENSE_TIMER_PERIOD
 
 
@@ -79,6 +82,32 @@ class Defense:
         self.drop_counter = self.drop_rate
         self.packets_dropped += 1
         return True
+
+    def scan(self, n: int) -> list[list[int]]:
+        """One ip_vs_random_dropentry() pass over a table of `n` entries (indices 0..n-1,
+        oldest first): for each of the 128 bucket draws in order, the indices of the
+        entries in its bucket, newest first (hlist_add_head()).  A drawn bucket that is drawn again
+        is walked again.
+
+        Which entries share a bucket is random in the kernel (jhash with a random seed), so
+        pyvs draws it for each pass: every entry is in a drawn bucket with probability
+        (distinct buckets drawn) / 4096, independently, and then in any of those buckets
+        alike.  That is the kernel's law for one pass; what pyvs does not keep is that the
+        same entries share a bucket from one pass to the next (docs/ipvs.md, Defenses)."""
+        rng = self.random
+        draws = [rng.getrandbits(32) & CONN_TAB_MASK for _ in range(DROP_SCAN_BUCKETS)]
+        distinct = list(dict.fromkeys(draws))
+        chains: dict[int, list[int]] = {b: [] for b in distinct}
+        log_miss = math.log1p(-len(distinct) / (CONN_TAB_MASK + 1))
+        i = -1
+        while True:                      # a Bernoulli selection by geometric gaps: O(picked)
+            i += 1 + int(math.log(1.0 - rng.random()) / log_miss)
+            if i >= n:
+                break
+            chains[distinct[int(rng.random() * len(distinct))]].append(i)
+        for chain in chains.values():
+            chain.reverse()
+        return [chains[b] for b in draws]
 
     def todrop_entry(self, in_pkts: int, idle: float) -> bool:
         """todrop_entry(): an entry quiet for 60 s with 1..8 inbound packets, at the rate

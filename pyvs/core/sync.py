@@ -10,6 +10,8 @@ The rules of ``net/netfilter/ipvs/ip_vs_sync.c`` (kernel 6.1), sans-I/O like the
 * :class:`SyncMaster` ties them to a :class:`~pyvs.core.engine.Director` through its ``sync``
   hook (``ip_vs_sync_conn()``: the entry, then its controlling template).
 * :class:`SyncBackup` applies received datagrams to a Director (``ip_vs_proc_conn()``).
+* :func:`start_daemon` / :func:`stop_daemon` are ``start_sync_thread()`` /
+  ``stop_sync_thread()``: the control plane's side, which Director.apply calls.
 
 No sockets, no clocks: every call takes ``now`` (seconds); drivers send what
 :meth:`SyncMaster.due` returns and sleep until :meth:`SyncMaster.next_timer`.
@@ -17,14 +19,15 @@ No sockets, no clocks: every call takes ``now`` (seconds); drivers send what
 
 from __future__ import annotations
 
-import math
+import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final
 
 from . import states as S
-from .conn import Conn, conn_key
-from .engine import INVALID_PORT, ConfigError, Director
+from .commands import DAEMON_STATES, ConfigError, StartDaemon
+from .conn import INVALID_PORT, Conn, conn_key
 from .forwarding import MASQ
 from .packet import IPPROTO_TCP, IPPROTO_UDP
 from .schedulers import make_scheduler
@@ -38,8 +41,10 @@ from .syncmsg import (
     F_ONE_PACKET,
     F_SYNC,
     F_TEMPLATE,
+    SYNC_PORT,
     V0_HEADER,
     V1_HEADER,
+    V4_RECORD,
     Decoded,
     SyncRecord,
     decode,
@@ -47,8 +52,11 @@ from .syncmsg import (
     encode_v1_record,
 )
 from .sysctls import Sysctls
+from .wheel import HZ, jiffies, wheel_fires
 
-HZ: Final = 250                      # the kernel build pyvs models (Debian's CONFIG_HZ)
+if TYPE_CHECKING:                # the engine holds the daemons: it imports this module
+    from .engine import Director
+
 FLUSH_TIME: Final = 2 * HZ           # IPVS_SYNC_FLUSH_TIME: a buffer waits at most this...
 CHECK_PERIOD: Final = HZ             # IPVS_SYNC_CHECK_PERIOD: ...checked this often
 SEND_DELAY: Final = max(HZ // 50, 1)   # IPVS_SYNC_SEND_DELAY: wake-up after the first queued
@@ -73,35 +81,10 @@ A_UPDATED: Final = "updated"
 A_REPLACED: Final = "replaced"    # same client, other realserver: the old entry expired
 A_STALE: Final = "stale"          # other realserver, INACTIVE: the old entry's last word
 A_ONE_PACKET: Final = "one-packet"    # v0 ONE_PACKET record: created and expired at once
-
-
-def jiffies(now: float) -> int:
-    """The jiffy `now` falls in (a hair of slack so that k/HZ maps back to k)."""
-    return math.floor(now * HZ + 1e-6)
-
-
-# The timer wheel (kernel/time/timer.c): a timer lands in a bucket of its level's
-# granularity, rounded up so that it never fires early.
-WHEEL_BITS: Final = 6           # LVL_BITS: 64 buckets a level
-WHEEL_CLK_SHIFT: Final = 3      # LVL_CLK_SHIFT: each level 8 times coarser
-WHEEL_DEPTH: Final = 9          # LVL_DEPTH for HZ > 100
-
-
-def wheel_fires(expires: int, clk: int) -> int:
-    """The jiffy a timer due at `expires`, armed at `clk`, fires (calc_wheel_index()):
-    level 0 (under 63 jiffies) one jiffy late, level 1 (under 504) at the next multiple of
-    8 jiffies.  So the master thread's 1 s sleep (HZ=250) lasts 251-258 jiffies, and
-    exactly 256 once the thread runs on a bucket boundary, as it does when the wheel woke
-    it: the sync thread wakes every 1.024 s, not every second."""
-    delta = expires - clk
-    if delta < 0:
-        return clk
-    level = 0
-    while (level < WHEEL_DEPTH - 1
-           and delta >= ((1 << WHEEL_BITS) - 1) << (level * WHEEL_CLK_SHIFT)):
-        level += 1
-    shift = level * WHEEL_CLK_SHIFT
-    return ((expires >> shift) + 1) << shift
+A_ELSEWHERE: Final = "other-worker"   # pyvs run --queues N: another worker's client
+APPLIED: Final = frozenset((A_CREATED, A_UPDATED, A_REPLACED))  # the rest: dropped, ignored
+# what apply() says of a record (counted per record, after the decoding's own reasons)
+ACTIONS: Final = APPLIED | {A_IPV6, A_PROTOCOL, A_PE, A_TEMPLATE_CPORT, A_STALE, A_ONE_PACKET}
 
 
 def master_maxlen(maxlen: int = 0) -> int:
@@ -117,20 +100,19 @@ def backup_maxlen(mtu: int = 1500, maxlen: int = 0) -> int:
 
 
 # ------------------------------------------------------------------------ master: when
-class Decision(NamedTuple):
-    send: bool
-    old_state: int       # cp->old_state afterwards
-    sync_endtime: int    # cp->sync_endtime afterwards (jiffies; low 2 bits: retries sent)
+Decision = tuple[bool, int, int]     # send?, then cp->old_state and cp->sync_endtime
+#                                      afterwards (jiffies; low 2 bits: retries sent)
 
 
 def sync_needed(protocol: int, state: int, old_state: int, template: bool,
                 in_persistence: bool, timeout: int, sync_endtime: int, pkts: int, now: int,
                 sysctls: Sysctls) -> Decision:
     """ip_vs_sync_conn_needed(): `timeout`, `sync_endtime` and `now` in jiffies; `pkts` is
-    the entry's inbound packet count (the caller's, see SyncMaster.sync_conn)."""
+    the entry's inbound packet count (the caller's, see SyncMaster.sync_conn).  A plain
+    tuple: a NamedTuple costs the compiled master a Python-level constructor per call."""
     orig = sync_endtime
     n = (now + timeout) & ~3
-    keep = Decision(False, old_state, orig)
+    keep = (False, old_state, orig)
     if template:
         force = False
     elif sysctls.sync_persist_mode and in_persistence:
@@ -140,7 +122,7 @@ def sync_needed(protocol: int, state: int, old_state: int, template: bool,
             return keep
         force = state != old_state
         if force and state != S.ESTABLISHED:
-            return Decision(True, state, n)
+            return (True, state, n)
     else:                                    # UDP: one state, sent by packet count only
         force = False
     refresh = sysctls.sync_refresh_period * HZ
@@ -161,19 +143,21 @@ def sync_needed(protocol: int, state: int, old_state: int, template: bool,
     elif not refresh and pkts != sysctls.sync_threshold:
         return keep
     del force          # the kernel returns `cmpxchg succeeded || force`: always true here
-    return Decision(True, state, n)
+    return (True, state, n)
 
 
 # ------------------------------------------------------------------------ master: buffering
 class _Buffer:
-    """struct ip_vs_sync_buff: the message bytes, the write position, when first used."""
+    """struct ip_vs_sync_buff: the message bytes, the write position, when first used;
+    and how many records it holds (nr_conns without its byte's wrap, for the counters)."""
 
-    __slots__ = ("mesg", "head", "firstuse")
+    __slots__ = ("mesg", "head", "firstuse", "records")
 
     def __init__(self, mesg: bytearray, head: int, firstuse: int) -> None:
         self.mesg = mesg
         self.head = head
         self.firstuse = firstuse
+        self.records = 0
 
     def datagram(self) -> bytes:
         """ip_vs_send_sync_msg(): the first ntohs(mesg->size) bytes."""
@@ -203,15 +187,20 @@ class MessageBuilder:
         j = jiffies(start)
         self.check_at = wheel_fires(j + CHECK_PERIOD, j)  # the thread's schedule_timeout(HZ)
         self.dropped = 0                     # buffers sb_queue_tail() released unsent
+        self.records_sent = 0                # records in the datagrams sent
         self._sent: list[tuple[int, bytes]] = []   # sent, not yet handed out by due()
 
     # the producer side: ip_vs_sync_conn() / ip_vs_sync_conn_v0()
     def add(self, record: SyncRecord, now: float, version: int = 1) -> None:
         """Append one record as the kernel does for protocol `version`."""
+        self.add_encoded(encode_v0_record(record) if version == 0
+                         else encode_v1_record(record), now, version)
+
+    def add_encoded(self, data: bytes, now: float, version: int = 1) -> None:
+        """Append one record already encoded for protocol `version` (no v1 padding)."""
         j = jiffies(now)
         self._advance(j - 1)                 # the thread's wake-ups before this record
         if version == 0:
-            data = encode_v0_record(record)
             buff = self.current
             if buff is not None and (buff.head + len(data) > len(buff.mesg)
                                      or not buff.mesg[0]):   # a v1 buffer: byte 0 is 0
@@ -225,10 +214,10 @@ class MessageBuilder:
             m = buff.mesg
             m[buff.head:buff.head + len(data)] = data
             buff.head += len(data)
+            buff.records += 1
             m[0] = (m[0] + 1) & 0xFF
             self._add_size(m, len(data))
             return
-        data = encode_v1_record(record)
         buff = self.current
         pad = 0
         if buff is not None:
@@ -245,6 +234,7 @@ class MessageBuilder:
         start = buff.head + pad              # the pad bytes are zero already
         m[start:start + len(data)] = data
         buff.head = start + len(data)
+        buff.records += 1
         self._add_size(m, pad + len(data))
         m[4] = (m[4] + 1) & 0xFF
 
@@ -310,7 +300,12 @@ class MessageBuilder:
             if self._idle():
                 self._catch_up(limit + 1)
                 return
-            at = min(t for t in (self.check_at, self.work_at, self.wake_at) if t is not None)
+            at = self.check_at
+            work, wake = self.work_at, self.wake_at
+            if work is not None and work < at:
+                at = work
+            if wake is not None and wake < at:
+                at = wake
             if at > limit:
                 return
             if self.work_at == at:            # master_wakeup_work_handler()
@@ -326,14 +321,17 @@ class MessageBuilder:
         is old enough, then sleep a second."""
         while True:
             if self.queue:                   # sb_dequeue()
-                self._sent.append((at, self.queue.pop(0).datagram()))
+                buff = self.queue.pop(0)
+                self.records_sent += buff.records
+                self._sent.append((at, buff.datagram()))
                 if not self.queue:
                     self.queue_delay = 0
                 continue
-            buff = self.current              # get_curr_sync_buff(IPVS_SYNC_FLUSH_TIME)
-            if buff is not None and at - buff.firstuse >= FLUSH_TIME:
+            current = self.current           # get_curr_sync_buff(IPVS_SYNC_FLUSH_TIME)
+            if current is not None and at - current.firstuse >= FLUSH_TIME:
                 self.current = None
-                self._sent.append((at, buff.datagram()))
+                self.records_sent += current.records
+                self._sent.append((at, current.datagram()))
                 continue
             break
         self.wake_at = None
@@ -365,6 +363,27 @@ def conn_flags(cp: Conn) -> int:
     return flags
 
 
+# A plain IPv4 record's layout with the entry's lookup key copied in: the key holds the
+# client and virtual addresses and ports in network order, as the record does.
+_CONN_V1: Final = struct.Struct("!BBHIH4sHII8sI")   # type .. state, cport vport, dport,
+#                                                     fwmark, timeout, caddr vaddr, daddr
+_CONN_V0: Final = struct.Struct("!BB4sH8sIHH")      # reserved, protocol, cport vport,
+#                                                     dport, caddr vaddr, daddr, flags, state
+
+
+def encode_conn(cp: Conn, version: int) -> bytes:
+    """The record ip_vs_sync_conn() (v1) or ip_vs_sync_conn_v0() writes for this entry:
+    encode_v1_record(record_from_conn(cp)) without the record in between (the master's
+    per-record cost; tests/test_sync.py checks that the two agree)."""
+    key = cp.key
+    if version == 0:
+        return _CONN_V0.pack(0, cp.protocol, key[-4:], cp.dport, key[-12:-4], cp.daddr,
+                             conn_flags(cp) & 0xFFFF, cp.state)
+    return _CONN_V1.pack(0, cp.protocol, V4_RECORD, conn_flags(cp), cp.state, key[-4:],
+                         cp.dport, cp.dest.svc.fwmark, int(cp.timeout + 1e-9), key[-12:-4],
+                         cp.daddr)
+
+
 def record_from_conn(cp: Conn) -> SyncRecord:
     """The v1 record ip_vs_sync_conn() writes for this entry.  cp->fwmark is the first
     packet's mark; pyvs takes its service's fwmark (the same for a fwmark service)."""
@@ -379,17 +398,20 @@ class SyncMaster:
     sync_* sysctls at each decision, as the kernel does."""
 
     def __init__(self, director: Director, syncid: int = 0, maxlen: int = 0,
-                 start: float = 0.0) -> None:
+                 start: float = 0.0, threads: int | None = None) -> None:
         if not 0 <= syncid <= 255:
             raise ConfigError(f"syncid {syncid} out of range 0..255")
         self.director = director
         self.syncid = syncid
         self.maxlen = master_maxlen(maxlen)
+        self.config: DaemonConfig | None = None     # as started by start_daemon()
         sysctls = director.sysctls
-        count = min(max(sysctls.sync_ports, 1), PORTS_MAX)   # fixed at start
-        qlen_max = sysctls.sync_qlen_max or None              # 0: the kernel's default
-        self.builders = [MessageBuilder(syncid, self.maxlen, start, qlen_max)
-                         for _ in range(count)]
+        if threads is None:                          # sync_ports, fixed at start
+            threads = min(max(sysctls.sync_ports, 1), PORTS_MAX)
+        self.builders = [MessageBuilder(syncid, self.maxlen, start, sysctls.sync_qlen_max)
+                         for _ in range(threads)]
+        self.records = 0          # records queued; datagrams handed out by due()
+        self.messages = 0
         director.sync = self.hook
 
     def hook(self, cp: Conn, now: float, from_packet: bool) -> None:
@@ -414,7 +436,8 @@ class SyncMaster:
         check = not _one_packet(cp)          # ONE_PACKET: straight to the controller
         while entry is not None:
             if check and self._needed(entry, pkts, j):
-                self._builder(entry).add(record_from_conn(entry), now, 1)
+                self._builder(entry).add_encoded(encode_conn(entry, 1), now, 1)
+                self.records += 1
             check = True
             ct = entry.control
             if ct is None:
@@ -426,7 +449,8 @@ class SyncMaster:
         """ip_vs_sync_conn_v0(): unlike v1, the controller is synced only with its entry."""
         if _one_packet(cp) or not self._needed(cp, pkts, jiffies(now)):
             return
-        self._builder(cp).add(record_from_conn(cp), now, 0)
+        self._builder(cp).add_encoded(encode_conn(cp, 0), now, 0)
+        self.records += 1
         ct = cp.control
         if ct is not None:
             self.sync_conn(ct, self._controller_pkts(ct), now)
@@ -444,15 +468,17 @@ class SyncMaster:
         d = sync_needed(cp.protocol, cp.state, cp.old_state, cp.template,
                         ct is not None and ct.template, round(cp.timeout * HZ),
                         cp.sync_endtime, pkts, j, self.director.sysctls)
-        cp.old_state, cp.sync_endtime = d.old_state, d.sync_endtime
-        return d.send
+        send, cp.old_state, cp.sync_endtime = d
+        return send
 
     def _builder(self, cp: Conn) -> MessageBuilder:
-        """select_master_thread_id() hashes the entry's address; pyvs hashes its key."""
+        """select_master_thread_id() hashes the entry's address; pyvs hashes its key.
+        sb_queue_tail() reads sync_qlen_max at each buffer it queues."""
         builders = self.builders
-        if len(builders) == 1:
-            return builders[0]
-        return builders[zlib.crc32(cp.key) & (len(builders) - 1)]
+        b = builders[0] if len(builders) == 1 else builders[zlib.crc32(cp.key)
+                                                            & (len(builders) - 1)]
+        b.qlen_max = self.director.sysctls.sync_qlen_max
+        return b
 
     def next_timer(self) -> float | None:
         """When due() next has work; None while nothing waits to be sent."""
@@ -463,7 +489,19 @@ class SyncMaster:
 
     def due(self, now: float) -> list[tuple[int, bytes]]:
         """(thread id, datagram) to send by `now`; thread id sends to port 8848 + id."""
-        return [(i, d) for i, b in enumerate(self.builders) for d in b.due(now)]
+        for b in self.builders:
+            b.qlen_max = self.director.sysctls.sync_qlen_max
+        out = [(i, d) for i, b in enumerate(self.builders) for d in b.due(now)]
+        self.messages += len(out)
+        return out
+
+    def queue_dropped(self) -> int:
+        """Messages released unsent because the queue held sync_qlen_max."""
+        return sum(b.dropped for b in self.builders)
+
+    def records_sent(self) -> int:
+        """Records in the datagrams sent (handed out by due(), or due to be)."""
+        return sum(b.records_sent for b in self.builders)
 
     def stop(self) -> None:
         """stop_sync_thread(): unhook; whatever was not sent is lost."""
@@ -523,7 +561,13 @@ class SyncBackup:
         self.director = director
         self.syncid = syncid
         self.maxlen = backup_maxlen(mtu, maxlen)
+        self.config: DaemonConfig | None = None     # as started by start_daemon()
+        self.messages = 0                    # datagrams received, records applied
+        self.records = 0
         self.counts: dict[str, int] = {}     # reasons and actions, as Director.drops
+        # which client addresses (a template: client networks) this table holds; None:
+        # all (pyvs run --queues N: each worker holds its own clients' entries)
+        self.owns: Callable[[int], bool] | None = None
         self._stand_in_svcs: dict[tuple[int, int, int, int], Service] = {}
         self._stand_ins: dict[tuple[Service, int, int, int, bool], Dest] = {}
         self._unbound: set[Service] = set()
@@ -537,12 +581,18 @@ class SyncBackup:
         does: a longer one then fails the size check)."""
         self.director.handle_timers(now)
         decoded = decode(datagram[:self.maxlen], self.syncid)
+        self.messages += 1
         result = Received(decoded)
         for _, reason in decoded.skipped:
             self._count(reason)
         if decoded.error is not None:
             self._count(decoded.error)
+        owns = self.owns
         for rec in decoded.records:
+            if owns is not None and not owns(rec.caddr):
+                result.actions.append(A_ELSEWHERE)
+                continue
+            self.records += 1
             action = self.apply(rec, decoded.version or 0, now)
             self._count(action)
             result.actions.append(action)
@@ -741,3 +791,75 @@ def find_dest(director: Director, protocol: int, vaddr: int, vport: int, fwmark:
     port = 0 if fwmark and fwd != MASQ else dport
     dest = svc.find_dest(daddr, port)
     return dest if dest is not None else svc.find_dest(daddr, port ^ dport)
+
+
+# ------------------------------------------------------------------------ the daemons
+SYNC_GROUP_ADDR: Final = 0xE0000051          # IP_VS_SYNC_GROUP, 224.0.0.81
+MTU_DEFAULT: Final = 1500                    # an interface pyvs knows nothing of
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """A running daemon's struct ipvs_sync_daemon_cfg, the defaults filled in as
+    start_sync_thread() fills them (what ipvsadm -L --daemon lists), and the number of
+    threads: thread i sends to (or, a backup, listens on) port mcast_port + i."""
+
+    state: str
+    mcast_ifn: str
+    syncid: int
+    sync_maxlen: int
+    mcast_group: int
+    mcast_port: int
+    mcast_ttl: int
+    threads: int
+
+
+def start_daemon(director: Director, cmd: StartDaemon, now: float) -> None:
+    """start_sync_thread(), in its order: the thread count (sync_ports, unless a daemon
+    already runs: then its count), the defaults, the interface (ENODEV), maxlen from the
+    MTU, then EEXIST if this daemon already runs.  ConfigError with libipvs's texts."""
+    master, backup = director.sync_master, director.sync_backup
+    running = master.config if master is not None else (
+        backup.config if backup is not None else None)
+    threads = running.threads if running is not None else min(
+        max(director.sysctls.sync_ports, 1), PORTS_MAX)
+    links = director.links
+    if links is not None and cmd.mcast_ifn not in links:
+        raise ConfigError("No such device")       # -ENODEV, left to strerror() by libipvs
+    mtu = MTU_DEFAULT if links is None else links[cmd.mcast_ifn]
+    is_master = cmd.state == DAEMON_STATES[0]
+    maxlen = master_maxlen(cmd.sync_maxlen) if is_master else backup_maxlen(
+        mtu, cmd.sync_maxlen)
+    if (master if is_master else backup) is not None:
+        raise ConfigError("Daemon has already run")      # -EEXIST
+    config = DaemonConfig(cmd.state, cmd.mcast_ifn, cmd.syncid, maxlen,
+                          cmd.mcast_group or SYNC_GROUP_ADDR, cmd.mcast_port or SYNC_PORT,
+                          cmd.mcast_ttl or 1, threads)
+    if is_master:
+        m = SyncMaster(director, cmd.syncid, maxlen, now, threads)
+        m.config = config
+        director.sync_master = m
+    else:
+        b = SyncBackup(director, cmd.syncid, maxlen=maxlen)
+        b.config = config
+        director.sync_backup = b
+
+
+def stop_daemon(director: Director, state: str) -> None:
+    """stop_sync_thread(): ESRCH unless that daemon runs.  A master's unsent messages are
+    lost; a backup's entries stay in the table and live out their timers."""
+    if state == DAEMON_STATES[0]:
+        if director.sync_master is None:
+            raise ConfigError("No daemon is running")    # -ESRCH
+        director.sync_master.stop()
+        director.sync_master = None
+    else:
+        if director.sync_backup is None:
+            raise ConfigError("No daemon is running")
+        director.sync_backup = None
+
+
+def daemons(director: Director) -> list[DaemonConfig]:
+    """The running daemons, master first, as ip_vs_genl_dump_daemons() lists them."""
+    return [x.config for x in (director.sync_master, director.sync_backup)
+            if x is not None and x.config is not None]

@@ -28,6 +28,7 @@ from ..core.engine import ConfigError, Director
 from ..views import procfs
 from ..views.snapshot import CHUNK, conn_entry, snapshot, stream
 from .loop import Loop, Pause
+from .syncsock import SyncSockets, links
 
 log = logging.getLogger("pyvs")
 PROCFS_PERIOD = 2.0
@@ -58,19 +59,23 @@ def saved_tables(state: Path) -> list[tuple[int, Path]]:
 
 
 class Runtime:
+    sync_sockets = True             # the sync daemons' sockets are this process's
+
     def __init__(self, director: Director, socket_path: str, procfs_dir: str | None = None,
                  metrics: str | None = None, state: Path | None = None,
                  t0: float | None = None) -> None:
         self.director = director
         self._t0 = time.monotonic() if t0 is None else t0
         self.loop = Loop(self.now)
-        self.loop.next_deadline = director.next_timer
+        self.loop.next_deadline = self._next_deadline
         self.loop.on_deadline = self._timers
+        self.sync = SyncSockets(director, self.loop, self.now) if self.sync_sockets else None
         self.procfs_dir = procfs_dir
         self.state = state
         self.on_change: Callable[[], None] = lambda: None    # e.g. the live rules
         self.summary: dict[str, Any] = {}
         self.metrics_server: Any = None
+        self.registry: Any = None              # the Prometheus registry, with --metrics
         self.control = ControlServer(self, socket_path, self.loop)
         self._refresh(self.now())
         if metrics:
@@ -82,6 +87,11 @@ class Runtime:
 
     def start(self) -> Runtime:
         log.info("control socket %s", self.control.path)
+        if self.sync is not None:
+            try:                      # daemons the director came with (a worker's fork)
+                self.sync.follow()
+            except OSError as exc:
+                log.error("sync: %s", exc)
         now = self.now()
         if self.procfs_dir:
             self.loop.at(now, self._export)
@@ -111,12 +121,27 @@ class Runtime:
         errors: list[str | None] = []
         for raw in commands:
             try:
-                self.director.apply(raw if not isinstance(raw, dict) else C.from_dict(raw),
-                                    now)
+                cmd = raw if not isinstance(raw, dict) else C.from_dict(raw)
+                if isinstance(cmd, C.StartDaemon):
+                    self.director.links = links()     # the interfaces as they are now
+                self.director.apply(cmd, now)
+                if isinstance(cmd, (C.StartDaemon, C.StopDaemon)):
+                    self._follow_daemons(cmd, now)
                 errors.append(None)
             except (C.CommandError, ConfigError) as exc:
                 errors.append(str(exc))
         return errors
+
+    def _follow_daemons(self, cmd: C.StartDaemon | C.StopDaemon, now: float) -> None:
+        """The sockets follow the daemons; a daemon whose sockets cannot be made is
+        stopped again and the start refused (start_sync_thread() fails then too)."""
+        if self.sync is None:
+            return
+        try:
+            self.sync.follow()
+        except OSError as exc:
+            self.director.apply(C.StopDaemon(cmd.state), now)
+            raise ConfigError(exc.strerror or str(exc)) from None
 
     def drops(self) -> dict[str, int]:
         """Packets dropped so far, by reason."""
@@ -146,11 +171,21 @@ class Runtime:
         return thread
 
     # ------------------------------------------------------------------ timers and jobs
+    def _next_deadline(self) -> float | None:
+        """The engine's next timer, or the sync master's next wake-up if sooner."""
+        t = self.director.next_timer()
+        s = self.sync.next_timer() if self.sync is not None else None
+        return s if s is not None and (t is None or s < t) else t
+
     def _timers(self, now: float) -> None:
         self.director.handle_timers(now)
+        if self.sync is not None:
+            self.sync.send_due(now)
 
     def _refresh(self, now: float) -> None:
         self.summary = snapshot(self.director, now, connections=False)
+        if self.sync is not None:
+            self.sync.annotate(self.summary)
 
     def _summarise(self) -> None:
         now = self.now()
@@ -240,13 +275,15 @@ class Runtime:
 
         from ..views.metrics import IpvsCollector
         host, _, port = where.rpartition(":")
-        registry = CollectorRegistry()
-        registry.register(IpvsCollector(lambda: self.summary))
+        self.registry = CollectorRegistry()
+        self.registry.register(IpvsCollector(lambda: self.summary))
         self.metrics_server = start_http_server(int(port), addr=host or "0.0.0.0",
-                                                registry=registry)
+                                                registry=self.registry)
         log.info("metrics on http://%s:%s/metrics", host or "0.0.0.0", port)
 
     def close(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
         self.control.close()
         if self.metrics_server is not None:
             self.metrics_server[0].shutdown()

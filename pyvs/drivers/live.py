@@ -23,12 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config.model import Config
 from ..core import commands as C
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import TUNNEL
 from ..core.packet import int_to_ip
 from ..core.verdict import DROP
-from . import netfilter
+from ..views.health import HealthCollector
+from . import health, netfilter
 from .daemon import Runtime, on_stop_signals
 from .queues import Split
 from .workers import Fleet
@@ -90,7 +92,7 @@ class Packets:
             if rest and partial:
                 data, rest = data + bytes(rest), b""
             v = receive(data, now, OUT if p.hook == NF_INET_POST_ROUTING else IN, p.mark,
-                        len(rest))
+                        tail=len(rest))
             if v.action == DROP:
                 q.drop(p.id)
                 if v.reply is not None:
@@ -144,9 +146,10 @@ def _following(setup: netfilter.Setup, packets: Packets | None) -> Callable[[], 
 
 def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool = False,
         procfs_dir: str | None = None, metrics: str | None = None,
-        state: Path | None = None, grace: float = GRACE, queues: int = 1) -> int:
+        state: Path | None = None, grace: float = GRACE, queues: int = 1,
+        config: Config | None = None) -> int:
     """The director on queue `queue`, or on `queues` queues from `queue` on, one worker
-    process each (pyvs.drivers.workers)."""
+    process each (pyvs.drivers.workers); `config`'s health checks run beside it."""
     from .nfqueue import NfqueueError
     split = Split(queues, queue, director.services) if queues > 1 else None
     runtime: Runtime
@@ -156,6 +159,7 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
         runtime = Fleet(director, socket_path, split, fail_closed, procfs_dir, metrics, state)
     setup = netfilter.Setup(director, queue, fail_closed, split)
     packets: Packets | None = None
+    checks: health.Checks | None = None
     try:
         log.info("%s", runtime.restore())
         if split is None:
@@ -166,6 +170,9 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
         log.info("rules: %s", setup.apply())          # the queue is read before it fills
         runtime.on_change = _following(setup, packets)
         runtime.start()
+        checks = None if config is None else health.start(runtime, config)
+        if checks is not None and runtime.registry is not None:
+            runtime.registry.register(HealthCollector(checks.status))
         on_stop_signals(runtime.loop.stop)
         log.info("director running: %s, %d services",
                  f"queue {queue}" if split is None else
@@ -173,6 +180,8 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
                  len(director.services))
         runtime.loop.run()
     finally:
+        if checks is not None:
+            checks.close()
         if setup.owned:
             if split is None:
                 runtime.save()            # a fleet's workers save theirs as they stop

@@ -74,7 +74,8 @@ def _run(args: list[str], check: bool = True, stdin: str | None = None
     return proc
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts)."""
     try:
         os.kill(pid, 0)
         return True
@@ -191,7 +192,7 @@ class Setup:
         except (OSError, ValueError) as exc:
             raise SetupError(f"{self.path}: unreadable ({exc}); run `pyvs cleanup`") from None
         pid = int(old.get("pid", 0))
-        if pid and pid != os.getpid() and _alive(pid):
+        if pid and pid != os.getpid() and alive(pid):
             raise SetupError(f"a director (pid {pid}) runs in this network namespace "
                              f"({self.path}); stop it first")
         self.state = {"undo": old.get("undo", []), "pid": os.getpid()}
@@ -237,16 +238,16 @@ class Setup:
         if not self.routed:
             for name in sorted(os.listdir("/proc/sys/net/ipv4/conf")):
                 self._sysctl(f"net.ipv4.conf.{name}.send_redirects", "0")
-            vips = {int_to_ip(s.addr) for s in self.director.services if not s.fwmark}
-            local = _run(["ip", "-4", "-o", "addr", "show"], check=False).stdout
             rule_list = _run(["ip", "rule", "show"], check=False).stdout
-            if any(f" {vip}/" in local for vip in vips) and f"{LOCAL_PREF}:" not in rule_list:
-                # a VIP local on the director: the local table must come after the marks
+            if f"{LOCAL_PREF}:" not in rule_list:
+                # a VIP local on the director, now or later (keepalived's VRRP adds it when
+                # this director becomes master): the local table must come after the marks
                 self._do(["ip", "rule", "add", "pref", str(LOCAL_PREF), "lookup", "local"],
                          ["ip", "rule", "del", "pref", str(LOCAL_PREF), "lookup", "local"])
                 self._do(["ip", "rule", "del", "pref", "0", "lookup", "local"],
                          ["ip", "rule", "add", "pref", "0", "lookup", "local"])
-                log.info("VIP is local: moved the local routing rule after the fwmark rules")
+                log.info("moved the local routing rule after the fwmark rules (for a local "
+                         "VIP)")
         for mark, addr in sorted(route_dests.items()):
             pref = str(RULE_PREF_BASE + mark % 1000)
             if f"{pref}:" not in _run(["ip", "rule", "show"], check=False).stdout:

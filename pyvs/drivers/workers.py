@@ -61,6 +61,8 @@ class Worker:
 class Fleet(Runtime):
     """The parent: the control plane of N workers."""
 
+    sync_sockets = False            # each worker runs its own sync daemons' sockets
+
     def __init__(self, replica: Director, socket_path: str, split: Split,
                  fail_closed: bool, procfs_dir: str | None, metrics: str | None,
                  state: Path | None) -> None:
@@ -118,6 +120,8 @@ class Fleet(Runtime):
             h.setFormatter(logging.Formatter(f"pyvs[q{w.k}]: %(message)s"))
         director = self.replica
         runtime = Runtime(director, w.socket, state=w.state, t0=t0)
+        if runtime.sync is not None:  # every worker's backup hears every datagram
+            runtime.sync.owns = lambda addr: self.split.worker(addr) == w.k
         if director.memory_limit:
             director.set_memory_limit(director.memory_limit // self.split.n, runtime.now())
         packets = None

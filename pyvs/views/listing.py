@@ -148,10 +148,12 @@ def _persistence(svc: dict, persistent: str, mask: str) -> str:
 
 
 def _service_line(svc: dict, name: str, fmt: Fmt) -> str:
-    flags = svc["flags"]
+    # ipvsadm prints " -b " / " (...)" when any of the three bits is set, then the names
+    # print_sched_flags() knows for the scheduler: sh or mh with flag-3 gives "-b " and "()"
+    flagged, flags = svc["sched_flags"], ",".join(svc["flags"])
     if fmt & Fmt.RULE:
         return (f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")
-                + (" -o" if svc["ops"] else "") + (" -b " + ",".join(flags) if flags else ""))
+                + (" -o" if svc["ops"] else "") + (" -b " + flags if flagged else ""))
     if fmt & Fmt.STATS:
         st = svc["stats"]
         return f"{name:<33s}" + _stats5(
@@ -160,7 +162,7 @@ def _service_line(svc: dict, name: str, fmt: Fmt) -> str:
         rt = svc["rate"]
         return f"{name:<33s}" + _stats5(
             (rt["cps"], rt["inpps"], rt["outpps"], rt["inbps"], rt["outbps"]), fmt)
-    return (f"{name} {svc['scheduler']}" + (" (" + ",".join(flags) + ")" if flags else "")
+    return (f"{name} {svc['scheduler']}" + (" (" + flags + ")" if flagged else "")
             + _persistence(svc, "persistent", "mask") + (" ops" if svc["ops"] else ""))
 
 
@@ -227,18 +229,33 @@ def list_conn(snap: dict[str, Any], fmt: Fmt = Fmt.NUMERIC) -> str:
             names.append(addrport(addr, int(port), c["proto"], fmt))
         expires = c["expires"]
         expire = f"{expires // 60:02d}:{expires % 60:02d}"
-        if fmt & Fmt.PERSISTENTCONN:
-            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} {names[0]:<18s} "
-                       f"{names[1]:<18s} {names[2]:<18s} {'':<16s} \n")
-        else:
-            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} "
-                       f"{names[0]:<18s} {names[1]:<18s} {names[2]}\n")
+        # print_conn(): the PE columns only for a line with persistence-engine data,
+        # which pyvs never has (no persistence engines): the plain row under either header
+        out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} "
+                   f"{names[0]:<18s} {names[1]:<18s} {names[2]}\n")
     return "".join(out)
 
 
 def list_timeout(snap: dict[str, Any]) -> str:
     t = snap["timeouts"]
     return f"Timeout (tcp tcpfin udp): {t['tcp']} {t['tcpfin']} {t['udp']}\n"
+
+
+def list_daemon(snap: dict[str, Any]) -> str:
+    """ipvsadm's list_daemon(): one line per running sync daemon, master first.  The
+    kernel fills in every default at start, so every field is shown."""
+    out = []
+    for d in snap.get("daemons", []):
+        line = f"{d['state']} sync daemon (mcast={d['mcast_ifn']}, syncid={d['syncid']}"
+        if d["sync_maxlen"]:
+            line += f", maxlen={d['sync_maxlen']}"
+        line += f", group={d['mcast_group']}"
+        if d["mcast_port"]:
+            line += f", port={d['mcast_port']}"
+        if d["mcast_ttl"]:
+            line += f", ttl={d['mcast_ttl']}"
+        out.append(line + ")\n")
+    return "".join(out)
 
 
 def render(snap: dict[str, Any], fmt: Fmt, connections: bool = False,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.sync import ACTIONS
+
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
     for k, v in more.items():
@@ -33,7 +35,8 @@ def merge(snaps: list[dict[str, Any]], time: float) -> dict[str, Any]:
     out = {**first, "time": time, "total": _copy(first["total"]),
            "services": [_copy_service(s) for s in first["services"]],
            "states": dict(first["states"]), "drops": dict(first["drops"]),
-           "defense": dict(first["defense"])}
+           "defense": dict(first["defense"]),
+           "daemons": [_copy_daemon(d) for d in first.get("daemons", [])]}
     services = {_service_key(s): s for s in out["services"]}
     for snap in rest:
         _traffic(out["total"], snap["total"])
@@ -41,6 +44,7 @@ def merge(snaps: list[dict[str, Any]], time: float) -> dict[str, Any]:
         _add(out["states"], snap["states"])
         _add(out["drops"], snap["drops"])
         _defense(out["defense"], snap["defense"])
+        _daemons(out["daemons"], snap.get("daemons", []))
         for s in snap["services"]:
             have = services.get(_service_key(s))
             if have is None:             # a change reached this worker first: list it
@@ -75,3 +79,30 @@ def _defense(into: dict[str, Any], more: dict[str, Any]) -> None:
             into[k] += more[k]
     for k in ("memory_short", "dropentry", "drop_rate"):
         into[k] = max(into.get(k) or 0, more.get(k) or 0)
+
+
+def _copy_daemon(d: dict[str, Any]) -> dict[str, Any]:
+    if "counters" not in d:
+        return dict(d)
+    c = dict(d["counters"])
+    if "results" in c:
+        c["results"] = dict(c["results"])
+    return {**d, "counters": c}
+
+
+def _daemons(into: list[dict[str, Any]], more: list[dict[str, Any]]) -> None:
+    """Each worker's master sends its own entries: its counters add up.  Every worker's
+    backup hears every datagram and applies its own clients' records: the records and
+    what was done with them add up, the datagrams and their decoding are the same."""
+    theirs = {d["state"]: d.get("counters", {}) for d in more}
+    for d in into:
+        c, other = d.get("counters"), theirs.get(d["state"])
+        if not c or not other:
+            continue
+        for k, v in other.items():
+            if k == "results":
+                for what, n in v.items():
+                    if what in ACTIONS:
+                        c["results"][what] = c["results"].get(what, 0) + n
+            elif d["state"] == "master" or k == "records":
+                c[k] = c.get(k, 0) + v

@@ -1,6 +1,7 @@
 """Prometheus metrics: node_exporter's IPVS metrics (names, labels, help texts) computed
 from the director's snapshot, plus what node_exporter does not export: each realserver's
-packets, bytes and rates, the connections by state, drops by reason, the defenses."""
+packets, bytes and rates, the connections by state, drops by reason, the defenses, the
+sync daemons' messages and records."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class IpvsCollector:
                                      "The current inactive connections by local and remote "
                                      "address.", labels=LABELS)
         weight = GaugeMetricFamily("node_ipvs_backend_weight",
-                                   "The current backend weight.", labels=LABELS)
+                                   "The current backend weight by local and remote address.",
+                                   labels=LABELS)
         for svc in s["services"]:
             if svc["fwmark"]:
                 local = ["", "0"]
@@ -65,6 +67,7 @@ class IpvsCollector:
             states.add_metric([state], n)
         yield states
         yield from _defense(s.get("defense", {}))
+        yield from _sync(s.get("daemons", []))
 
 
 def _labels(svc: dict[str, Any], d: dict[str, Any]) -> list[str]:
@@ -110,3 +113,44 @@ def _defense(d: dict[str, Any]) -> Iterator[Any]:
         yield CounterMetricFamily(f"pyvs_defense_{key}", text, value=d.get(key, 0))
     yield GaugeMetricFamily("pyvs_defense_memory_short", "1 while the memory left is below "
                             "amemthresh.", value=int(bool(d.get("memory_short"))))
+
+
+APPLIED = ("created", "updated", "replaced")       # pyvs.core.sync.APPLIED
+
+
+def _sync(daemons: list[dict[str, Any]]) -> Iterator[Any]:
+    """The sync daemons (docs/sync.md): what a master sent, what a backup received, and
+    why a backup dropped a datagram or a record (the kernel's drop points, the records
+    pyvs cannot hold, stale and one-packet records), or what it did with the record.
+    A daemon's counters start at 0 when it starts."""
+    running = GaugeMetricFamily("pyvs_sync_daemon", "1 for each running sync daemon.",
+                                labels=["state", "mcast_interface", "syncid"])
+    families = {key: CounterMetricFamily(f"pyvs_sync_{key}", text, labels=["state"])
+                for key, text in (
+                    ("messages", "Sync datagrams a master sent or a backup received."),
+                    ("records", "Connection records in them."))}
+    queued = CounterMetricFamily("pyvs_sync_records_queued", "Records a master queued "
+                                 "(sent within 2-3 s, unless dropped).")
+    dropped = CounterMetricFamily("pyvs_sync_dropped", "Sync datagrams or records dropped, "
+                                  "by reason.", labels=["state", "reason"])
+    applied = CounterMetricFamily("pyvs_sync_records_applied", "Records a backup applied, "
+                                  "by what it did.", labels=["action"])
+    for d in daemons:
+        state, c = d["state"], d.get("counters", {})
+        running.add_metric([state, d["mcast_ifn"], str(d["syncid"])], 1)
+        for key, family in families.items():
+            family.add_metric([state], c.get(key, 0))
+        if state == "master":
+            queued.add_metric([], c.get("queued", 0))
+            dropped.add_metric([state, "queue-full"], c.get("queue_dropped", 0))
+        for reason in ("send-error", "receive-error"):
+            if reason in c:
+                dropped.add_metric([state, reason], c[reason])
+        for what, n in sorted(c.get("results", {}).items()):
+            if what in APPLIED:
+                applied.add_metric([what], n)
+            else:
+                dropped.add_metric([state, what], n)
+    yield running
+    yield from families.values()
+    yield from (queued, dropped, applied)

@@ -19,9 +19,10 @@ from ..core.conn import Conn
 from ..core.engine import Director
 from ..core.forwarding import BY_CODE
 from ..core.packet import PROTO_NAMES, int_to_ip
-from ..core.schedulers import sched_flag_names
+from ..core.schedulers import SCHED_FLAG_BITS, sched_flag_names
 from ..core.service import Service
 from ..core.states import TCP_STATE_NAMES, UDP_STATE_NAMES
+from ..core.sync import daemons
 
 RATE_FIELDS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
@@ -46,6 +47,7 @@ def _service(svc: Service) -> dict[str, Any]:
         "address": None if svc.fwmark else int_to_ip(svc.addr),
         "port": svc.port, "fwmark": svc.fwmark, "scheduler": svc.sched_name,
         "flags": sched_flag_names(svc.sched_name, svc.flags),
+        "sched_flags": svc.flags & SCHED_FLAG_BITS,     # the bits, shown or not
         "persistent": svc.timeout if svc.persistent else None,
         "netmask": int_to_ip(svc.netmask), "ops": svc.ops,
         "stats": svc.est.shown().as_dict(), "rate": dict(zip(RATE_FIELDS, svc.est.rates())),
@@ -72,6 +74,7 @@ def snapshot(director: Director, now: float, connections: bool = True,
         "states": _states(director),
         "drops": dict(director.drops),
         "defense": _defense(director),
+        "daemons": _daemons(director),
     }
     if connections:
         snap["connections"] = [conn_entry(director, cp, now) for cp in director.connections()]
@@ -88,6 +91,26 @@ def _states(director: Director) -> dict[str, int]:
     return out
 
 
+def _daemons(director: Director) -> list[dict[str, Any]]:
+    """The sync daemons as ipvsadm -L --daemon lists them, with their counters: what a
+    master queued and sent, what a backup received and what it did with each record
+    (docs/sync.md)."""
+    out = []
+    for config in daemons(director):
+        d: dict[str, Any] = {f.name: getattr(config, f.name)
+                             for f in dataclasses.fields(config)}
+        d["mcast_group"] = int_to_ip(config.mcast_group)
+        m, b = director.sync_master, director.sync_backup
+        if config.state == "master" and m is not None:
+            d["counters"] = {"messages": m.messages, "records": m.records_sent(),
+                             "queued": m.records, "queue_dropped": m.queue_dropped()}
+        elif b is not None:
+            d["counters"] = {"messages": b.messages, "records": b.records,
+                             "results": dict(sorted(b.counts.items()))}
+        out.append(d)
+    return out
+
+
 def _defense(director: Director) -> dict[str, Any]:
     d = director.defense
     return {"memory_limit": director.memory_limit, "memory_short": d.short,
@@ -96,7 +119,7 @@ def _defense(director: Director) -> dict[str, Any]:
             "no_memory": d.no_memory}
 
 
-CONN_FIELDS = ("proto", "state", "expires", "client", "virtual", "dest", "template")
+CONN_FIELDS = ("proto", "state", "expires", "client", "virtual", "dest", "template", "synced")
 
 
 def conn_row(director: Director, cp: Conn, now: float) -> list[Any]:
@@ -107,7 +130,7 @@ def conn_row(director: Director, cp: Conn, now: float) -> list[Any]:
     return [PROTO_NAMES.get(cp.protocol, f"IP_{cp.protocol}"), director.state_name(cp),
             expires_in(cp.expires, now), f"{inet_ntoa(key[-12:-8])}:{(key[-4] << 8) | key[-3]}",
             f"{inet_ntoa(key[-8:-4])}:{(key[-2] << 8) | key[-1]}",
-            f"{int_to_ip(cp.daddr)}:{cp.dport}", cp.template]
+            f"{int_to_ip(cp.daddr)}:{cp.dport}", cp.template, cp.synced]
 
 
 def conn_entry(director: Director, cp: Conn, now: float) -> dict[str, Any]:
