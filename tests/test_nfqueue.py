@@ -303,7 +303,7 @@ def serve_nat_heads(d: Director) -> Callable[[Queue, Packet], None]:
         if rest and p.needs_checksum:
             data, rest = data + bytes(rest), b""
         v = d.receive(data, time.monotonic(), OUT if p.hook == NF_INET_POST_ROUTING else IN,
-                      p.mark, len(rest))
+                      p.mark, tail=len(rest))
         if v.action != "accept":
             q.drop(p.id)
         elif v.data is None:
