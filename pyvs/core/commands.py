@@ -29,12 +29,13 @@ from .limits import (
     MAX_WEIGHT,
     NETMASK_ALL,
 )
-from .packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip
+from .packet import IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_MTU, int_to_ip
 from .service import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3
 
 SERVICE_FLAGS: Final = (SVC_F_PERSISTENT | SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2
                         | SVC_F_SCHED3)
 PROTOCOLS: Final = (IPPROTO_TCP, IPPROTO_UDP)
+MAX_MTU: Final = 0xFFFF             # the largest IPv4 packet
 
 
 class CommandError(ValueError):
@@ -140,6 +141,16 @@ class SetSysctl:
 
 
 @dataclass(frozen=True)
+class SetRouteMtu:
+    """The MTU of the director's route to realserver `addr` (0: to every realserver not
+    named), as the kernel reads it from the route (dst_mtu()) when it forwards: what a
+    tunnel's packets must fit in.  A live driver reads it (`ip route get`) and says so."""
+
+    addr: int
+    mtu: int
+
+
+@dataclass(frozen=True)
 class SetSyncThreshold:
     """A write of both numbers of /proc/sys/net/ipv4/vs/sync_threshold at once, checked
     as a pair (proc_do_sync_threshold()): `echo "60 100" > sync_threshold` is valid even
@@ -177,7 +188,7 @@ class StopDaemon:
 
 
 Command = (AddService | EditService | DelService | Flush | Zero | AddDest | EditDest | DelDest
-           | SetTimeouts | SetSysctl | SetSyncThreshold | StartDaemon | StopDaemon)
+           | SetTimeouts | SetSysctl | SetRouteMtu | SetSyncThreshold | StartDaemon | StopDaemon)
 
 @dataclass(frozen=True)
 class Event:
@@ -192,6 +203,7 @@ OPS: Final[dict[str, type]] = {
     "add-service": AddService, "edit-service": EditService, "delete-service": DelService,
     "flush": Flush, "zero": Zero, "add-server": AddDest, "edit-server": EditDest,
     "delete-server": DelDest, "set": SetTimeouts, "sysctl": SetSysctl,
+    "route-mtu": SetRouteMtu,
     "sync-threshold": SetSyncThreshold, "start-daemon": StartDaemon,
     "stop-daemon": StopDaemon,
 }
@@ -268,8 +280,29 @@ def _start_daemon_problem(c: StartDaemon) -> str | None:
     return None
 
 
+SETTINGS: Final = (SetTimeouts, SetSysctl, SetRouteMtu, SetSyncThreshold, StartDaemon,
+                   StopDaemon)                  # the commands that change no service
+
+
 def check(c: Command) -> str | None:
     """Why the kernel (or ipvsadm, for values it never sends) refuses `c`; None if not."""
+    if isinstance(c, SETTINGS):
+        return _setting_problem(c)
+    service = getattr(c, "service", None)
+    if service is not None:
+        problem = _service_problem(service)
+        if problem:
+            return problem
+    if isinstance(c, AddService):
+        return _add_service_problem(c)
+    if isinstance(c, AddDest):
+        return _dest_problem(c)
+    if isinstance(c, DelDest) and not (0 <= c.addr <= MAX_ADDR and 0 <= c.port <= MAX_PORT):
+        return "illegal real server address[:port] specified"
+    return None
+
+
+def _setting_problem(c: Command) -> str | None:
     if isinstance(c, StartDaemon):
         return _start_daemon_problem(c)
     if isinstance(c, StopDaemon):
@@ -283,17 +316,11 @@ def check(c: Command) -> str | None:
         return None
     if isinstance(c, SetSysctl):
         return sysctls.check(c.name, c.value)
-    service = getattr(c, "service", None)
-    if service is not None:
-        problem = _service_problem(service)
-        if problem:
-            return problem
-    if isinstance(c, AddService):
-        return _add_service_problem(c)
-    if isinstance(c, AddDest):
-        return _dest_problem(c)
-    if isinstance(c, DelDest) and not (0 <= c.addr <= MAX_ADDR and 0 <= c.port <= MAX_PORT):
-        return "illegal real server address[:port] specified"
+    if isinstance(c, SetRouteMtu):
+        if not 0 <= c.addr <= MAX_ADDR:
+            return "illegal real server address specified"
+        if not IPV4_MIN_MTU <= c.mtu <= MAX_MTU:
+            return f"invalid MTU {c.mtu} ({IPV4_MIN_MTU}..{MAX_MTU})"
     return None
 
 

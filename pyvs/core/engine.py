@@ -39,10 +39,13 @@ from .defense import (
 from .forwarding import DROUTE, MASQ, TUNNEL
 from .limits import DEFAULT_SCHEDULER, NETMASK_ALL
 from .packet import (
+    IPIP_HEADER,
     IPPROTO_IP,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    IPV4_MIN_MTU,
     addr_bytes,
+    icmp_frag_needed,
     icmp_port_unreachable,
     ipip_encapsulate,
     masq,
@@ -67,6 +70,7 @@ from .verdict import (
     R_DEST_UNAVAILABLE,
     R_DROP_PACKET,
     R_FORWARD,
+    R_FRAG_NEEDED,
     R_FRAGMENT,
     R_MALFORMED,
     R_NO_CONNECTION,
@@ -77,6 +81,7 @@ from .verdict import (
     R_NOT_SCHEDULED,
     R_NOT_TCP_UDP,
     R_REUSE_CONNTRACK,
+    R_TUNNEL_MTU,
     Verdict,
     accept,
     drop,
@@ -96,7 +101,8 @@ _ACCEPT_FORWARD: Final = accept(R_FORWARD)
 _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
                                   R_NO_CONNECTION, R_NOT_SCHEDULED, R_BACKUP_ONLY)}
 _DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK,
-                                     R_NO_MEMORY, R_DROP_PACKET)}
+                                     R_NO_MEMORY, R_DROP_PACKET, R_TUNNEL_MTU)}
+DEFAULT_ROUTE_MTU: Final = 1500     # a route's MTU until the driver says otherwise (Ethernet)
 
 
 @dataclass
@@ -114,12 +120,17 @@ class Director:
     def __init__(self, kernel: str = "modern", sysctls: Sysctls | None = None,
                  timeouts: Timeouts | None = None, tunnel_source: int | None = None,
                  route_mark_base: int = 1000, start: float = 0.0,
-                 memory_limit: int | None = None, seed: int = 0) -> None:
+                 memory_limit: int | None = None, seed: int = 0,
+                 route_mtu: int = DEFAULT_ROUTE_MTU) -> None:
         if kernel not in S.PROFILES:
             raise ConfigError(f"unknown kernel profile {kernel!r}")
         self.profile = S.PROFILES[kernel]
         self.sysctls = sysctls or Sysctls()
         self.tunnel_source = tunnel_source
+        # the MTU of the route to each realserver (dst_mtu() of the kernel's cached route,
+        # which a live driver reads and hands in with SetRouteMtu); route_mtu for the rest
+        self.route_mtu = route_mtu
+        self._route_mtus: dict[int, int] = {}
         self.route_mark_base = route_mark_base
         self.services: list[Service] = []
         self._svc_by_addr: dict[tuple[int, int, int], Service] = {}
@@ -194,8 +205,7 @@ class Director:
         problem = C.check(cmd)
         if problem:
             raise ConfigError(problem)
-        if isinstance(cmd, (C.SetTimeouts, C.SetSysctl, C.SetSyncThreshold, C.StartDaemon,
-                            C.StopDaemon)):
+        if isinstance(cmd, C.SETTINGS):
             self._apply_setting(cmd, now)
         elif isinstance(cmd, C.Flush):
             self.clear(now)
@@ -232,6 +242,8 @@ class Director:
             self.set_timeouts(cmd.tcp, cmd.tcpfin, cmd.udp)
         elif isinstance(cmd, C.SetSysctl):
             self.set_sysctl(cmd.name, cmd.value)
+        elif isinstance(cmd, C.SetRouteMtu):
+            self.set_route_mtu(cmd.addr, cmd.mtu)
         elif isinstance(cmd, C.SetSyncThreshold):
             self.sysctls.sync_threshold, self.sysctls.sync_period = cmd.threshold, cmd.period
         elif isinstance(cmd, C.StartDaemon):
@@ -264,6 +276,19 @@ class Director:
         setattr(self.sysctls, name, int(value))
         self._update_defense()            # proc_do_defense_mode(): at once
         self._update_passive()
+
+    def set_route_mtu(self, addr: int, mtu: int) -> None:
+        """The MTU of the route to realserver `addr` (0: of every route not given one)."""
+        problem = C.check(C.SetRouteMtu(addr, mtu))
+        if problem:
+            raise ConfigError(problem)
+        if addr:
+            self._route_mtus[addr] = mtu
+        else:
+            self.route_mtu = mtu
+
+    def route_mtu_to(self, addr: int) -> int:
+        return self._route_mtus.get(addr, self.route_mtu)
 
     def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
         """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only.  An
@@ -897,7 +922,7 @@ class Director:
     # ------------------------------------------------------------------ the packet path
     def receive(self, packet: bytes | bytearray, now: float,  # noqa: C901 (one call per packet)
                 direction: int | None = None, mark: int = 0,
-                headers_only: bool = False) -> Verdict:
+                headers_only: bool = False, tail: int = 0) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
@@ -907,6 +932,11 @@ class Director:
         total length (a capture's snaplen cut them), the packet is counted and tracked by
         its total length, as the kernel saw it, and needs only its IP and TCP/UDP headers;
         no forwarded packet is built (a Masq or Tunnel verdict carries none).
+
+        A driver that holds the packet's bytes itself may hand over only its head (its IP
+        and TCP/UDP headers, and 548 bytes for an ICMP error to quote): `tail` says how
+        many bytes follow, and rewritten data is then the new head, to be sent followed
+        by those bytes unchanged (the engine rewrites headers only).
         """
         if now >= self._due:
             self.handle_timers(now)
@@ -925,11 +955,11 @@ class Director:
         # byte indexing, not struct: as fast in CPython, and native in the compiled build
         tot_len = (data[2] << 8) | data[3]
         protocol = data[9]
-        if ihl < 20 or tot_len < ihl:
+        if ihl < 20 or tot_len < ihl or (tail and tot_len != n + tail):
             return self._dropped(R_MALFORMED)
         seen = tot_len
-        if tot_len > n:
-            if not headers_only:
+        if tot_len > n:                         # a head (tail > 0) or a capture's cut
+            if not (headers_only or tail):
                 return self._dropped(R_MALFORMED)
             seen = n
         if protocol == IPPROTO_TCP:
@@ -1070,11 +1100,28 @@ class Director:
                            masq(data, tot_len, ihl, 16, m.d_bytes, ihl + 2, m.dport_bytes,
                                  m.in_ip_delta, m.in_l4_delta))
         if fwd == TUNNEL:
-            self._tunnel_id += 1
-            src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
-            return Verdict(ACCEPT, R_FORWARD,
-                           ipip_encapsulate(data[:tot_len], src, cp.daddr, self._tunnel_id))
+            return self._tunnel(cp, data, tot_len)
         return _ACCEPT_FORWARD
+
+    def _tunnel(self, cp: Conn, data: bytes, tot_len: int) -> Verdict:
+        """ip_vs_tunnel_xmit(): the route's MTU less the outer header is the most the
+        packet may be (__ip_vs_get_out_rt(): under 68, dropped); with pmtu_disc, a DF
+        packet larger than that is dropped and its sender told the MTU in an ICMP
+        "fragmentation needed" (ensure_mtu_is_adequate()); without, the outer header
+        goes without DF, for the kernel to fragment.  (The kernel has counted the packet
+        and moved the entry's state by then, as here.)"""
+        mtu = self._route_mtus.get(cp.daddr, self.route_mtu) - IPIP_HEADER
+        if mtu < IPV4_MIN_MTU:
+            return self._dropped(R_TUNNEL_MTU)
+        pmtu_disc = self.sysctls.pmtu_disc != 0
+        if tot_len > mtu and data[6] & 0x40 and pmtu_disc:
+            self.drops[R_FRAG_NEEDED] = self.drops.get(R_FRAG_NEEDED, 0) + 1
+            return Verdict(DROP, R_FRAG_NEEDED, reply=icmp_frag_needed(data, tot_len, mtu))
+        self._tunnel_id += 1
+        src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
+        return Verdict(ACCEPT, R_FORWARD, ipip_encapsulate(data[:tot_len], tot_len, src,
+                                                           cp.daddr, self._tunnel_id,
+                                                           pmtu_disc))
 
     def _track(self, cp: Conn, rows: S.Section, flags: int, now: float) -> None:
         """set_tcp_state() (UDP: flags -1, one state), then ip_vs_conn_put(): every packet

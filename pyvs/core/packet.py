@@ -49,7 +49,9 @@ def masq(data: bytes, tot_len: int, ihl: int, addr_at: int, addr: bytes, port_at
          port: bytes, ip_delta: int, l4_delta: int) -> bytes:
     """The packet (without link padding) with one address and one port replaced and its IP
     and TCP/UDP checksums updated incrementally from the old ones.  A UDP checksum of 0 means
-    "none" and stays 0; a computed 0 is sent as 0xFFFF (RFC 768).
+    "none" and stays 0; a computed 0 is sent as 0xFFFF (RFC 768).  `data` may be the
+    packet's head only (up to tot_len bytes): then so is the result, and the rest of the
+    packet follows it unchanged.
 
     The result is built in one allocation from slices of `data` (b"%b" formatting, which
     the compiled build turns into a single copy): cheaper in both builds than copying into
@@ -76,34 +78,54 @@ def ip_checksum(header: bytes | bytearray) -> int:
     return (~total) & 0xFFFF
 
 
-def ipip_encapsulate(inner: bytes, src: int, dst: int, ident: int) -> bytes:
-    """Wrap an IPv4 packet in an outer IPv4 header, protocol 4 (ip_vs_tunnel_xmit)."""
+def ipip_encapsulate(inner: bytes, tot_len: int, src: int, dst: int, ident: int,
+                     df: bool = True) -> bytes:
+    """Wrap an IPv4 packet of `tot_len` bytes (`inner`: all of it, or its head, which the
+    rest then follows) in an outer IPv4 header, protocol 4 (ip_vs_tunnel_xmit): TOS and TTL
+    copied, and DF too unless `df` is False (pmtu_disc=0: the outer packet may be
+    fragmented)."""
     tos = inner[1]
-    df = inner[6] & 0x40
+    frag = (inner[6] & 0x40) << 8 if df else 0
     ttl = inner[8]
-    header = bytearray(IP_FIXED.pack(0x45, tos, 20 + len(inner), ident & 0xFFFF, df << 8,
+    header = bytearray(IP_FIXED.pack(0x45, tos, 20 + tot_len, ident & 0xFFFF, frag,
                                      ttl, IPPROTO_IPIP, 0, src, dst))
     U16.pack_into(header, 10, ip_checksum(header))
     return bytes(header) + inner
 
 
+IPIP_HEADER: Final = 20                    # the outer header ip_vs_tunnel_xmit adds
+IPV4_MIN_MTU: Final = 68
 ICMP_DEST_UNREACH: Final = 3
 ICMP_PORT_UNREACH: Final = 3
+ICMP_FRAG_NEEDED: Final = 4
 ICMP_ERROR_ROOM: Final = 576 - 20 - 8      # icmp_send(): an error fits in 576 bytes
 
 
-def icmp_port_unreachable(packet: bytes, tot_len: int) -> bytes:
-    """The ICMP port unreachable a Linux host sends back for `packet` (ip_vs_leave() ->
-    icmp_send()): from the address the packet was sent to (the VIP, local on a director),
-    quoting the original datagram up to 576 bytes in all."""
+def icmp_error(packet: bytes, tot_len: int, code: int, info: int) -> bytes:
+    """The ICMP destination unreachable a Linux host sends back for `packet` (icmp_send()):
+    from the address the packet was sent to (the VIP, local on a director), TOS the
+    packet's TOS bits with precedence "internetwork control", TTL 64, the 32-bit field
+    after the checksum `info`, quoting the original datagram up to 576 bytes in all."""
     quoted = packet[:min(tot_len, ICMP_ERROR_ROOM)]
-    icmp = bytearray(struct.pack("!BBHI", ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, 0) + quoted)
+    icmp = bytearray(struct.pack("!BBHI", ICMP_DEST_UNREACH, code, 0, info) + quoted)
     U16.pack_into(icmp, 2, ip_checksum(icmp + (b"\0" if len(icmp) & 1 else b"")))
     src, dst = U32.unpack_from(packet, 16)[0], U32.unpack_from(packet, 12)[0]
-    header = bytearray(IP_FIXED.pack(0x45, 0xC0, 20 + len(icmp), 0, 0, 64, IPPROTO_ICMP, 0,
+    tos = (packet[1] & 0x1E) | 0xC0        # RT_TOS(tos) | IPTOS_PREC_INTERNETCONTROL
+    header = bytearray(IP_FIXED.pack(0x45, tos, 20 + len(icmp), 0, 0, 64, IPPROTO_ICMP, 0,
                                      src, dst))
     U16.pack_into(header, 10, ip_checksum(header))
     return bytes(header) + bytes(icmp)
+
+
+def icmp_port_unreachable(packet: bytes, tot_len: int) -> bytes:
+    """What ip_vs_leave() sends for a connection no realserver can take."""
+    return icmp_error(packet, tot_len, ICMP_PORT_UNREACH, 0)
+
+
+def icmp_frag_needed(packet: bytes, tot_len: int, mtu: int) -> bytes:
+    """What ensure_mtu_is_adequate() sends for a DF packet larger than `mtu`: "fragmentation
+    needed", the next-hop MTU in the low 16 bits of the field (RFC 1191)."""
+    return icmp_error(packet, tot_len, ICMP_FRAG_NEEDED, mtu)
 
 
 def addr_bytes(addr: int) -> bytes:

@@ -70,7 +70,9 @@ class Sysctls:
     sync_sock_size: int = knob(0, 0, INT_MAX, True, "the sync sockets' buffer size (0: the "
                                "system's default)")
     snat_reroute: int = knob(1, 0, 1, False, "NAT replies rerouted after SNAT")
-    pmtu_disc: int = knob(1, 0, 1, False, "DF on tunnelled packets")
+    pmtu_disc: int = knob(1, 0, 1, True, "DF copied onto tunnelled packets, and a DF "
+                          "packet too big for the tunnel answered with ICMP fragmentation "
+                          "needed (0: the tunnelled packet is fragmented instead)")
     schedule_icmp: int = knob(0, 0, 1, False, "ICMP errors may create entries")
     ignore_tunneled: int = knob(0, 0, 1, False, "tunnelled packets are not IPVS traffic")
     run_estimation: int = knob(1, 0, 1, False, "the 2 s rate estimator runs")

@@ -22,13 +22,16 @@ R_REUSE_CONNTRACK: Final = "reuse-conntrack"    # a SYN reusing an entry, conntr
                                                 # dropped once, the client retransmits
 R_DROP_PACKET: Final = "drop-packet"            # the drop_packet defense: a new connection
 R_NO_MEMORY: Final = "no-memory"                # the memory budget is spent: no new entry
+R_FRAG_NEEDED: Final = "frag-needed"            # DF, too big for the tunnel: ICMP frag needed
+R_TUNNEL_MTU: Final = "tunnel-mtu"              # the route's MTU leaves a tunnel under 68
 R_BACKUP_ONLY: Final = "backup-only"            # backup_only=1 and a backup sync daemon:
                                                 # IPVS does nothing (both hooks accept)
 
 
 class Verdict:
     """accept / drop; `data` is the rewritten packet (None: unchanged); `mark` routes DR;
-    `reply` is a packet the director's own stack sends back (ICMP port unreachable)."""
+    `reply` is a packet the director's own stack sends back (ICMP port unreachable, or
+    fragmentation needed)."""
 
     __slots__ = ("action", "data", "mark", "reason", "reply")
 

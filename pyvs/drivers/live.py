@@ -3,10 +3,12 @@
 Packets queued from mangle PREROUTING are client->VIP (IN); from POSTROUTING, NAT replies
 (OUT).  Each burst the queue holds is read at once, every packet goes through the engine,
 and the verdicts go back together (pyvs.drivers.nfqueue): rewritten bytes for Masq and
-Tunnel, a routing mark for Route (one policy route per realserver), a drop with its reason
-counted, and for a connection with no usable realserver the ICMP port unreachable the
-kernel's ip_vs_leave() sends.  The queue, the control socket and the timers share one
-thread (pyvs.drivers.loop); the rules follow every control-plane change.
+Tunnel (the engine gets each packet's first HEAD bytes and rewrites those; the rest goes
+back from the receive buffer), a routing mark for Route (one policy route per realserver),
+a drop with its reason counted, and the ICMP errors the kernel sends: port unreachable for
+a connection with no usable realserver (ip_vs_leave()), fragmentation needed for a packet
+too big for a tunnel (ip_vs_tunnel_xmit()).  The queue, the control socket and the timers
+share one thread (pyvs.drivers.loop); the rules follow every control-plane change.
 
 At a stop (SIGTERM, SIGINT) the table is saved and the queued traffic held for a grace
 period (pyvs.drivers.netfilter), so `systemctl restart` loses no flow: the next director
@@ -22,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config.model import Config
+from ..core import commands as C
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import TUNNEL
+from ..core.packet import int_to_ip
 from ..core.verdict import DROP
 from ..views.health import HealthCollector
 from . import health, netfilter
@@ -33,6 +37,14 @@ from .workers import Fleet
 
 log = logging.getLogger("pyvs")
 NF_INET_POST_ROUTING = 4
+NF_ACCEPT = 1
+IP_MTU = 14                 # getsockopt: the MTU of a connected socket's route
+# bytes of each packet copied out of the receive buffer for the engine, which rewrites
+# headers only: any IP and TCP header, and the 548 bytes an ICMP error quotes; the rest of
+# a longer packet (a GSO packet's 64 KiB) goes back into the verdict from where it lies
+HEAD = 576
+PARTIAL = 1                 # NFQA_SKB_CSUMNOTREADY ...
+PARTIAL_OR_GSO = 3          # ... without NFQA_SKB_GSO: Packet.needs_checksum
 GRACE = 10.0                # seconds a stop holds the queued traffic for a restart
 
 
@@ -42,9 +54,9 @@ class Packets:
     def __init__(self, queue: Any, director: Director, runtime: Runtime) -> None:
         from .nfqueue import finish_checksum
         self.queue = queue
+        self.finish = finish_checksum
         self.director = director
         self.clock = runtime.now
-        self.finish = finish_checksum
         self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.icmp.setblocking(False)
         self.packets = 0
@@ -54,22 +66,39 @@ class Packets:
 
     def follow(self) -> None:
         """After a change: GSO only while no realserver is a tunnel's (the queue hands
-        GSO packets over whole; wrapped in IPIP and returned, one could not be cut up)."""
-        gso = not any(d.fwd == TUNNEL for svc in self.director.services for d in svc.dests)
+        GSO packets over whole; wrapped in IPIP and returned, one could not be cut up),
+        and the engine told the MTU of the route to each tunnel realserver."""
+        tunnels = {d.addr for svc in self.director.services for d in svc.dests
+                   if d.fwd == TUNNEL}
+        gso = not tunnels
         if gso != self.gso:
             self.queue.set_gso(gso)
             self.gso = gso
+        for addr in sorted(tunnels):
+            mtu = route_mtu(addr)
+            if mtu is not None and mtu != self.director.route_mtu_to(addr):
+                self.director.apply(C.SetRouteMtu(addr, mtu), self.clock())
+                log.info("TUN: route MTU to %s is %d", int_to_ip(addr), mtu)
 
     def read(self) -> None:
-        q, receive, now = self.queue, self.director.receive, self.clock()
+        """A changed packet is its new head and the old rest; one with a partial checksum
+        (which the kernel would take as final once changed) goes through the engine
+        whole, to have it computed in full afterwards."""
+        q, receive, now, finish = self.queue, self.director.receive, self.clock(), self.finish
+        verdict = q.verdict
         for p in q.receive():
-            v = receive(p.payload, now, OUT if p.hook == NF_INET_POST_ROUTING else IN, p.mark)
+            data, rest = p.payload, p.rest
+            partial = p.info & PARTIAL_OR_GSO == PARTIAL
+            if rest and partial:
+                data, rest = data + bytes(rest), b""
+            v = receive(data, now, OUT if p.hook == NF_INET_POST_ROUTING else IN, p.mark,
+                        tail=len(rest))
             if v.action == DROP:
                 q.drop(p.id)
                 if v.reply is not None:
                     self._send_back(v.reply)
             elif v.data is not None:
-                q.accept(p.id, payload=self.finish(v.data) if p.needs_checksum else v.data)
+                verdict(p.id, NF_ACCEPT, None, finish(v.data) if partial else v.data, rest)
             elif v.mark:
                 q.accept(p.id, mark=v.mark)
             else:
@@ -88,6 +117,24 @@ class Packets:
         self.queue.close()
 
 
+def open_queue(num: int, fail_closed: bool) -> Any:
+    """Queue `num` as the director reads it (heads copied, the rest left in place)."""
+    from .nfqueue import Queue
+    return Queue(num, fail_open=not fail_closed, head=HEAD)
+
+
+def route_mtu(addr: int) -> int | None:
+    """The MTU of this namespace's route to `addr`, as `ip route get` finds it (the route's
+    mtu, a learnt path MTU, or its device's): IP_MTU of a UDP socket connected there (no
+    packet is sent).  None if there is no route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((int_to_ip(addr), 9))
+            return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        except OSError:
+            return None
+
+
 def _following(setup: netfilter.Setup, packets: Packets | None) -> Callable[[], None]:
     """What a control-plane change is followed by: the rules, and the queue's GSO."""
     def changed() -> None:
@@ -103,7 +150,7 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
         config: Config | None = None) -> int:
     """The director on queue `queue`, or on `queues` queues from `queue` on, one worker
     process each (pyvs.drivers.workers); `config`'s health checks run beside it."""
-    from .nfqueue import NfqueueError, Queue
+    from .nfqueue import NfqueueError
     split = Split(queues, queue, director.services) if queues > 1 else None
     runtime: Runtime
     if split is None:
@@ -117,7 +164,7 @@ def run(director: Director, socket_path: str, queue: int = 0, fail_closed: bool 
         log.info("%s", runtime.restore())
         if split is None:
             try:
-                packets = Packets(Queue(queue, fail_open=not fail_closed), director, runtime)
+                packets = Packets(open_queue(queue, fail_closed), director, runtime)
             except NfqueueError as exc:
                 raise netfilter.SetupError(str(exc)) from None
         log.info("rules: %s", setup.apply())          # the queue is read before it fills

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 SLICE = 0.002           # seconds of background work between two looks at the queues
 MAX_SLEEP = 3600.0      # nothing due: still wake once an hour
 
@@ -113,26 +114,34 @@ class Loop:
     def _timeout(self, now: float) -> float:
         if self._jobs:
             return 0.0
-        due = [t for t in (self.next_deadline(), self._timers[0][0] if self._timers
-                           else None) if t is not None]
-        if not due:
+        due = self.next_deadline()
+        if self._timers:
+            first = self._timers[0][0]
+            if due is None or first < due:
+                due = first
+        if due is None:
             return MAX_SLEEP
-        return max(0.0, min(MAX_SLEEP, min(due) - now))
+        wait = due - now
+        return 0.0 if wait <= 0.0 else wait if wait < MAX_SLEEP else MAX_SLEEP
 
     def run_once(self) -> None:
+        """One wait and what it woke for.  It runs once per burst of packets, so it is
+        written for speed: no job or timer due costs a comparison, not a call."""
         for key, mask in self.selector.select(self._timeout(self.clock())):
             on_read, on_write = key.data
-            if mask & selectors.EVENT_READ and on_read is not None:
+            if mask & _READ and on_read is not None:
                 on_read()
-            if mask & selectors.EVENT_WRITE and on_write is not None:
+            if mask & _WRITE and on_write is not None:
                 on_write()
         now = self.clock()
         deadline = self.next_deadline()
         if deadline is not None and deadline <= now:
             self.on_deadline(now)
-        while self._timers and self._timers[0][0] <= now:
-            heapq.heappop(self._timers)[2]()
-        self._run_jobs()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            heapq.heappop(timers)[2]()
+        if self._jobs:
+            self._run_jobs()
 
     def _run_jobs(self) -> None:
         start = time.perf_counter()

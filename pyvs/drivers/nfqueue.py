@@ -96,6 +96,7 @@ _VERDICT_MARK = struct.Struct("=IHHIIBBHHHIIHHI")
 _VERDICT_DATA = struct.Struct("=IHHIIBBHHHIIHH")
 _VERDICT_MARK_DATA = struct.Struct("=IHHIIBBHHHIIHHIHH")
 _htonl, _htons = socket.htonl, socket.htons
+_ACCEPT_BE = _htonl(ACCEPT)
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")                 # by length % 4
 
 
@@ -105,7 +106,10 @@ class NfqueueError(Exception):
 
 class Packet(NamedTuple):
     """One queued packet.  `payload` is the packet from its IP header on, cut at the copy
-    range (then `cap_len` is larger); `info` holds NFQA_SKB_INFO's flags."""
+    range (then `cap_len` is larger); `info` holds NFQA_SKB_INFO's flags.  On a queue with
+    `head`, a longer packet's payload is its first `head` bytes and `rest` the others: a
+    view into the receive buffer, valid until the next receive() (give it back with
+    `rest=` in the verdict); otherwise `rest` is empty."""
 
     id: int
     hook: int                   # NF_INET_PRE_ROUTING 0 ... NF_INET_POST_ROUTING 4
@@ -115,6 +119,7 @@ class Packet(NamedTuple):
     outdev: int
     info: int
     cap_len: int
+    rest: bytes | memoryview = b""
 
     @property
     def gso(self) -> bool:
@@ -211,22 +216,27 @@ class Queue:
                 segmenting them first, and leave partial checksums partial (see Packet)
     rcvbuf      the socket's receive buffer (SO_RCVBUFFORCE as root, past rmem_max)
     burst       packets per receive() at most
+    head        copy at most this many bytes of each packet into its `payload` and leave
+                the rest in the receive buffer (`Packet.rest`): a director that rewrites
+                headers never copies a 64 KiB GSO packet's data in Python (None: whole)
     """
 
     def __init__(self, num: int = 0, *, maxlen: int = 4096, copy_range: int = MAX_COPY_RANGE,
                  fail_open: bool = True, gso: bool = True, rcvbuf: int = 32 << 20,
-                 burst: int = 64) -> None:
+                 burst: int = 64, head: int | None = None) -> None:
         if not 0 <= num <= 0xFFFF:
             raise NfqueueError(f"NFQUEUE queue {num}: the number must be 0..65535")
         self.num = num
         self.burst = burst
+        self.head = MAX_COPY_RANGE if head is None else max(head, 1)
+        self._res = _htons(num)                # nfgenmsg's res_id, big-endian
         self.copy_range = min(copy_range, MAX_COPY_RANGE)
         self.received = 0                      # packets so far
         self.verdicts = 0                      # NFQNL_MSG_VERDICT messages sent
         self.batches = 0                       # NFQNL_MSG_VERDICT_BATCH messages sent
         self.sends = 0                         # sendmsg calls
         self.errors: dict[int, int] = {}       # errno -> count, for verdicts refused
-        self._parts: list[bytes] = []          # verdict messages not sent yet
+        self._parts: list[bytes | memoryview] = []     # verdict messages not sent yet
         self._pending = 0                      # their bytes
         self._run_id = -1                      # a run of plain accepts: its last id ...
         self._run_mark: int | None = None      # ... and the mark they all get
@@ -342,6 +352,8 @@ class Queue:
             early, self._early = self._early, []
             self.received += len(early)
             return [_parse_message(msg) for msg in early]
+        if self._parts:
+            self._send()                # they may point into the buffer about to be reused
         if timeout is not None and timeout <= 0:
             flags = MSG_DONTWAIT
         else:
@@ -357,12 +369,13 @@ class Queue:
                 raise NfqueueError(f"NFQUEUE queue {self.num}: recvmmsg: {os.strerror(err)}")
             return []
         buf, view, words, dwords = self._buf, self._view, self._words, self._dwords
-        layouts = self._layouts
+        layouts, head = self._layouts, self.head
         out = []
         for off in range(0, n * self._slot, self._slot):
             mtype = words[(off >> 1) + 2]
             if mtype == NFQNL_MSG_PACKET:
-                out.append(_parse(buf, view, words, off, off + dwords[off >> 2], layouts))
+                out.append(_parse(buf, view, words, off, off + dwords[off >> 2], layouts,
+                                  head))
             elif mtype == NLMSG_ERROR:              # a verdict the kernel refused
                 err = -_ERR.unpack_from(buf, off + 16)[0]
                 self.errors[err] = self.errors.get(err, 0) + 1
@@ -380,12 +393,13 @@ class Queue:
 
     # ------------------------------------------------------------------ verdicts
     def verdict(self, packet_id: int, verdict: int = ACCEPT, mark: int | None = None,
-                payload: bytes | None = None) -> None:
+                payload: bytes | None = None, rest: bytes | memoryview = b"") -> None:
         """Queue a verdict for flush(): ACCEPT or DROP; `mark` sets the packet's mark,
-        `payload` replaces the packet.  A payload over 65531 bytes cannot be carried
-        (nla_len is 16 bits): the packet is dropped, as the kernel drops one it cannot
-        mangle, and counted in `errors` under EMSGSIZE."""
-        if payload is not None and len(payload) > MAX_COPY_RANGE:
+        `payload` replaces the packet, followed by `rest` (a packet's unchanged tail,
+        `Packet.rest`: sent from where it lies, not copied).  A payload over 65531 bytes
+        cannot be carried (nla_len is 16 bits): the packet is dropped, as the kernel drops
+        one it cannot mangle, and counted in `errors` under EMSGSIZE."""
+        if payload is not None and len(payload) + len(rest) > MAX_COPY_RANGE:
             self.errors[errno.EMSGSIZE] = self.errors.get(errno.EMSGSIZE, 0) + 1
             verdict, payload = DROP, None
         if payload is None and verdict == ACCEPT:
@@ -395,9 +409,11 @@ class Queue:
             self._end_run()
             self._run_id, self._run_mark = packet_id, mark
             return
-        self._end_run()
+        if self._run_id >= 0:
+            self._end_run()
         self.verdicts += 1
-        res, v, i = _htons(self.num), _htonl(verdict), _htonl(packet_id)
+        res, i = self._res, _htonl(packet_id)
+        v = _ACCEPT_BE if verdict == ACCEPT else _htonl(verdict)
         if payload is None:
             if mark is None:
                 self._parts.append(_VERDICT.pack(32, NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, 0,
@@ -410,7 +426,7 @@ class Queue:
             if len(self._parts) >= IOV_LIMIT:
                 self._send()
             return
-        n = len(payload)
+        n = len(payload) + len(rest)
         pad = _PADS[n & 3]
         if mark is None:
             head = _VERDICT_DATA.pack(36 + n + len(pad), NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0,
@@ -424,6 +440,8 @@ class Queue:
         parts = self._parts
         parts.append(head)
         parts.append(payload)
+        if rest:
+            parts.append(rest)
         if pad:
             parts.append(pad)
         self._pending += 48 + n
@@ -431,8 +449,8 @@ class Queue:
             self._send()
 
     def accept(self, packet_id: int, mark: int | None = None,
-               payload: bytes | None = None) -> None:
-        self.verdict(packet_id, ACCEPT, mark, payload)
+               payload: bytes | None = None, rest: bytes | memoryview = b"") -> None:
+        self.verdict(packet_id, ACCEPT, mark, payload, rest)
 
     def drop(self, packet_id: int) -> None:
         self.verdict(packet_id, DROP)
@@ -443,7 +461,7 @@ class Queue:
         already has its verdict in the buffer."""
         if self._run_id < 0:
             return
-        res, v, i = _htons(self.num), _htonl(ACCEPT), _htonl(self._run_id)
+        res, v, i = self._res, _ACCEPT_BE, _htonl(self._run_id)
         if self._run_mark is None:
             self._parts.append(_VERDICT.pack(32, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, 0, 0,
                                              0, 0, res, 12, NFQA_VERDICT_HDR, v, i))
@@ -501,7 +519,7 @@ class Queue:
 
 
 def _parse(buf: bytearray, view: memoryview, words: memoryview, off: int, end: int,
-           layouts: dict[int, list[tuple]]) -> Packet:
+           layouts: dict[int, list[tuple]], head: int) -> Packet:
     """The NFQNL_MSG_PACKET at buf[off:end] (`view` is buf, `words` buf as native 16-bit
     words; `off` is a multiple of 4).  It runs for every packet, so it is written for
     speed: the messages of one hook mostly share a layout (which attributes, so where
@@ -512,15 +530,19 @@ def _parse(buf: bytearray, view: memoryview, words: memoryview, off: int, end: i
         r = st.unpack_from(buf, off + 32)
         if r[1::3] == types and words[(off + at) >> 1] == end - off - at:
             r += _ABSENT
-            payload = view[off + at + 4:end].tobytes()
-            return _new(Packet, (packet_id, hook, r[im], payload, r[ii], r[io], r[inf],
-                                 r[icap] or len(payload)))
+            start = off + at + 4
+            if end - start <= head:
+                return _new(Packet, (packet_id, hook, r[im], view[start:end].tobytes(), r[ii],
+                                     r[io], r[inf], r[icap] or end - start, b""))
+            return _new(Packet, (packet_id, hook, r[im], view[start:start + head].tobytes(),
+                                 r[ii], r[io], r[inf], r[icap] or end - start,
+                                 view[start + head:end]))
     layout = _learn(buf, words, off, end)
     if layout is not None:
         known = layouts.setdefault(hook, [])
         known.insert(0, layout)
         del known[3:]                       # a hook rarely has more (a mark, a timestamp)
-    return _walk(buf, view, words, packet_id, hook, off, end)
+    return _walk(buf, view, words, packet_id, hook, off, end, head)
 
 
 _ABSENT = (0,)                              # index -1 of a layout's values: not there
@@ -553,19 +575,23 @@ def _learn(buf: bytearray, words: memoryview, off: int, end: int) -> tuple | Non
 
 
 def _walk(buf: bytearray, view: memoryview, words: memoryview, packet_id: int, hook: int,
-          off: int, end: int) -> Packet:
+          off: int, end: int, head: int = MAX_COPY_RANGE) -> Packet:
     """A packet message read attribute by attribute.  nfqnl_build_packet_message puts
     NFQA_PACKET_HDR first and NFQA_PAYLOAD last; the others come only when they apply (a
     mark only if one is set, a timestamp only if the packet has one)."""
     mark = indev = outdev = info = cap_len = 0
     payload = b""
+    rest: bytes | memoryview = b""
     be32 = _BE32.unpack_from
     pos = off + 32
     while pos < end:
         w = pos >> 1
         atype = words[w + 1] & 0x3FFF                   # without NLA_F_NESTED/BYTEORDER
         if atype == NFQA_PAYLOAD:
-            payload = view[pos + 4:pos + words[w]].tobytes()
+            start, stop = pos + 4, pos + words[w]
+            payload = view[start:min(stop, start + head)].tobytes()
+            if stop - start > head:
+                rest = view[start + head:stop]
             break
         if atype == NFQA_IFINDEX_INDEV:
             indev = be32(buf, pos + 4)[0]
@@ -579,7 +605,7 @@ def _walk(buf: bytearray, view: memoryview, words: memoryview, packet_id: int, h
             cap_len = be32(buf, pos + 4)[0]
         pos += (words[w] + 3) & ~3
     return _new(Packet, (packet_id, hook, mark, payload, indev, outdev, info,
-                         cap_len or len(payload)))
+                         cap_len or len(payload) + len(rest), rest))
 
 
 _new = tuple.__new__                                    # Packet(...) without its __new__

@@ -110,8 +110,7 @@ class Fleet(Runtime):
 
     def _work(self, w: Worker, t0: float) -> int:
         """A worker's life, in the child process."""
-        from .live import Packets
-        from .nfqueue import Queue
+        from .live import Packets, open_queue
         # Ctrl-C and systemd's SIGTERM reach the whole group: the parent holds the traffic,
         # then stops the workers with STOP (also sent by the kernel if the parent dies)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -130,8 +129,8 @@ class Fleet(Runtime):
             if self.base_state is not None:
                 log.info("%s", runtime.restore(self.base_state, w.k, self.split.n,
                                                lambda addr: self.split.worker(addr) == w.k))
-            packets = Packets(Queue(self.split.base + w.k, fail_open=not self.fail_closed),
-                              director, runtime)
+            packets = Packets(open_queue(self.split.base + w.k, self.fail_closed), director,
+                              runtime)
             runtime.on_change = packets.follow
             runtime.start()
             signal.signal(STOP, lambda *_: runtime.loop.stop())
