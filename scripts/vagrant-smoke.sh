@@ -60,12 +60,12 @@ leftovers() {
 vg() {   # vg TIMEOUT ARGS...: vagrant in vagrant/, its log in $out/vagrant.log
   local limit=$1; shift
   say "\$ vagrant $*" >>"$out/vagrant.log"
-  (cd vagrant && timeout "$limit" vagrant "$@") 2>&1 | tr '\r' '\n' | grep --line-buffered -v 'Progress:' \
+  (cd vagrant && timeout "$limit" vagrant "$@") 2>&1 | stdbuf -oL tr '\r' '\n' \
+    | grep --line-buffered -v 'Progress:' \
     >>"$out/vagrant.log"
 }
-on() {   # on HOST COMMAND: its output
-  (cd vagrant && timeout 120 vagrant ssh "$1" -c "$2" -- -o LogLevel=ERROR) 2>/dev/null \
-    | tr -d '\r'
+on() {   # on HOST COMMAND: its output, over ssh with `vagrant ssh-config`'s file ($ssh)
+  timeout 120 ssh -F "$ssh" -o BatchMode=yes "$1" "$2" 2>>"$out/ssh.log" || true
 }
 
 finish() {
@@ -96,7 +96,9 @@ if ! $virsh version >/dev/null 2>&1; then
   # finds KVM in its qemu probe but not for its user, throws its capability cache away at
   # every call, and `vagrant up` hangs ("KVM was enabled when probing ..., but it is not
   # available now" in libvirtd's debug log)
-  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then chgrp kvm /dev/kvm; chmod 0660 /dev/kvm; fi
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+  fi
   virtlogd -d
   libvirtd -d
   started_libvirtd=1
@@ -125,22 +127,24 @@ for mode in ${modes//,/ }; do
   else
     fail "vagrant up (see $out/vagrant.log)"; vg 900 destroy -f; continue
   fi
-  vip=$([ "$mode" = nat ] && echo 198.51.100.100 || echo 203.0.113.100)
+  ssh=$out/$mode.ssh
+  (cd vagrant && vagrant ssh-config) >"$ssh" 2>>"$out/vagrant.log" \
+    || fail "vagrant ssh-config"
+  if [ "$mode" = nat ]; then vip=198.51.100.100; else vip=203.0.113.100; fi
   replies=$(on client "for i in 1 2 3 4; do curl -s -m 5 http://$vip/; echo; done" \
-            | grep . | tr '\n' ' ')
+            | tr -s '\n' ' ')
   say "curl http://$vip/ x4 from the client: $replies"
   [ "$replies" = "rs1 rs1 rs1 rs1 " ] || fail "the client did not get rs1 four times"
   say "director: sudo pyvsadm -Ln"
   on director 'sudo pyvsadm -Ln' | sed 's/^/    /' | tee "$out/$mode-Ln.txt"
-  grep -q "rs1\|$vip" "$out/$mode-Ln.txt" || fail "the director lists no service"
+  grep -q "TCP  $vip:80" "$out/$mode-Ln.txt" || fail "the director lists no service on $vip:80"
   say "ARP: the client's and rs1's neighbours on the lab segment (ip -4 neigh show dev eth1)"
   say "    client: $(on client 'ip -4 neigh show dev eth1' | tr '\n' ';')"
   say "    rs1:    $(on rs1 'ip -4 neigh show dev eth1' | tr '\n' ';')"
   step "curl, -Ln, ARP"
 
-  (cd vagrant && vagrant ssh-config) >"$out/$mode.ssh" 2>/dev/null
   say "pyvs compare --ssh-config $mode.ssh $scenario"
-  if timeout 900 .venv/bin/pyvs compare --ssh-config "$out/$mode.ssh" "$scenario" \
+  if timeout 900 .venv/bin/pyvs compare --ssh-config "$ssh" "$scenario" \
        --json "$out/$mode.json" >"$out/$mode-compare.txt" 2>&1; then
     sed 's/^/    /' "$out/$mode-compare.txt"
   else
