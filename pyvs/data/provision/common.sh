@@ -79,6 +79,17 @@ install_pyvs() {
   PYVS_CHANGED=1
 }
 
+# wait_ready WHAT COMMAND...: until COMMAND succeeds (60 s at most), so that "ready" means
+# ready: `systemctl restart` returns as soon as the process exists, and under software
+# emulation `pyvs run` takes ten seconds and more to import, set up iptables and bind its
+# queue (a VM's first curl then met the VIP unserved)
+wait_ready() {
+  [ "$PYVS_INIT" = systemd ] || return 0
+  local what=$1; shift
+  for _ in $(seq 60); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  die "$what is not ready after 60 s"
+}
+
 # systemd_service NAME EXECSTART: write, enable and (re)start a unit only if it or pyvs changed
 systemd_service() {
   [ "$PYVS_INIT" = systemd ] || return 0

@@ -37,5 +37,6 @@ esac
 if [ "$PYVS_INIT" = systemd ]; then
   install_pyvs
   systemd_service pyvs-backends "/opt/pyvs/bin/python -m pyvs.lab.backends --name $name"
+  wait_ready "the backends (HTTP on port 80)" curl -sf -o /dev/null --max-time 2 http://127.0.0.1/
 fi
 say "realserver $name ready ($PYVS_MODE)"
