@@ -20,10 +20,12 @@ from pathlib import Path
 __version__ = "0.2.0"
 
 NATIVE_MODULES = (
-    "pyvs.core.conn", "pyvs.core.engine", "pyvs.core.forwarding", "pyvs.core.packet",
-    "pyvs.core.service",
-    "pyvs.core.states", "pyvs.core.stats", "pyvs.core.verdict",
-    "pyvs.sim.events", "pyvs.sim.network", "pyvs.sim.tcp",
+    "pyvs.core.conn", "pyvs.core.defense", "pyvs.core.engine", "pyvs.core.forwarding",
+    "pyvs.core.packet", "pyvs.core.service",
+    "pyvs.core.states", "pyvs.core.stats", "pyvs.core.sync", "pyvs.core.syncmsg",
+    "pyvs.core.verdict",
+    "pyvs.sim.events", "pyvs.sim.network", "pyvs.sim.tcp", "pyvs.truth.tcpstates",
+    "pyvs.drivers.pcap", "pyvs.drivers.replay",
 )
 NATIVE_MANIFEST = "pyvs/_native.json"
 

@@ -4,9 +4,11 @@ and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .config import FORMATS, ConfigFileError, load
@@ -22,7 +24,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:          # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:      # one line, exit 2, no usage dump
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -89,38 +91,66 @@ def _events(args: argparse.Namespace) -> list:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .drivers.pcap import CaptureError, ReadStats, read_capture
-    from .drivers.replay import CLIENT_SIDE, DIRECTOR_SIDE, replay
+    from .drivers.pcap import CaptureError, ReadStats, read_captures
+    from .drivers.replay import Replay
+    from .views import replay as view
     from .views.snapshot import snapshot
     _check_listing(args)
+    if args.at and any(t < 0 for t in args.at):
+        raise UsageError("--at: times are seconds after the first packet, not negative")
     director = _load(args).build(now=0.0)
     events = _events(args)
-    stats = ReadStats()
-    try:
-        packets = list(read_capture(args.capture, stats))
-    except CaptureError as exc:
-        raise UsageError(f"{args.capture}: {exc}") from None
-    if not packets:
-        raise UsageError(f"{args.capture}: no IPv4 packets in the capture")
-    at = args.at or [(packets[-1][0] - packets[0][0]) / 1e9]
-    if any(t < 0 for t in at):
-        raise UsageError("--at: times are seconds after the first packet, not negative")
-    point = {"auto": None, "client": CLIENT_SIDE, "director": DIRECTOR_SIDE}[args.capture_point]
-    late = sum(e.at > max(at) for e in events)
-    if late:
-        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
-              f"({max(at):g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
+    reader = ReadStats()
+    rp = Replay(director, args.replies_via_director, args.capture_point)
+    samples: list = []
     out = sys.stdout
+    listings = 0
+    last = 0.0
     try:
-        for i, (t, _) in enumerate(replay(director, packets, at, point,
-                                          args.replies_via_director, events)):
-            snap = snapshot(director, t, connections=args.connection or args.json)
-            if not args.json and len(at) > 1:
-                out.write(("\n" if i else "") + f"# at {t:g} s\n")
+        packets = read_captures(args.capture, reader)
+        first = next(packets, None)
+        if first is None:
+            raise UsageError(f"{', '.join(args.capture)}: no IPv4 packets in the capture")
+        every = 1.0 if args.plot and not args.at else None
+        for mark in rp.run(itertools.chain((first,), packets), args.at, events, every):
+            last = mark.t
+            if args.plot:
+                samples += view.per_realserver(director, mark.t)
+            if mark.what == "sample":
+                continue
+            snap = snapshot(director, mark.t, connections=args.connection or args.json)
+            if args.json:
+                out.write(json.dumps({**snap, "replay": view.summary(reader, rp)}) + "\n")
+                continue
+            if args.at and len(args.at) > 1:
+                out.write(("\n" if listings else "") + f"# at {mark.t:g} s\n")
             out.write(_render(snap, args))
+            listings += 1
+        packets.close()
+    except CaptureError as exc:
+        raise UsageError(str(exc)) from None
     except ConfigError as exc:
         raise UsageError(f"pyvs replay: an event was refused: {exc}") from None
+    end = max(args.at) if args.at else last
+    late = sum(e.at > end for e in events)
+    if late:
+        print(f"pyvs: warning: {late} event{'s' if late > 1 else ''} after the last --at "
+              f"({end:g} s) {'were' if late > 1 else 'was'} not applied", file=sys.stderr)
+    if not _forwarded(director):
+        print(f"pyvs: warning: {', '.join(args.capture)}: no packet reached a realserver of "
+              f"a service in {args.config} (the capture's traffic goes to "
+              f"{view.destinations(rp.stats)}); the table shows none of it", file=sys.stderr)
+    sys.stderr.write(view.summary_text(view.summary(reader, rp)))
+    if args.plot:
+        view.plot(samples, args.plot, Path(args.capture[0]).name)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _forwarded(director) -> bool:
+    """Whether any packet was forwarded to a realserver (a service's counters moved)."""
+    return bool(director.total_base.inpkts
+                or any(svc.live_counters().inpkts for svc in director.services))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -187,21 +217,56 @@ def _modes(text: str) -> list[str]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .views import compare
+    extra: dict = {}
+    if args.at and not args.capture:
+        raise UsageError("pyvs compare: --at is for --capture (scenarios sample every second)")
     if args.from_files:
-        if args.scenario or args.live or args.ssh_config:
+        if args.scenario or args.live or args.ssh_config or args.capture:
             raise UsageError("pyvs compare: --from reads saved results; it runs no scenario")
         results = [r for f in args.from_files for r in _saved_results(f)]
+    elif args.capture:
+        if args.scenario or args.live or args.ssh_config:
+            raise UsageError("pyvs compare: --capture replays a capture; it runs no scenario")
+        results, extra = _compare_capture(args)
     elif args.live or args.ssh_config:
         results = _compare_live(args)
     else:
         results = _compare_simulated(args)
     sys.stdout.write(compare.table(results, wide=args.wide))
     if args.json:
-        Path(args.json).write_text(json.dumps(compare.as_json(results), indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({**compare.as_json(results), **extra},
+                                              indent=1) + "\n")
     if args.plot:
         for path in compare.plot(results, args.plot):
             print(f"plot written to {path}", file=sys.stderr)
     return 0
+
+
+def _compare_capture(args: argparse.Namespace) -> tuple[list, dict]:
+    """The capture's traffic through a director per mode, against the truth it shows."""
+    from dataclasses import asdict
+
+    from .drivers.capture_compare import CompareError, compare
+    from .drivers.pcap import CaptureError
+    from .views.replay import capture_summary
+    if not args.config:
+        raise UsageError("pyvs compare --capture: --config FILE: the director's services")
+    if args.at and any(t < 0 for t in args.at):
+        raise UsageError("--at: times are seconds after the first packet, not negative")
+    config = _load(args)
+    if args.kernel:
+        from dataclasses import replace
+        config = replace(config, kernel=args.kernel)
+    try:
+        results, basis, reader, stats = compare(args.capture, config,
+                                                _modes(args.modes or "nat,dr"), args.at)
+    except (CaptureError, CompareError) as exc:
+        raise UsageError(str(exc)) from None
+    summary = capture_summary(reader, stats)
+    sys.stdout.write(f"capture: {summary['capture_point']}; {summary['packets']:,} IPv4 "
+                     f"packets over {summary['duration']:.3f} s\n{basis.text()}\n\n")
+    return results, {"capture": {**summary, "truth": {**asdict(basis),
+                                                      "text": basis.text()}}}
 
 
 def _compare_simulated(args: argparse.Namespace) -> list:
@@ -211,12 +276,13 @@ def _compare_simulated(args: argparse.Namespace) -> list:
     modes = _modes(args.modes or "nat,dr")
     chosen = [scenarios.get(n) for n in args.scenario or list(scenarios.BUILTIN)]
     config = _sim_config(args)
-    progress = Progress(len(chosen) * len(modes))
+    runs = [(sc, mode) for sc in chosen for mode in modes
+            if not sc.modes or mode in sc.modes]       # e.g. ECMP runs in DR and TUN only
+    progress = Progress(len(runs))
     results = []
-    for sc in chosen:
-        for mode in modes:
-            progress.step(f"{sc.name} {mode}")
-            results.append(run(sc, mode, args.kernel, args.seed, config))
+    for sc, mode in runs:
+        progress.step(f"{sc.name} {mode}")
+        results.append(run(sc, mode, args.kernel, args.seed, config))
     progress.done()
     return results
 
@@ -302,7 +368,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_states(args: argparse.Namespace) -> int:
-    """The seeds' netstat | awk view of the director's table."""
+    """The director's entries counted by state, as `netstat -n | awk` counts sockets."""
     sys.stdout.write(state_counts(_table_snapshot(args, True), args.per_realserver))
     return 0
 
@@ -313,29 +379,110 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """A director with no packet source: a control plane to drive with pyvsadm."""
-    from .control import default_socket
+def _size(text: str) -> int:
+    """512M, 2G, 300000 (bytes): a memory budget."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 2G)")
+    return int(digits) * scale
+
+
+def _queues(text: str) -> int:
+    from .drivers.queues import MAX_QUEUES
+    if not text.isdigit() or not 1 <= int(text) <= MAX_QUEUES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of queues "
+                                         f"(1-{MAX_QUEUES})")
+    return int(text)
+
+
+def _director(args: argparse.Namespace, cfg=None):
     from .core.engine import Director
+    from .drivers.syncsock import links  # the interfaces a configured sync daemon names
+    if cfg is None and args.config:
+        cfg = _load(args)
+    director = cfg.build(0.0, links()) if cfg is not None else Director()
+    if args.max_memory:
+        director.set_memory_limit(args.max_memory, 0.0)
+    return director
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """A director with no packet source: a control plane to drive with pyvsadm; the
+    configuration's health checks run beside it, through its control socket."""
+    from .control import SocketPathError, default_socket
     from .drivers.daemon import serve
-    director = _load(args).build(0.0) if args.config else Director()
+    cfg = _load(args) if args.config else None
+    path = args.socket or default_socket()
+    checks = _start_checks(cfg, path) if cfg is not None and cfg.has_checks() else None
     try:
-        return serve(director, args.socket or default_socket(), args.procfs, args.metrics)
-    except OSError as exc:
+        return serve(_director(args, cfg), path, args.procfs, args.metrics)
+    except (OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs serve: {exc}") from None
+    finally:
+        if checks is not None:
+            checks.close()
+
+
+def _start_checks(cfg, path: str):
+    import logging
+
+    from .drivers.health import Checks, over_socket
+    logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
+    return Checks(cfg, over_socket(path)).start()
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    """keepalived's checker beside a running director: the configuration's checks, their
+    changes sent to the director's control socket, until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from .control import NoDirector, default_socket, request
+    cfg = _load(args)
+    if not cfg.has_checks():
+        raise UsageError(f"pyvs checks: {args.config} has no health checks")
+    path = args.socket or default_socket()
+    try:
+        table = request(path, {"op": "snapshot", "connections": False})["snapshot"]
+    except NoDirector as exc:
+        raise UsageError(f"pyvs checks: {exc}; start one with pyvs run or pyvs serve") from None
+    from .config import from_snapshot
+    from .config.model import pool_name
+    have = {vs.key for vs in from_snapshot(table).services}
+    for vs in cfg.services:
+        if vs.key not in have:
+            print(f"pyvs: warning: the director has no {pool_name(vs.key)}: its checks' "
+                  "changes will be refused", file=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    checks = _start_checks(cfg, path)
+    n = sum(len(rs.checks) for vs in cfg.services for rs in vs.realservers)
+    print(f"pyvs: checks: {n} checks of {len(cfg.pools())} virtual servers, changes to "
+          f"{path}", file=sys.stderr)
+    try:
+        stop.wait()
+    finally:
+        checks.close()
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from .control import default_socket
-    from .drivers import live, netfilter
+    from .control import SocketPathError, default_socket
+    from .drivers import daemon, live, netfilter
     logging.basicConfig(level=logging.INFO, format="pyvs: %(message)s", stream=sys.stderr)
-    director = _load(args).build(0.0)
+    cfg = _load(args) if args.config else None
+    director = _director(args, cfg)
+    state = None if args.no_state else Path(args.state) if args.state else daemon.state_path()
     try:
         return live.run(director, args.socket or default_socket(), args.queue,
-                        args.fail_closed, args.procfs, args.metrics)
-    except (netfilter.SetupError, OSError) as exc:
+                        args.fail_closed, args.procfs, args.metrics, state,
+                        args.restart_grace, args.queues, cfg)
+    except (netfilter.SetupError, OSError, SocketPathError) as exc:
         raise UsageError(f"pyvs run: {exc}") from None
 
 
@@ -353,7 +500,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from .lab import netns
     try:
         if args.action == "up":
-            netns.up(args.mode, args.realservers, args.clients)
+            netns.up(args.mode, args.realservers, args.clients,
+                     run_args=("--queues", str(args.queues)) if args.queues > 1 else (),
+                     n_directors=args.directors)
+        elif args.action == "failover":
+            return netns.failover()
         elif args.action == "down":
             netns.down()
         elif args.action == "status":
@@ -380,7 +531,8 @@ def _table_source(p: argparse.ArgumentParser) -> None:
 
 def _config_flags(p: argparse.ArgumentParser, required: bool, text: str) -> None:
     p.add_argument("--config", required=required, help=text + " (pyvs YAML, an ipvsadm "
-                   "rules file as ipvsadm -S writes it, or a shipped name: nat, dr, ...)")
+                   "rules file as ipvsadm -S writes it, a keepalived.conf, or a shipped "
+                   "name: nat, dr, ...)")
     p.add_argument("--config-format", choices=FORMATS,
                    help="the config's format (default: detected from its content)")
 
@@ -393,7 +545,8 @@ def _sim_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_replay(sub) -> None:
     r = sub.add_parser("replay", help="feed a capture through the director, list the table")
-    r.add_argument("capture", help="pcap or pcapng file (Ethernet, raw IP, Linux cooked)")
+    r.add_argument("capture", nargs="+", help="pcap or pcapng files (Ethernet, raw IP, Linux "
+                   "cooked); several (tcpdump -C/-G rotations) are merged in time order")
     _config_flags(r, True, "the director's configuration")
     r.add_argument("--at", type=_time, action="append", metavar="T",
                    help="list the table T seconds after the first packet (repeatable)")
@@ -404,6 +557,8 @@ def _add_replay(sub) -> None:
     r.add_argument("--capture-point", choices=("auto", "client", "director"), default="auto")
     r.add_argument("--replies-via-director", action="store_true",
                    help="DR/TUN replies cross the director (realserver gateway = director)")
+    r.add_argument("--plot", metavar="FILE.png", help="plot ActiveConn and InActConn per "
+                   "realserver over the capture (each second, or at each --at)")
     _listing_flags(r)
     r.set_defaults(func=cmd_replay)
 
@@ -429,7 +584,8 @@ def _add_tables(sub) -> None:
     st.set_defaults(func=cmd_states)
     ex = sub.add_parser("export", help="write the table as /proc/net/ip_vs* files")
     ex.add_argument("what", choices=("procfs",))
-    ex.add_argument("dir", help="DIR: writes DIR/net/ip_vs, ip_vs_conn, ip_vs_stats")
+    ex.add_argument("dir", help="DIR: writes DIR/net/ip_vs, ip_vs_conn, ip_vs_conn_sync, "
+                    "ip_vs_stats")
     _table_source(ex)
     ex.set_defaults(func=cmd_export)
 
@@ -442,14 +598,36 @@ def _add_director(sub) -> None:
                       + (" (default: none)" if name == "serve" else ""))
         p.add_argument("--socket", help="control socket path")
         p.add_argument("--procfs", metavar="DIR", help="keep DIR/net/ip_vs* current")
-        p.add_argument("--metrics", metavar="[HOST]:PORT", help="serve Prometheus metrics")
+        p.add_argument("--metrics", metavar="[HOST]:PORT",
+                       help="serve Prometheus metrics (all addresses unless HOST is given)")
+        p.add_argument("--max-memory", type=_size, metavar="SIZE",
+                       help="the table's memory budget (e.g. 512M): the kernel's defenses "
+                       "(amemthresh, drop_entry, drop_packet, secure_tcp) act on it, and "
+                       "no entry is made past it")
         if name == "run":
             p.add_argument("--queue", type=int, default=0, help="NFQUEUE number (default 0)")
+            p.add_argument("--queues", type=_queues, default=1, metavar="N",
+                           help="N queues from --queue on, one worker process each, "
+                           "split by client address (default 1: one engine, as the "
+                           "kernel's one table)")
             p.add_argument("--fail-closed", action="store_true",
                            help="drop queued traffic while no director runs (default: bypass)")
+            p.add_argument("--state", metavar="FILE",
+                           help="the table is saved here at stop (and every minute) and "
+                           "loaded at start (default: in the runtime directory)")
+            p.add_argument("--no-state", action="store_true",
+                           help="neither save nor load the table")
+            p.add_argument("--restart-grace", type=float, default=10.0, metavar="S",
+                           help="a stop holds the queued traffic S seconds for a restart "
+                           "(default 10; 0: remove every rule at once)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_run)
     sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
                    "left in this network namespace").set_defaults(func=cmd_cleanup)
+    ch = sub.add_parser("checks", help="run a configuration's health checks (keepalived's "
+                        "checkers) against a running director")
+    _config_flags(ch, True, "the configuration whose checks to run")
+    ch.add_argument("--socket", help="the director's control socket")
+    ch.set_defaults(func=cmd_checks)
 
 
 def _add_lab(sub) -> None:
@@ -461,6 +639,12 @@ def _add_lab(sub) -> None:
         q.add_argument("--mode", choices=MODES, default="nat")
         q.add_argument("--realservers", type=int, default=2)
     lu.add_argument("--clients", type=int, default=1)
+    lu.add_argument("--queues", type=_queues, default=1, metavar="N",
+                    help="the director runs N queues, one worker each (pyvs run --queues)")
+    lu.add_argument("--directors", type=int, default=1, choices=(1, 2),
+                    help="2: a second director and a sync daemon pair (NAT or DR)")
+    lsub.add_parser("failover", help="move the VIP to the other director, as keepalived's "
+                    "VRRP does (--directors 2)")
     lsub.add_parser("down", help="stop everything, delete the namespaces")
     lsub.add_parser("status", help="processes and addresses")
     lsub.add_parser("check", help="diagnose the classic LVS set-up mistakes")
@@ -499,6 +683,12 @@ def _add_simulation(sub) -> None:
                    "client, director, rs1.. (vagrant ssh-config > FILE)")
     m.add_argument("--from", dest="from_files", action="append", metavar="FILE.json",
                    help="print (and --plot) results saved with --json (repeatable)")
+    m.add_argument("--capture", nargs="+", metavar="FILE",
+                   help="replay captures (pcap/pcapng) through a director per mode, against "
+                   "the realservers' sockets inferred from them (needs --config)")
+    m.add_argument("--at", type=_time, action="append", metavar="T",
+                   help="with --capture: sample T seconds after the first packet "
+                   "(repeatable; default every second)")
     _sim_flags(m)
     m.set_defaults(func=cmd_compare)
 

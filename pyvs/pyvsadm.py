@@ -35,9 +35,18 @@ from .core.limits import (
 from .core.packet import IPPROTO_TCP, IPPROTO_UDP, PROTO_NAMES, int_to_ip
 from .core.schedulers import SCHED_FLAG_BITS, sched_flags
 from .core.service import SVC_F_ONEPACKET, SVC_F_PERSISTENT
-from .views.listing import Fmt, list_all, list_conn, list_timeout, service_entry, title
+from .views.listing import (
+    Fmt,
+    list_all,
+    list_conn,
+    list_daemon,
+    list_timeout,
+    service_entry,
+    title,
+)
 
 VERSION = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)"
+DEF_MCAST_IFN = "eth0"          # ipvsadm's default --mcast-interface
 
 # ipvsadm.c's optnames[] and commands_v_options[][]: '+' compulsory, 'x' illegal,
 # '1' exclusive, ' ' optional
@@ -134,6 +143,13 @@ class Invocation:
     l_threshold: int = 0
     timeouts: tuple[int, int, int] = (0, 0, 0)
     sched_flags: str = ""
+    daemon: str = ""                # --start-daemon / --stop-daemon: master or backup
+    mcast_ifn: str = ""
+    syncid: int = 0
+    sync_maxlen: int = 0
+    mcast_group: int = 0
+    mcast_port: int = 0
+    mcast_ttl: int = 0
 
     @property
     def service(self) -> C.ServiceKey:
@@ -156,6 +172,10 @@ class Invocation:
             "flush": C.Flush,
             "zero": lambda: C.Zero(svc if "service-address" in self.options else None),
             "set": lambda: C.SetTimeouts(*self.timeouts),
+            "start-daemon": lambda: C.StartDaemon(
+                self.daemon, self.mcast_ifn, self.syncid, self.sync_maxlen, self.mcast_group,
+                self.mcast_port, self.mcast_ttl),
+            "stop-daemon": lambda: C.StopDaemon(self.daemon),
         }
         return simple[self.cmd]()
 
@@ -354,9 +374,19 @@ def _on_ops(c: Invocation, tag: str, value: None) -> None:
     c.flags |= SVC_F_ONEPACKET
 
 
+def _sched_flag_items(arg: str) -> list[str]:
+    """strtok(arg, ","): the items, empty ones skipped.  An argument of commas only
+    gives none, and ipvsadm 1.31 then passes NULL to strcmp() and crashes; pyvs says
+    what it read instead."""
+    items = [item for item in arg.split(",") if item]
+    if not items:
+        raise ValueError(f"invalid scheduler flag `{arg}'")
+    return items
+
+
 def _on_sched_flags(c: Invocation, tag: str, value: str) -> None:
     _opt(c, "sched-flags")
-    c.sched_flags = value
+    c.sched_flags = value[:127]       # snprintf() into sched_flags_arg[128]
 
 
 def _on_unmodelled(c: Invocation, tag: str, value: str | None) -> None:
@@ -369,8 +399,43 @@ def _on_unmodelled(c: Invocation, tag: str, value: str | None) -> None:
     raise Exit(255, f"--{tag}: pyvs tunnels with IPIP only (gue and gre are not modelled)")
 
 
+# the daemon options' numbers: (attribute, low, high)
+_DAEMON_NUMBERS = {"syncid": ("syncid", 0, 255), "mcast-port": ("mcast_port", 1, MAX_PORT),
+                   "mcast-ttl": ("mcast_ttl", 1, 255),
+                   "sync-maxlen": ("sync_maxlen", 1, C.MAX_SYNC_MAXLEN)}
+
+
 def _on_daemon_option(c: Invocation, tag: str, value: str) -> None:
     _opt(c, tag)
+    if tag == "mcast-interface":
+        c.mcast_ifn = value.encode()[:C.IFNAME_MAXLEN - 1].decode(errors="ignore")  # strncpy
+    elif tag == "mcast-group":
+        c.mcast_group = _mcast_group(value)
+    else:
+        attr, low, high = _DAEMON_NUMBERS[tag]
+        n = number(value, low, high)
+        if n == -1:
+            raise fail(f"illegal {tag} specified")
+        setattr(c, attr, n)
+
+
+def _mcast_group(text: str) -> int:
+    """inet_pton() and IN_MULTICAST(), as ipvsadm checks --mcast-group."""
+    if ":" in text:
+        try:
+            first = socket.inet_pton(socket.AF_INET6, text)[0]
+        except OSError:
+            first = 0
+        if first != 0xFF:
+            raise fail(f"invalid IPv6 mcast-group `{text}'")
+        raise Exit(255, f"--mcast-group {text}: pyvs does not do IPv6")
+    try:
+        group = int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except OSError:
+        group = 0
+    if group >> 28 != 0xE:
+        raise fail(f"invalid IPv4 mcast-group `{text}'")
+    return group
 
 
 _HANDLERS: dict[str, Callable[[Invocation, str, Any], None]] = {
@@ -387,22 +452,41 @@ _HANDLERS: dict[str, Callable[[Invocation, str, Any], None]] = {
 }
 
 
-def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -> Invocation:
-    """parse_options() and process_options(), up to where the kernel would be called."""
-    c = Invocation()
-    args: list[str] = []
-    tokens = _tokens(argv)
+def _command(tokens: Iterator[tuple[str | None, str | None, str]], prog: str) -> Invocation:
+    """The first option: the command (or -h, -v, which answer at once)."""
     first = next((t for t in tokens if t[0] is not None), None)
-    tryhelp = Exit(255, f"Try `{prog} -h' or '{prog} --help' for more information.")
     if first is None or first[0] not in (*_COMMANDS, "h", "v"):
-        raise tryhelp
+        raise Exit(255, f"Try `{prog} -h' or '{prog} --help' for more information.")
     if first[0] == "h":
         raise Exit(0, usage(prog))
     if first[0] == "v":
         raise Exit(0, VERSION)
+    c = Invocation(cmd=_COMMANDS[first[0]])
     if first[0] in ("start-daemon", "stop-daemon"):
-        raise Exit(255, "pyvs has no connection sync daemon")
-    c.cmd = _COMMANDS[first[0]]
+        if first[1] not in C.DAEMON_STATES:
+            raise fail("illegal start-daemon parameter specified" if first[0] == "start-daemon"
+                       else "illegal start_daemon specified")     # (sic: ipvsadm's texts)
+        c.daemon = first[1]
+    return c
+
+
+def _arguments(c: Invocation, args: list[str]) -> None:
+    """--set's three timeouts; anything else left over is an error."""
+    if c.cmd == "set":
+        if len(args) < 3:
+            raise fail("--set option requires 3 timeout values")
+        tcp, tcpfin, udp = (_timeout(a, 0, MAX_TIMEOUT) for a in args[:3])
+        c.timeouts = (tcp, tcpfin, udp)
+        args = args[3:]
+    if args:
+        raise fail(f"unexpected argument {args[0]}")
+
+
+def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -> Invocation:
+    """parse_options() and process_options(), up to where the kernel would be called."""
+    tokens = _tokens(argv)
+    c = _command(tokens, prog)
+    args: list[str] = []
     for tag, value, spelling in tokens:
         if tag is None:
             args.append(value or "")
@@ -414,24 +498,19 @@ def parse(argv: list[str], prog: str = "ipvsadm", reading_stdin: bool = False) -
             _HANDLERS[tag](c, tag, value)
         else:                                   # a second command
             raise fail(f"invalid option `{spelling}'")
-    if c.cmd == "set":
-        if len(args) < 3:
-            raise fail("--set option requires 3 timeout values")
-        tcp, tcpfin, udp = (_timeout(a, 0, MAX_TIMEOUT) for a in args[:3])
-        c.timeouts = (tcp, tcpfin, udp)
-        args = args[3:]
-    if args:
-        raise fail(f"unexpected argument {args[0]}")
+    _arguments(c, args)
     if c.sched_flags:
         c.flags &= ~SCHED_FLAG_BITS
         try:
             c.flags |= sched_flags(c.sched or DEFAULT_SCHEDULER,
-                                   c.sched_flags.split(","))
+                                   _sched_flag_items(c.sched_flags))
         except ValueError as exc:
             raise fail(str(exc)) from None
     if c.cmd == "restore" and reading_stdin:
-        raise tryhelp
+        raise Exit(255, f"Try `{prog} -h' or '{prog} --help' for more information.")
     _check(c)
+    if c.cmd == "start-daemon" and not c.mcast_ifn:
+        c.mcast_ifn = DEF_MCAST_IFN
     return c
 
 
@@ -501,7 +580,7 @@ def render_list(c: Invocation, snap: dict[str, Any]) -> str:
     if "timeout" in c.options:
         return list_timeout(snap)
     if "daemon" in c.options:
-        return ""
+        return list_daemon(snap)
     return list_all(snap, c.fmt)
 
 
@@ -600,6 +679,8 @@ def usage(prog: str) -> str:
             "  --list            -L|-l     list the table\n"
             "  --zero            -Z        zero counters in a service or all services\n"
             "  --set tcp tcpfin udp        set connection timeout values\n"
+            "  --start-daemon              start connection sync daemon\n"
+            "  --stop-daemon               stop connection sync daemon\n"
             "  --help            -h        display this help message\n\n"
             "virtual-service:\n"
             "  --tcp-service|-t  service-address   service-address is host[:port]\n"
@@ -620,6 +701,7 @@ def usage(prog: str) -> str:
             "  --l-threshold  -y lthreshold        lower threshold of connections\n"
             "  --connection   -c                   output of current IPVS connections\n"
             "  --timeout                           output of timeout (tcp tcpfin udp)\n"
+            "  --daemon                            output of daemon information\n"
             "  --stats                             output of statistics information\n"
             "  --rate                              output of rate information\n"
             "  --exact                             expand numbers (display exact values)\n"
@@ -630,7 +712,14 @@ def usage(prog: str) -> str:
             "  --sort                              does nothing, for backwards compatibility\n"
             "  --ops          -o                   one-packet scheduling\n"
             "  --numeric      -n                   numeric output of addresses and ports\n"
-            "  --sched-flags  -b flags             scheduler flags (comma-separated)\n")
+            "  --sched-flags  -b flags             scheduler flags (comma-separated)\n"
+            "Daemon Options:\n"
+            "  --syncid sid                        syncid for connection sync (default=0)\n"
+            "  --sync-maxlen length                Max sync message length (default=1472)\n"
+            "  --mcast-interface interface         multicast interface for connection sync\n"
+            "  --mcast-group address               IPv4 group (default=224.0.0.81)\n"
+            "  --mcast-port port                   UDP port (default=8848)\n"
+            "  --mcast-ttl ttl                     Multicast TTL (default=1)\n")
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
@@ -654,3 +743,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

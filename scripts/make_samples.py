@@ -14,7 +14,7 @@ T0 = 1_700_000_000.0
 
 
 def http10(t: float, cport: int, isn: int) -> list[tuple[float, bytes]]:
-    """Handshake, GET, response, client-first close: the seed's HTTP/1.0 exchange."""
+    """Handshake, GET, response, client-first close: a classic HTTP/1.0 exchange."""
     c, s = isn, 1_000_000 + isn
     req, resp = b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nrs\n"
     return [

@@ -321,9 +321,8 @@ def test_event_lines() -> None:
     assert e == C.Event(30.0, C.EditDest(SVC, RS2, 80, DROUTE, 0))
     assert parse_event("40 sysctl net.ipv4.vs.expire_nodest_conn=1") == [
         C.Event(40.0, C.SetSysctl("expire_nodest_conn", 1))]
-    assert parse_event("1.5 sysctl sync_threshold='3 50'") == [
-        C.Event(1.5, C.SetSysctl("sync_threshold", 3)),
-        C.Event(1.5, C.SetSysctl("sync_period", 50))]
+    assert parse_event("1.5 sysctl sync_threshold='60 100'") == [
+        C.Event(1.5, C.SetSyncThreshold(60, 100))]
     assert parse_event("  # a comment") == []
     events = read_events(["5 ipvsadm -Z", "1 ipvsadm --set 30 0 0"], "f: line ")
     assert [e.at for e in events] == [1.0, 5.0]

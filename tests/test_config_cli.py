@@ -65,7 +65,7 @@ def test_defaults_follow_ipvsadm(tmp_path):
     ("services:\n  - address: 10.0.0.1:80\n    realservers:\n      - {address: 1.1.1.1:80}\n"
      "      - {address: 1.1.1.2:80, forward: nat2}\n",
      "services[0].realservers[1].forward: 'nat2' is not one of masq, route, tunnel"),
-    ("kernel: 3.18\n", "kernel: '3.18' is not one of modern, 4.19, 4.4, 2.6"),
+    ("kernel: 5.9\n", "kernel: '5.9' is not one of modern, 5.15, 4.19, 4.9, 4.4, 3.18, 2.6"),
     ("services:\n  - address: 10.0.0.300:80\n",
      "services[0].address: '10.0.0.300' is not an IPv4 address"),
     ("services:\n  - address: 10.0.0.1\n", "services[0].address: '10.0.0.1' needs a port"),
@@ -101,7 +101,8 @@ def test_cli_bad_config_exit_2_no_traceback(tmp_path):
     path = write(tmp_path, "kernel: 9\n")
     r = run_cli("replay", SAMPLE, "--config", path)
     assert r.returncode == 2
-    assert r.stderr == f"{path}: kernel: '9' is not one of modern, 4.19, 4.4, 2.6\n"
+    assert r.stderr == (f"{path}: kernel: '9' is not one of "
+                        "modern, 5.15, 4.19, 4.9, 4.4, 3.18, 2.6\n")
 
 
 def test_cli_bad_flag_and_capture(tmp_path):
@@ -136,7 +137,7 @@ def test_replay_json_shape(capsys):
     conn = snap["connections"][0]
     assert conn == {"proto": "TCP", "state": "TIME_WAIT", "expires": 116,
                     "client": "198.51.100.2:40000", "virtual": "198.51.100.100:80",
-                    "dest": "192.0.2.12:80", "template": False}
+                    "dest": "192.0.2.12:80", "template": False, "synced": False}
 
 
 def test_capture_formats_read_the_same(tmp_path):
@@ -155,3 +156,28 @@ def test_capture_formats_read_the_same(tmp_path):
         got = list(read_capture(tmp_path / name))
         assert [p for _, p in got] == [p for _, p in base], name
         assert [t for t, _ in got] == [t for t, _ in base], name
+
+
+ELSEWHERE = ("services:\n  - {address: 10.9.9.9:8080, scheduler: rr, realservers: "
+             "[{address: 192.0.2.11:8080, forward: masq}]}\n")
+
+
+def test_compare_with_a_config_no_scenario_traffic_reaches(tmp_path):
+    """No perfect score for traffic that reaches no service: one line, exit 2."""
+    path = write(tmp_path, ELSEWHERE)
+    r = run_cli("compare", "telnet", "--config", path)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"{path}: no service takes scenario telnet's connections (TCP port "
+                        "23); its services: TCP 10.9.9.9:8080\n")
+
+
+def test_replay_of_a_capture_that_reaches_no_service_warns(tmp_path):
+    path = write(tmp_path, ELSEWHERE)
+    r = run_cli("replay", SAMPLE, "--config", path)
+    assert r.returncode == 0
+    assert r.stderr.splitlines()[0] == (
+        f"pyvs: warning: {SAMPLE}: no packet reached a realserver of a service in {path} "
+        "(the capture's traffic goes to 198.51.100.100:80 (TCP)); the table shows none of it")
+    # the rest is the replay's summary
+    assert all(line.startswith("pyvs replay: ") for line in r.stderr.splitlines()[1:])
+    assert "warning" not in run_cli("replay", SAMPLE, "--config", "nat").stderr

@@ -67,6 +67,14 @@ def test_golden_connections():
     assert text == (GOLDEN / "list_c.txt").read_text()
 
 
+def test_golden_connections_persistent_conn():
+    """ipvsadm's print_conn() prints the PE columns only for a /proc line with
+    persistence-engine data (11 fields); without, the plain row under the wide header."""
+    d = scene()
+    text = list_conn(snapshot(d, 4.5), Fmt.NUMERIC | Fmt.PERSISTENTCONN)
+    assert text == (GOLDEN / "list_c_persistent.txt").read_text()
+
+
 def test_timeout_line():
     d = scene()
     d.set_timeouts(3600, 0, 0)

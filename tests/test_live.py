@@ -24,10 +24,6 @@ def _missing() -> str | None:
     for tool in ("ip", "iptables", "curl", "ss"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
-    try:
-        import netfilterqueue  # noqa: F401
-    except ImportError:
-        return "netfilterqueue is not installed (pip install 'pyvs[live]')"
     return None
 
 
@@ -70,20 +66,20 @@ def ss_states(ns: str, port: int) -> list[str]:
     return sorted(line.split()[0] for line in out.splitlines() if line.split()[0] != "LISTEN")
 
 
-@pytest.mark.parametrize("request_mode", ["nat", "dr"], indirect=True)
+@pytest.mark.parametrize("request_mode", ["nat", "dr", "tun"], indirect=True)
 def test_round_robin_and_http10_counts(lab) -> None:
     assert [curl(lab) for _ in range(4)] == ["rs2\n", "rs1\n", "rs2\n", "rs1\n"]
     snap = table()
     rs1, rs2 = lab["realservers"]
     assert dests(snap, 80) == {rs1: (0, 2), rs2: (0, 2)}
-    # the client closed after each fetch: NAT saw both sides (TIME_WAIT), DR only the
-    # client's FIN (FIN_WAIT), both for 120 s
+    # the client closed after each fetch: NAT saw both sides (TIME_WAIT), DR and TUN only
+    # the client's FIN (FIN_WAIT), both for 120 s
     want = "TIME_WAIT" if lab["mode"] == "nat" else "FIN_WAIT"
     assert [c["state"] for c in snap["connections"]] == [want] * 4
     assert all(118 <= c["expires"] <= 120 for c in snap["connections"])
 
 
-@pytest.mark.parametrize("request_mode", ["nat", "dr"], indirect=True)
+@pytest.mark.parametrize("request_mode", ["nat", "dr", "tun"], indirect=True)
 def test_held_connection_is_active_and_matches_ss(lab) -> None:
     holder = subprocess.Popen(
         ["ip", "netns", "exec", netns.ns("c1"), sys.executable, "-c",
@@ -136,16 +132,18 @@ def test_lab_down_removes_every_namespace() -> None:
             os.kill(pid, 0)
 
 
-def test_lab_check_finds_a_missing_vip() -> None:
+@pytest.mark.parametrize("mode", ["dr", "tun"])
+def test_lab_check_finds_a_missing_vip(mode: str) -> None:
     netns.down(out=open(os.devnull, "w"))
-    netns.up("dr", 1, 1, out=open(os.devnull, "w"))
+    netns.up(mode, 1, 1, out=open(os.devnull, "w"))
     try:
+        dev = "lo" if mode == "dr" else netns.tun_device(netns.ns("r1"))
         subprocess.run(["ip", "netns", "exec", netns.ns("r1"), "ip", "addr", "del",
-                        "203.0.113.100/32", "dev", "lo"], check=True)
+                        "203.0.113.100/32", "dev", dev], check=True)
         import io
         out = io.StringIO()
         assert netns.check(out=out) == 1
-        assert "PROBLEM rs1 203.0.113.11: VIP 203.0.113.100 on lo" in out.getvalue()
+        assert f"PROBLEM rs1 203.0.113.11: VIP 203.0.113.100 on {dev}" in out.getvalue()
     finally:
         netns.down(out=open(os.devnull, "w"))
 
@@ -203,3 +201,82 @@ def test_compare_over_ssh_as_on_the_vms(tmp_path) -> None:
     lines = both.stdout.splitlines()
     rows = [line.split()[:2] for line in lines[2:lines.index("")] if not line.startswith(" ")]
     assert rows == [["held", "nat"], ["held", "dr"]]
+
+
+LAB_CONF = """\
+! the NAT lab's web service, with keepalived's checks
+virtual_server 198.51.100.100 80 {
+    lvs_sched rr
+    lvs_method NAT
+    protocol TCP
+    delay_loop 1
+    real_server 192.0.2.11 80 {
+        inhibit_on_failure
+        HTTP_GET {
+            url {
+                path /
+                status_code 200
+            }
+            connect_timeout 1
+            retry 1
+            delay_before_retry 0.5
+        }
+    }
+    real_server 192.0.2.12 80 {
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+"""
+
+
+def test_lab_health_checks_stopped_web_server_gets_weight_0_then_back(tmp_path) -> None:
+    """NAT lab, `pyvs run` director, `pyvs checks` in the director's namespace: rs1's web
+    server stopped -> weight 0 within delay_loop + retry x delay_before_retry (+ the
+    timeouts), every new curl reaches rs2; started again -> back in the rotation."""
+    from test_health_live import wait_until
+    netns.down(out=open(os.devnull, "w"))
+    state = netns.up("nat", 2, 1, out=open(os.devnull, "w"))
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(LAB_CONF)
+    sidecar = backend = None
+
+    def curl() -> str:
+        return subprocess.run(["ip", "netns", "exec", netns.ns("c1"), "curl", "-s",
+                               "--max-time", "3", f"http://{state['vip']}/"],
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def weight(addr: str) -> int | None:
+        snap = request(netns.SOCKET, {"op": "snapshot", "connections": False})["snapshot"]
+        svc = next(s for s in snap["services"] if s["port"] == 80)
+        return next((d["weight"] for d in svc["dests"] if d["address"] == addr), None)
+    try:
+        sidecar = subprocess.Popen(
+            ["ip", "netns", "exec", netns.ns("d"), sys.executable, "-m", "pyvs.cli", "checks",
+             "--config", str(conf), "--socket", netns.SOCKET], stderr=subprocess.PIPE,
+            text=True, cwd=netns.PROJECT)
+        time.sleep(2.5)                               # the first checks have passed
+        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
+        os.killpg(state["pids"]["rs1"], signal.SIGKILL)
+        # delay_loop + retry x delay_before_retry, two checks' connect_timeout, 1.5 s slack
+        wait_until(lambda: weight("192.0.2.11") == 0, 1 + 1 * 0.5 + 2 * 1 + 1.5)
+        assert [curl() for _ in range(6)] == ["rs2\n"] * 6
+        backend = subprocess.Popen(["ip", "netns", "exec", netns.ns("r1"), sys.executable, "-m",
+                                    "pyvs.lab.backends", "--name", "rs1"], cwd=netns.PROJECT,
+                                   start_new_session=True)
+        wait_until(lambda: weight("192.0.2.11") == 1, 6)
+        assert {curl() for _ in range(4)} == {"rs1\n", "rs2\n"}
+    finally:
+        if sidecar is not None:
+            sidecar.send_signal(signal.SIGTERM)
+            _, err = sidecar.communicate(timeout=20)
+        if backend is not None:
+            os.killpg(backend.pid, signal.SIGKILL)
+            backend.wait()
+        netns.down(out=open(os.devnull, "w"))
+    lines = [line for line in err.splitlines() if "rs 192.0.2.11:80" in line]
+    assert lines[0].startswith("pyvs: check: rs 192.0.2.11:80 DOWN (HTTP_GET ")
+    assert lines[0].endswith("weight 0 (inhibit_on_failure) [TCP 198.51.100.100:80]")
+    assert lines[-1] == ("pyvs: check: rs 192.0.2.11:80 UP (HTTP_GET status 200), weight 1 "
+                         "(inhibit_on_failure) [TCP 198.51.100.100:80]")

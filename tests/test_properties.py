@@ -29,7 +29,10 @@ def build(kernel: str, fwd: int, persistent: bool) -> Director:
 
 def check_invariants(d: Director) -> None:
     per_dest: dict[int, list[int]] = {}
+    states = [0] * len(d.state_counts)
     for cp in d.connections():
+        if not cp.template:
+            states[cp.state if cp.protocol == 6 else -1] += 1
         dest = cp.dest
         slot = per_dest.setdefault(id(dest), [0, 0, 0])
         if cp.template:
@@ -46,6 +49,7 @@ def check_invariants(d: Director) -> None:
             got = [dest.activeconns, dest.inactconns, dest.persistconns]
             assert got == per_dest.get(id(dest), [0, 0, 0])
             assert min(got) >= 0
+    assert d.state_counts == states          # kept as entries change, never recounted
 
 
 event = st.tuples(

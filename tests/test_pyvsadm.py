@@ -38,7 +38,10 @@ def director(tmp_path, monkeypatch):
     path = str(tmp_path / "ctl.sock")
     monkeypatch.setenv("PYVS_SOCKET", path)
     rt = Runtime(Director(), path).start()
+    thread = rt.run_in_thread()
     yield rt
+    rt.loop.stop()
+    thread.join(5)
     rt.close()
 
 
@@ -90,6 +93,26 @@ def test_listing_variants(director) -> None:
     assert adm("-Ln", "--daemon") == (0, "", "")
     assert adm("-Ln", "--thresholds")[1].splitlines()[4] == (
         "  -> 192.168.10.1:80              0          0          0          0         ")
+
+
+def test_sched_flags_ipvsadm_lists_as_it_does(director) -> None:
+    """parse_sched_flags() takes flag-3 for any scheduler and strtok() skips empty items;
+    print_sched_flags() shows only sh's or mh's own two names for sh or mh, so flag-3
+    there lists as "()" and saves as a bare "-b "."""
+    assert adm("-A", "-f", "2", "-s", "sh", "-b", "flag-3")[0] == 0
+    assert adm("-A", "-f", "3", "-s", "mh", "-b", ",mh-port,,flag-3,")[0] == 0
+    assert adm("-A", "-f", "4", "-s", "rr", "-b", "flag-1,,flag-3")[0] == 0
+    assert adm("-Ln")[1] == (
+        "IP Virtual Server version 1.2.1 (size=4096)\n"
+        "Prot LocalAddress:Port Scheduler Flags\n"
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+        "FWM  2 sh ()\n"
+        "FWM  3 mh (mh-port)\n"
+        "FWM  4 rr (flag-1,flag-3)\n")
+    assert adm("-S", "-n")[1] == ("-A -f 2 -s sh -b \n"
+                                  "-A -f 3 -s mh -b mh-port\n"
+                                  "-A -f 4 -s rr -b flag-1,flag-3\n")
+    assert adm("-A", "-f", "5", "-b", ",,") == (2, "", "invalid scheduler flag `,,'\n")
 
 
 def test_changes_edit_delete_and_their_errors(director) -> None:
@@ -177,11 +200,12 @@ def _traffic(rt: Runtime) -> None:
     vip, c = ip_to_int("10.0.0.100"), ip_to_int("172.16.0.5")
     packets = [(40000, craft.SYN), (40001, craft.SYN), (40002, craft.SYN),
                (40000, craft.ACK), (40001, craft.ACK), (40001, craft.RST)]
-    with rt.lock:
+    def send() -> None:
         for port, flags in packets:
             rt.director.receive(craft.tcp(c, port, vip, 80, flags), rt.now(), IN)
         # counters reach -L --stats and ip_vs_stats at the estimator's next 2 s tick
         rt.director.handle_timers(rt.now() + 2.0)
+    rt.call(send)
 
 
 def test_pyvs_list_states_and_snapshot_file(director, tmp_path, capsys) -> None:

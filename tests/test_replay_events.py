@@ -92,5 +92,5 @@ def test_a_refused_event_is_one_line(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == "pyvs replay: an event was refused: No such destination\n"
     assert main(["replay", str(tmp_path / "c.pcap"), "--config", str(tmp_path / "rules"),
                  "--event", "9 ipvsadm -C", "--at", "2"]) == 0
-    assert capsys.readouterr().err == ("pyvs: warning: 1 event after the last --at (2 s) "
-                                       "was not applied\n")
+    assert capsys.readouterr().err.startswith("pyvs: warning: 1 event after the last --at "
+                                              "(2 s) was not applied\npyvs replay: capture: ")

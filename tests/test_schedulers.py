@@ -50,7 +50,7 @@ def test_rr_del_dest_steps_cursor_back():
 
 
 def test_wrr_first_round_then_steady_cycle():
-    # added C(1) then B(2) then A(3): list order A, B, C (reference §e)
+    # added C(1) then B(2) then A(3): list order A, B, C (docs/ipvs.md, schedulers)
     d = Director()
     svc = d.add_service(6, VIP, 80, scheduler="wrr")
     names = {}

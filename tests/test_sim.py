@@ -1,5 +1,5 @@
-"""The simulator: the seed's observations as assertions, for the modern and 2.6 profiles,
-plus exact TCP endpoint timers (the truth the director is measured against)."""
+"""The simulator: the classic LVS write-ups' observations as assertions, for the modern and
+2.6 profiles, plus exact TCP endpoint timers (the truth the director is measured against)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pyvs.sim.events import Simulation
 from pyvs.sim.network import LabParams
 from pyvs.sim.run import run
 from pyvs.sim.scenarios import BUILTIN, Scenario, parse_scenario
+from pyvs.truth import tcpstates
 
 KERNELS = ("modern", "2.6")
 RS1, RS2 = "192.0.2.11", "192.0.2.12"
@@ -170,7 +171,7 @@ class Wire:
             self.sim.after(self.delay, self.a.receive, pkt)
 
     def changes(self, side: str) -> list[tuple[float, str]]:
-        return [(t, tcp.STATE_NAMES[new]) for t, s, _, new in self.log if s == side]
+        return [(t, tcpstates.STATE_NAMES[new]) for t, s, _, new in self.log if s == side]
 
 
 class Quiet:

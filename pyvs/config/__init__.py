@@ -7,10 +7,10 @@ keepalived.conf, detected from the content or named with `--config-format`.
 from __future__ import annotations
 
 from ..resources import find_config
-from . import rules, yamlfile
+from . import keepalived, rules, yamlfile
 from .model import Config, ConfigFileError, RealServer, VirtualService, from_snapshot
 
-FORMATS = ("yaml", "ipvsadm")
+FORMATS = ("yaml", "ipvsadm", "keepalived")
 
 __all__ = ["Config", "ConfigFileError", "RealServer", "VirtualService", "FORMATS",
            "detect", "from_snapshot", "load"]
@@ -20,6 +20,8 @@ def detect(text: str) -> str:
     """The format of a configuration file's text."""
     if rules.looks_like(text):
         return "ipvsadm"
+    if keepalived.looks_like(text):
+        return "keepalived"
     return "yaml"
 
 
@@ -30,4 +32,6 @@ def load(path: str, fmt: str | None = None) -> Config:
     fmt = fmt or detect(text)
     if fmt == "ipvsadm":
         return rules.parse(text, path)
+    if fmt == "keepalived":
+        return keepalived.parse(path, lambda p: text if p == path else yamlfile.read_text(p))
     return yamlfile.load(path, text)

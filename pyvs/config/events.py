@@ -4,7 +4,7 @@ T is seconds (after a capture's first packet in replay, simulated seconds in a s
 ipvsadm arguments are parsed by pyvsadm's parser, so an event means what the same
 pyvsadm command means against a running director.  NAME is a file of
 /proc/sys/net/ipv4/vs (`net.ipv4.vs.` may be written before it); sync_threshold takes its
-two numbers ("3 50").
+two numbers ("3 50"), written at once as the kernel's file is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..pyvsadm import Exit, parse
 from .model import ConfigFileError
 
 CHANGES = ("add-service", "edit-service", "delete-service", "flush", "add-server",
-           "edit-server", "delete-server", "zero", "set")
+           "edit-server", "delete-server", "zero", "set", "start-daemon", "stop-daemon")
 
 
 class EventError(ValueError):
@@ -25,7 +25,7 @@ class EventError(ValueError):
 
 
 def sysctl_commands(assignment: str) -> list[C.Command]:
-    """`NAME=VALUE` -> the SetSysctl commands it makes."""
+    """`NAME=VALUE` -> the command it makes (a list, one command)."""
     name, eq, value = assignment.partition("=")
     name = name.strip().removeprefix("net.ipv4.vs.").replace("/", ".")
     if not eq or not name:
@@ -34,16 +34,16 @@ def sysctl_commands(assignment: str) -> list[C.Command]:
     names = PAIRS.get(name, (name,))
     if len(parts) != len(names) or not all(p.lstrip("-").isdigit() for p in parts):
         raise EventError(f"sysctl {name}: {value!r} is not {len(names)} integer(s)")
-    cmds: list[C.Command] = [C.SetSysctl(n, int(p)) for n, p in zip(names, parts)]
-    for cmd in cmds:
-        problem = C.check(cmd)
-        if problem:
-            raise EventError(f"sysctl {problem}")
-    return cmds
+    cmd: C.Command = (C.SetSyncThreshold(int(parts[0]), int(parts[1])) if len(parts) == 2
+                      else C.SetSysctl(name, int(parts[0])))
+    problem = C.check(cmd)
+    if problem:
+        raise EventError(f"sysctl {problem}")
+    return [cmd]
 
 
 def parse_event(text: str) -> list[C.Event]:
-    """One event line -> its events (a sysctl pair gives two at the same instant)."""
+    """One event line -> its events."""
     words = shlex.split(text, comments=True)
     if not words:
         return []

@@ -1,7 +1,7 @@
 """Control-plane commands: every change a director accepts, as a value.
 
-A command is what ipvsadm sends the kernel (-A -E -D -C -a -e -d -Z --set), a write to
-/proc/sys/net/ipv4/vs, or a sync daemon start/stop.  Front ends only build commands: the
+A command is what ipvsadm sends the kernel (-A -E -D -C -a -e -d -Z --set, --start-daemon,
+--stop-daemon) or a write to /proc/sys/net/ipv4/vs.  Front ends only build commands: the
 pyvsadm command line, ipvsadm rules files, YAML and keepalived configurations, replay and
 scenario events, health checkers, the control socket.  :meth:`Director.apply` checks each
 one (:func:`check`: the values no kernel would take, with ipvsadm's or libipvs's texts)
@@ -29,7 +29,7 @@ from .limits import (
     MAX_WEIGHT,
     NETMASK_ALL,
 )
-from .packet import IPPROTO_TCP, IPPROTO_UDP
+from .packet import IPPROTO_TCP, IPPROTO_UDP, int_to_ip
 from .service import SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3
 
 SERVICE_FLAGS: Final = (SVC_F_PERSISTENT | SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2
@@ -39,6 +39,12 @@ PROTOCOLS: Final = (IPPROTO_TCP, IPPROTO_UDP)
 
 class CommandError(ValueError):
     """A command no kernel would take, or a malformed one; the text says why."""
+
+
+class ConfigError(ValueError):
+    """A control-plane request the kernel (or ipvsadm) would refuse; the text says why.
+    (Defined here, beside the commands, so that the engine and the sync daemons, which
+    the engine holds, share it without importing each other.)"""
 
 
 @dataclass(frozen=True)
@@ -125,15 +131,53 @@ class SetTimeouts:
 
 @dataclass(frozen=True)
 class SetSysctl:
-    """A write to /proc/sys/net/ipv4/vs/NAME (sync_threshold's two numbers are the knobs
-    sync_threshold and sync_period)."""
+    """A write to /proc/sys/net/ipv4/vs/NAME.  sync_threshold's file holds two numbers,
+    the knobs sync_threshold and sync_period: setting one keeps the other (a write of the
+    file, both at once, is :class:`SetSyncThreshold`)."""
 
     name: str
     value: int
 
 
+@dataclass(frozen=True)
+class SetSyncThreshold:
+    """A write of both numbers of /proc/sys/net/ipv4/vs/sync_threshold at once, checked
+    as a pair (proc_do_sync_threshold()): `echo "60 100" > sync_threshold` is valid even
+    though 60 is above the old period."""
+
+    threshold: int
+    period: int
+
+
+DAEMON_STATES: Final = ("master", "backup")     # IP_VS_STATE_MASTER 1, IP_VS_STATE_BACKUP 2
+IFNAME_MAXLEN: Final = 16                       # IP_VS_IFNAME_MAXLEN (NUL included)
+MAX_SYNC_MAXLEN: Final = 65535 - 20 - 8         # ipvsadm's bound: IPv4 + UDP headers
+
+
+@dataclass(frozen=True)
+class StartDaemon:
+    """ipvsadm --start-daemon master|backup (start_sync_thread()).  0 means the kernel's
+    default: maxlen from the MTU (the master assumes 1500), group 224.0.0.81, port 8848,
+    TTL 1.  `mcast_group` is an IPv4 address as an integer."""
+
+    state: str
+    mcast_ifn: str
+    syncid: int = 0
+    sync_maxlen: int = 0
+    mcast_group: int = 0
+    mcast_port: int = 0
+    mcast_ttl: int = 0
+
+
+@dataclass(frozen=True)
+class StopDaemon:
+    """ipvsadm --stop-daemon master|backup (stop_sync_thread())."""
+
+    state: str
+
+
 Command = (AddService | EditService | DelService | Flush | Zero | AddDest | EditDest | DelDest
-           | SetTimeouts | SetSysctl)
+           | SetTimeouts | SetSysctl | SetSyncThreshold | StartDaemon | StopDaemon)
 
 @dataclass(frozen=True)
 class Event:
@@ -148,6 +192,8 @@ OPS: Final[dict[str, type]] = {
     "add-service": AddService, "edit-service": EditService, "delete-service": DelService,
     "flush": Flush, "zero": Zero, "add-server": AddDest, "edit-server": EditDest,
     "delete-server": DelDest, "set": SetTimeouts, "sysctl": SetSysctl,
+    "sync-threshold": SetSyncThreshold, "start-daemon": StartDaemon,
+    "stop-daemon": StopDaemon,
 }
 OP_NAMES: Final = {cls: op for op, cls in OPS.items()}
 
@@ -201,8 +247,35 @@ def _dest_problem(c: AddDest) -> str | None:
     return None
 
 
+def _start_daemon_problem(c: StartDaemon) -> str | None:
+    """ipvsadm's checks of the daemon options (it never sends other values)."""
+    if c.state not in DAEMON_STATES:
+        return "illegal start-daemon parameter specified"
+    if not 0 <= c.syncid <= 255:
+        return "illegal syncid specified"
+    if not 0 <= c.sync_maxlen <= MAX_SYNC_MAXLEN:
+        return "illegal sync-maxlen specified"
+    if c.mcast_group and not (0 <= c.mcast_group <= MAX_ADDR
+                              and c.mcast_group >> 28 == 0xE):     # IN_MULTICAST()
+        text = int_to_ip(c.mcast_group) if 0 <= c.mcast_group <= MAX_ADDR else c.mcast_group
+        return f"invalid IPv4 mcast-group `{text}'"
+    if not 0 <= c.mcast_port <= MAX_PORT:
+        return "illegal mcast-port specified"
+    if not 0 <= c.mcast_ttl <= 255:
+        return "illegal mcast-ttl specified"
+    if len(c.mcast_ifn.encode()) >= IFNAME_MAXLEN:
+        return f"mcast-interface {c.mcast_ifn!r}: longer than {IFNAME_MAXLEN - 1} bytes"
+    return None
+
+
 def check(c: Command) -> str | None:
     """Why the kernel (or ipvsadm, for values it never sends) refuses `c`; None if not."""
+    if isinstance(c, StartDaemon):
+        return _start_daemon_problem(c)
+    if isinstance(c, StopDaemon):
+        return None if c.state in DAEMON_STATES else "illegal start_daemon specified"
+    if isinstance(c, SetSyncThreshold):
+        return sysctls.threshold_problem(c.threshold, c.period)
     if isinstance(c, SetTimeouts):
         for value in (c.tcp, c.tcpfin, c.udp):
             if not 0 <= value <= MAX_TIMEOUT:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .service import Dest
 
 INF: Final = float("inf")
+INVALID_PORT: Final = 0xFFFF        # the ports of an invalidated template
 CONN_KEY: Final = struct.Struct("!IIHH")    # saddr, daddr, sport, dport
 
 
@@ -66,7 +67,8 @@ class Conn:
 
     __slots__ = (
         "key", "protocol", "daddr", "dport", "dest", "fwd", "state", "timeout", "expires",
-        "heap_at", "inactive", "noout", "control", "out_key", "alive", "masq",
+        "heap_at", "inactive", "noout", "control", "out_key", "alive", "masq", "in_pkts",
+        "old_state", "sync_endtime", "synced",
     )
     template = False
     n_control = 0                   # only a Template controls other entries
@@ -89,6 +91,13 @@ class Conn:
         self.out_key: bytes | None = None
         self.alive = True
         self.masq: MasqRewrite | None = None
+        self.in_pkts = 0            # inbound packets (drop_entry's rate, the sync rules)
+        # connection sync (ip_vs_sync.c): the state last synced, the jiffy its sync runs
+        # out (-1: not yet known), and IP_VS_CONN_F_SYNC (made by a backup from a master's
+        # message: /proc/net/ip_vs_conn_sync's Origin SYNC)
+        self.old_state = 0
+        self.sync_endtime = -1
+        self.synced = False
 
     @property
     def caddr(self) -> int:

@@ -16,8 +16,11 @@ from typing import Final
 
 from . import commands as C
 from . import states as S
+from .commands import ConfigError
 from .conn import (
     CONN_KEY,
+    INF,
+    INVALID_PORT,
     UDP_KEY_PREFIX,
     Conn,
     MasqRewrite,
@@ -25,6 +28,13 @@ from .conn import (
     TimerWheel,
     conn_key,
     reply_key,
+)
+from .defense import (
+    DEFENSE_PERIOD,
+    ENTRY_BYTES,
+    TODROP_RATE,
+    Defense,
+    availmem,
 )
 from .forwarding import DROUTE, MASQ, TUNNEL
 from .limits import DEFAULT_SCHEDULER, NETMASK_ALL
@@ -48,17 +58,20 @@ from .service import (
     Service,
 )
 from .stats import ESTIMATOR_PERIOD, Counters, Estimator
-from .sysctls import Sysctls
-from .sysctls import check as sysctl_problem
+from .sync import SyncBackup, SyncMaster, start_daemon, stop_daemon
+from .sysctls import Sysctls, change_problem
 from .verdict import (
     ACCEPT,
     DROP,
+    R_BACKUP_ONLY,
     R_DEST_UNAVAILABLE,
+    R_DROP_PACKET,
     R_FORWARD,
     R_FRAGMENT,
     R_MALFORMED,
     R_NO_CONNECTION,
     R_NO_DESTINATION,
+    R_NO_MEMORY,
     R_NO_SERVICE,
     R_NOT_IPV4,
     R_NOT_SCHEDULED,
@@ -68,23 +81,22 @@ from .verdict import (
     accept,
     drop,
 )
+from .wheel import HZ, jiffies, wheel_fires
 
 IN: Final = 0     # client -> virtual service (ip_vs_in_hook)
 OUT: Final = 1    # realserver -> client (ip_vs_out_hook)
 
 EXPIRE_LATER: Final = 60.0          # a template that still controls connections waits 60 s more
-TRASH_PERIOD: Final = 120.0         # IP_VS_DEST_TRASH_PERIOD: idle removed realservers are freed
-INVALID_PORT: Final = 0xFFFF        # ports of an invalidated template
+TRASH_PERIOD: Final = 120 * HZ      # IP_VS_DEST_TRASH_PERIOD (jiffies): idle removed realservers
+                                    # are freed this long after a trash run found them idle; the
+                                    # trash runs every half of it while it holds any
 UNPRIVILEGED_PORT_START: Final = 1024
 
 _ACCEPT_FORWARD: Final = accept(R_FORWARD)
 _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, R_NO_SERVICE,
-                                  R_NO_CONNECTION, R_NOT_SCHEDULED)}
-_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK)}
-
-
-class ConfigError(ValueError):
-    """A control-plane request the kernel (or ipvsadm) would refuse; the text says why."""
+                                  R_NO_CONNECTION, R_NOT_SCHEDULED, R_BACKUP_ONLY)}
+_DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK,
+                                     R_NO_MEMORY, R_DROP_PACKET)}
 
 
 @dataclass
@@ -101,7 +113,8 @@ class Director:
 
     def __init__(self, kernel: str = "modern", sysctls: Sysctls | None = None,
                  timeouts: Timeouts | None = None, tunnel_source: int | None = None,
-                 route_mark_base: int = 1000, start: float = 0.0) -> None:
+                 route_mark_base: int = 1000, start: float = 0.0,
+                 memory_limit: int | None = None, seed: int = 0) -> None:
         if kernel not in S.PROFILES:
             raise ConfigError(f"unknown kernel profile {kernel!r}")
         self.profile = S.PROFILES[kernel]
@@ -120,30 +133,52 @@ class Director:
         self._timers = TimerWheel()
         self._masq: dict[tuple[int, int, int, int], MasqRewrite] = {}
         self._trash: dict[tuple, Dest] = {}
+        self._trash_run: int | None = None      # the trash timer's next run (jiffy)
         self._route_marks: dict[int, int] = {}
         self._tunnel_id = 0
         self.total_base = Counters()
         self.total_est = Estimator()
         self.drops: dict[str, int] = {}
+        # connections by state, kept as they change: TCP states by index, UDP last
+        self.state_counts: list[int] = [0] * (S.N_TCP_STATES + 1)
+        self._build_packets = True        # False within a receive(headers_only=True)
         # Observer for drivers that track entries one by one (the simulator's truth
         # comparison): called with (conn, now) after a connection (not a template) is
         # created, changes state, or leaves the table (conn.alive is then False).
         self.watch: Callable[[Conn, float], None] | None = None
+        # A master sync daemon (pyvs.core.sync.SyncMaster.hook): called with (entry, now,
+        # True) after each inbound packet, as ip_vs_in_hook() calls ip_vs_sync_conn(), and
+        # with (template, now, False) when a template still in use is put off 60 s.
+        self.sync: Callable[[Conn, float, bool], None] | None = None
+        # The sync daemons (ipvsadm --start-daemon), control-plane state like the services:
+        # started and stopped by Director.apply, their sockets the drivers' business.
+        self.sync_master: SyncMaster | None = None
+        self.sync_backup: SyncBackup | None = None
+        # The network interfaces a daemon may be started on, and their MTUs, as the driver
+        # last saw them (the kernel looks the device up at start); None: not known (replay,
+        # simulation), every name taken, with MTU 1500.
+        self.links: dict[str, int] | None = None
+        # sysctl_backup_only(): backup_only=1 while a backup daemon runs turns IPVS off
+        self.passive = False
         self.start = start
         self._next_est = start + ESTIMATOR_PERIOD
         self._due = self._next_est
+        # the defenses: a memory budget (bytes; None: unbounded) and what they decided
+        self.memory_limit = memory_limit
+        self.defense = Defense(seed)
+        self._next_defense = start + DEFENSE_PERIOD
         self.timeouts = Timeouts()
         self._tcp_timeouts = [float(t) for t in S.TCP_TIMEOUTS]
         self._udp_timeout = float(S.UDP_TIMEOUT)
         if timeouts is not None:
             self.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp)
-        self._select_tables()
+        self._update_defense()
 
     # ------------------------------------------------------------------ configuration
     def _select_tables(self) -> None:
-        """secure_tcp 3 uses tcp_states_dos always; 1 and 2 only under memory pressure,
-        which pyvs never has (2 falls back to 1 at the next defense-level update)."""
-        table = self.profile.dos if self.sysctls.secure_tcp >= 3 else self.profile.normal
+        """tcp_timeout_change(): tcp_states_dos while secure_tcp reads 2 or 3 (3: always;
+        1 becomes 2 while memory is short, and back)."""
+        table = self.profile.dos if self.sysctls.secure_tcp > 1 else self.profile.normal
         # rows indexed by FLAG_ROW; index -1 (no RST/SYN/FIN/ACK) is an all-CLOSE row
         close = (S.CLOSE,) * S.N_TCP_STATES
         self._rows_input: S.Section = (*table[S.INPUT], close)
@@ -159,10 +194,9 @@ class Director:
         problem = C.check(cmd)
         if problem:
             raise ConfigError(problem)
-        if isinstance(cmd, C.SetTimeouts):
-            self.set_timeouts(cmd.tcp, cmd.tcpfin, cmd.udp)
-        elif isinstance(cmd, C.SetSysctl):
-            self.set_sysctl(cmd.name, cmd.value)
+        if isinstance(cmd, (C.SetTimeouts, C.SetSysctl, C.SetSyncThreshold, C.StartDaemon,
+                            C.StopDaemon)):
+            self._apply_setting(cmd, now)
         elif isinstance(cmd, C.Flush):
             self.clear(now)
         elif isinstance(cmd, C.EditService):
@@ -192,6 +226,23 @@ class Director:
         else:
             raise ConfigError(f"not a command: {cmd!r}")
 
+    def _apply_setting(self, cmd: C.Command, now: float) -> None:
+        """The commands that change no service: timeouts, sysctls, the sync daemons."""
+        if isinstance(cmd, C.SetTimeouts):
+            self.set_timeouts(cmd.tcp, cmd.tcpfin, cmd.udp)
+        elif isinstance(cmd, C.SetSysctl):
+            self.set_sysctl(cmd.name, cmd.value)
+        elif isinstance(cmd, C.SetSyncThreshold):
+            self.sysctls.sync_threshold, self.sysctls.sync_period = cmd.threshold, cmd.period
+        elif isinstance(cmd, C.StartDaemon):
+            start_daemon(self, cmd, now)
+        elif isinstance(cmd, C.StopDaemon):
+            stop_daemon(self, cmd.state)
+        self._update_passive()
+
+    def _update_passive(self) -> None:
+        self.passive = bool(self.sysctls.backup_only) and self.sync_backup is not None
+
     def _service(self, key: C.ServiceKey, missing: str) -> Service:
         svc = self.find_service(key.protocol, key.addr, key.port, key.fwmark)
         if svc is None:
@@ -207,11 +258,12 @@ class Director:
 
     def set_sysctl(self, name: str, value: int) -> None:
         """A write to /proc/sys/net/ipv4/vs/NAME."""
-        problem = sysctl_problem(name, value)
+        problem = change_problem(self.sysctls, name, value)
         if problem:
             raise ConfigError(problem)
         setattr(self.sysctls, name, int(value))
-        self._select_tables()
+        self._update_defense()            # proc_do_defense_mode(): at once
+        self._update_passive()
 
     def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
         """ip_vs_set_timeout(): 0 leaves a value unchanged; tcpfin is FIN_WAIT only.  An
@@ -361,9 +413,13 @@ class Director:
         if notify_scheduler:
             svc.scheduler.del_dest(svc, dest, index)
         dest.available = False
+        self._purge_trash(now)
+        if not self._trash:                # __ip_vs_del_dest(): the timer starts anew
+            j = jiffies(now)
+            self._trash_run = wheel_fires(j + TRASH_PERIOD // 2, j)
         self._trash[self._trash_key(svc, dest.addr, dest.port)] = dest
-        if not self._dest_refs(dest):
-            dest.idle_since = now
+        dest.idle_start = None
+        dest.idle_since = None if self._dest_refs(dest) else now
         if self.sysctls.expire_nodest_conn and self.profile.nodest_flush:
             self._expire_nodest_conns(now)
 
@@ -372,13 +428,29 @@ class Director:
         return dest.activeconns + dest.inactconns + dest.persistconns
 
     def _purge_trash(self, now: float) -> None:
-        """Free removed realservers idle for a trash period (their counters go with them)."""
-        for key, dest in list(self._trash.items()):
-            if dest.idle_since is not None and now - dest.idle_since >= TRASH_PERIOD:
-                del self._trash[key]
+        """The trash runs due by `now` (ip_vs_dest_trash_expire()), worked out when the trash
+        is next used: a run notes when it first finds a realserver idle (no entry holds
+        it) and frees it at the first run a trash period after that, counters and all, so
+        120-180 s after it went idle; runs follow each other by half a period while the
+        trash holds anything.  Nothing but a re-add sees the trash, so nothing else needs
+        the runs at their own time."""
+        trash = self._trash
+        while self._trash_run is not None and self._trash_run <= jiffies(now):
+            run = self._trash_run
+            for key, dest in list(trash.items()):
+                if dest.idle_since is None or jiffies(dest.idle_since) > run:
+                    continue                       # refcnt > 1: entries still hold it
+                if dest.idle_start is None:
+                    dest.idle_start = run
+                elif run >= dest.idle_start + TRASH_PERIOD:
+                    del trash[key]
+            self._trash_run = wheel_fires(run + TRASH_PERIOD // 2, run) if trash else None
 
     def _expire_nodest_conns(self, now: float) -> None:
-        """ip_vs_expire_nodest_conn_flush(): drop every connection of a removed server."""
+        """ip_vs_expire_nodest_conn_flush(): delete every entry of a removed realserver
+        that controls nothing, templates included (they share the kernel's hash table),
+        and the controller each deleted connection leaves empty, ASSURED or not (the walk
+        deletes it after ip_vs_conn_del() of its last child)."""
         for cp in list(self._in.values()):
             dest = cp.dest
             if dest.available or cp.n_control:
@@ -387,6 +459,9 @@ class Director:
             self._expire(cp, now)
             if ct is not None and ct.alive and not ct.n_control:
                 self._expire(ct, now)
+        for tpl in list(self._template_list):
+            if not tpl.dest.available and not tpl.n_control:
+                self._expire(tpl, now)
 
     def zero(self, svc: Service | None = None) -> None:
         """ipvsadm -Z: zero a service (and its realservers) or everything."""
@@ -400,9 +475,8 @@ class Director:
 
     # ------------------------------------------------------------------ timers
     def next_timer(self) -> float | None:
-        """When handle_timers() next has work (connection expiry or estimator tick)."""
-        t = self._timers.next_time()
-        return self._next_est if t is None or self._next_est < t else t
+        """When handle_timers() next has work (expiry, estimator or defense tick)."""
+        return self._due
 
     def handle_timers(self, now: float) -> None:
         """Fire every timer due at or before `now`, each at its own exact time.
@@ -415,13 +489,149 @@ class Director:
                 # nothing either, so an idle span of any length costs one tick
                 idle = int((now - self._next_est) // ESTIMATOR_PERIOD) + 1
                 self._next_est += idle * ESTIMATOR_PERIOD
+        if self._defending():
+            self._defense_until(now)
+        self._expire_until(now)
+        due = self._next_est
+        t = self._timers.next_time()
+        if t is not None and t < due:
+            due = t
+        if self._defending() and self._next_defense < due:
+            due = self._next_defense
+        self._due = due
+
+    def _expire_until(self, now: float) -> None:
         timers = self._timers
         cp = timers.pop_due(now)
         while cp is not None:
             self._expire(cp, cp.expires)
             cp = timers.pop_due(now)
-        t = timers.next_time()
-        self._due = self._next_est if t is None or self._next_est < t else t
+
+    # ------------------------------------------------------------------ defenses
+    def _defending(self) -> bool:
+        """The defense timer has work: a memory budget, or drop_entry=3 (always on)."""
+        return self.memory_limit is not None or self.sysctls.drop_entry == 3
+
+    def _update_defense(self) -> None:
+        """update_defense_level() now, against the entries in the table."""
+        self.defense.update(self.sysctls, availmem(self.memory_limit, self.connection_count()))
+        self._select_tables()
+
+    def _defense_until(self, now: float) -> None:
+        """The 1 s defense ticks due by `now`, each after the expiries before it.  Ticks
+        that can change nothing are skipped: while no level changes and no entry is one
+        drop_entry could touch, only an expiry, a packet or an entry's 60 s of quiet can
+        change that (a tick's random draws then decide nothing)."""
+        while self._next_defense <= now:
+            t = self._next_defense
+            self._expire_until(t)
+            before = (self.defense.short, self.sysctls.secure_tcp)
+            still_until = self._defense_tick(t)
+            self._next_defense = t + DEFENSE_PERIOD
+            if before != (self.defense.short, self.sysctls.secure_tcp):
+                continue
+            nxt = self._timers.next_time()
+            target = min(now, still_until, INF if nxt is None else nxt)
+            skip = int((target - self._next_defense) // DEFENSE_PERIOD)
+            if skip > 0:
+                self._next_defense += skip * DEFENSE_PERIOD
+
+    def _defense_tick(self, now: float) -> float:
+        """defense_work_handler(): update the levels; drop entries while dropentry is on.
+        Returns until when further ticks cannot touch an entry (`now`: they can)."""
+        self._update_defense()
+        return self._random_dropentry(now) if self.defense.dropentry else INF
+
+    def _random_dropentry(self, now: float) -> float:
+        """ip_vs_random_dropentry(): 128 times (1/32 of the 4096 hash buckets) draw a
+        random bucket, repeats allowed, and walk its entries newest first
+        (Defense.scan()), deleting
+        half-open TCP entries, quiet ones at todrop_entry()'s rate, never one that
+        controls others.  Templates (4.19+): a one-packet service's at todrop_entry()'s
+        rate, others at once unless ASSURED; 4.9-4.18 only the one-packet ones; before 4.9
+        none.  Returns until when no entry can be touched (`now` if one can)."""
+        defense = self.defense
+        entries: list[Conn] = list(self._in.values())
+        entries.extend(self._template_list)
+        dropped = 0
+        for chain in defense.scan(len(entries)):
+            for i in chain:
+                cp = entries[i]
+                if not cp.alive or cp.n_control:
+                    continue
+                rated = self._drop_candidate(cp)
+                if rated < 0 or rated > 0 and not defense.todrop_entry(
+                        cp.in_pkts, now - (cp.expires - cp.timeout)):
+                    continue
+                self._drop_entry(cp, now)
+                dropped += 1
+        defense.entries_dropped += dropped
+        return now if dropped else self._untouchable_until(now)
+
+    def _untouchable_until(self, now: float) -> float:
+        """Until when drop_entry can touch no entry: `now` if one is touchable already,
+        else when the first rated entry has been quiet for 60 s (INF: never)."""
+        until = INF
+        for entries in (self._in.values(), self._template_list):
+            for cp in entries:
+                rated = self._drop_candidate(cp)
+                if rated < 0:
+                    continue
+                quiet_from = cp.expires - cp.timeout
+                if rated == 0 or now - quiet_from >= 60.0:
+                    return now
+                if quiet_from + 60.0 < until:
+                    until = quiet_from + 60.0
+        return until
+
+    def _drop_candidate(self, cp: Conn) -> int:
+        """How ip_vs_random_dropentry() treats an entry: -1 never dropped, 0 dropped when
+        seen, 1 at todrop_entry()'s rate (which needs 1..8 inbound packets)."""
+        if cp.n_control:
+            return -1
+        rated = 0 < cp.in_pkts < len(TODROP_RATE)
+        if cp.template:
+            profile = self.profile
+            if profile.drop_ops_templates and cp.dest.svc.flags & SVC_F_ONEPACKET:
+                return 1 if rated else -1
+            return 0 if profile.assure_templates and not cp.state & S.TEMPLATE_ASSURED else -1
+        if cp.protocol == IPPROTO_TCP:
+            if cp.state == S.SYN_RECV or cp.state == S.SYNACK:
+                return 0
+            if cp.state != S.ESTABLISHED:
+                return -1
+        return 1 if rated else -1
+
+    def _drop_entry(self, cp: Conn, now: float) -> None:
+        """What drop_entry does to an entry it picked.  4.19+: ip_vs_conn_del(), whose
+        timeout 0 makes ip_vs_conn_expire() delete the controller it leaves empty unless
+        that is an ASSURED template.  Before: ip_vs_conn_expire_now() of the entry and then
+        of its controller; both timers fire at once, the controller's first (the timer
+        wheel runs a bucket newest first), so a controller still counting the entry is put
+        off for 60 s (expire_later)."""
+        ct = cp.control
+        if not self.profile.assure_templates:
+            if ct is not None:
+                self._expire(ct, now)
+            self._expire(cp, now)
+            return
+        self._expire(cp, now)
+        if (ct is not None and ct.alive and not ct.n_control
+                and not (ct.template and ct.state & S.TEMPLATE_ASSURED)):
+            self._expire(ct, now)
+
+    def _full(self) -> bool:
+        """ip_vs_conn_new() cannot allocate: the memory budget is spent."""
+        limit = self.memory_limit
+        return limit is not None and (self.connection_count() + 1) * ENTRY_BYTES > limit
+
+    def set_memory_limit(self, limit: int | None, now: float) -> None:
+        """The director's memory budget, in bytes (None: unbounded)."""
+        self.memory_limit = limit
+        self._next_defense = now + DEFENSE_PERIOD
+        self._update_defense()
+        if self._next_defense < self._due:
+            self._due = self._next_defense
 
     def _estimate(self) -> bool:
         """estimation_timer(): every 2 s, copy counters to kstats and update the rates;
@@ -451,6 +661,7 @@ class Director:
         key = conn_key(protocol, caddr, vaddr, cport, vport)
         cp = Conn(key, protocol, dest.addr, dport, dest)
         dest.inactconns += 1
+        self.state_counts[0 if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
         self._in[key] = cp
         if dest.fwd == MASQ:
             cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
@@ -472,6 +683,56 @@ class Director:
         dest.check_overload_on_bind()
         return ct
 
+    def insert_entry(self, protocol: int, caddr: int, cport: int, vaddr: int, vport: int,
+                     dest: Dest, dport: int, fwd: int, state: int, inactive: bool,
+                     noout: bool, expires: float, timeout: float, in_pkts: int,
+                     control: Template | None, now: float) -> Conn:
+        """An entry made without a packet (a restored table, a synced entry): bound to
+        `dest` with the forwarding method and flags it had, counted as its INACTIVE flag
+        says, expiring at `expires`."""
+        key = conn_key(protocol, caddr, vaddr, cport, vport)
+        cp = Conn(key, protocol, dest.addr, dport, dest)
+        cp.fwd, cp.state, cp.inactive, cp.noout = fwd, state, inactive, noout
+        cp.timeout, cp.in_pkts = timeout, in_pkts
+        if inactive:
+            dest.inactconns += 1
+        else:
+            dest.activeconns += 1
+        old = self._in.get(key)
+        if old is not None:
+            self._expire(old, now)
+        self.state_counts[state if protocol == IPPROTO_TCP else S.N_TCP_STATES] += 1
+        self._in[key] = cp
+        if fwd == MASQ:
+            cp.out_key = conn_key(protocol, dest.addr, caddr, dport, cport)
+            self._out[cp.out_key] = cp
+            cp.masq = self._masq_rewrite(vaddr, vport, dest.addr, dport)
+        if control is not None:
+            cp.control = control
+            control.n_control += 1
+        dest.check_overload_on_bind()
+        self._arm_at(cp, expires)
+        if self.watch is not None:
+            self.watch(cp, now)
+        return cp
+
+    def insert_template(self, protocol: int, snet: int, vaddr: int, vport: int, dest: Dest,
+                        dport: int, state: int, expires: float, timeout: float,
+                        in_pkts: int) -> Template:
+        """A persistence template made without a packet (restored or synced)."""
+        ct = self._new_template(protocol, snet, vaddr, vport, dest, dport, 0)
+        ct.state, ct.timeout, ct.in_pkts = state, timeout, in_pkts
+        if vport != INVALID_PORT:
+            self._templates[(protocol, snet, vaddr, vport)] = ct
+        self._template_list[ct] = None
+        self._arm_at(ct, expires)
+        return ct
+
+    def _arm_at(self, cp: Conn, expires: float) -> None:
+        self._timers.arm(cp, expires)
+        if expires < self._due:
+            self._due = expires
+
     def _masq_rewrite(self, vaddr: int, vport: int, daddr: int, dport: int) -> MasqRewrite:
         """The rewrite material for vaddr:vport <-> daddr:dport, shared by its connections."""
         m = self._masq.get((vaddr, vport, daddr, dport))
@@ -485,6 +746,8 @@ class Director:
         if cp.n_control:
             cp.timeout = EXPIRE_LATER
             self._timers.arm(cp, at + EXPIRE_LATER)
+            if self.sync is not None:
+                self.sync(cp, at, False)
             return
         cp.alive = False
         if cp.template:
@@ -493,6 +756,7 @@ class Director:
             if self._templates.get(key) is cp:
                 del self._templates[key]
         else:
+            self.state_counts[cp.state if cp.protocol == IPPROTO_TCP else S.N_TCP_STATES] -= 1
             if self._in.get(cp.key) is cp:
                 del self._in[cp.key]
             if cp.out_key is not None and self._out.get(cp.out_key) is cp:
@@ -558,6 +822,8 @@ class Director:
         dest = svc.scheduler.schedule(svc, caddr, cport, vaddr, now)
         if dest is None:
             return None, 0
+        if self._full():
+            return None, -1                # ip_vs_conn_new() failed: dropped
         cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest,
                             dest.port or vport, now)
         self._conn_stats(dest)
@@ -579,6 +845,8 @@ class Director:
             dest = svc.scheduler.schedule(svc, caddr, cport, vaddr, now)
             if dest is None:
                 return None, 0
+            if self._full():
+                return None, -1
             t_dport = dest.port if (vport == svc.port and svc.port != FTPPORT) else 0
             ct = self._new_template(t_proto, snet, t_vaddr, t_vport, dest, t_dport, svc.timeout)
             self._templates[key] = ct
@@ -588,6 +856,8 @@ class Director:
         dport = vport
         if dport == svc.port and dest.port:
             dport = dest.port
+        if self._full():
+            return None, -1
         cp = self._new_conn(protocol, caddr, cport, vaddr, vport, dest, dport, now)
         cp.control = ct
         ct.n_control += 1
@@ -617,21 +887,32 @@ class Director:
             ct = cp.control
             if ct is not None:
                 ct.state |= S.TEMPLATE_ASSURED
+        counts = self.state_counts
+        counts[cp.state] -= 1
+        counts[new] += 1
         cp.state = new
         if self.watch is not None:
             self.watch(cp, now)
 
     # ------------------------------------------------------------------ the packet path
-    def receive(self, packet: bytes | bytearray, now: float, direction: int | None = None,
-                mark: int = 0) -> Verdict:
+    def receive(self, packet: bytes | bytearray, now: float,  # noqa: C901 (one call per packet)
+                direction: int | None = None, mark: int = 0,
+                headers_only: bool = False) -> Verdict:
         """Process one IPv4 packet seen by the director at time `now`.
 
         `direction` is IN (to a virtual service), OUT (a realserver's reply) or None to let
         the engine decide from its tables, as the kernel's two hooks do.  `mark` is the
-        packet's netfilter mark, used to find fwmark services.
+        packet's netfilter mark, used to find fwmark services.  `headers_only`: for
+        observers that send nothing (a capture replay): the bytes may stop before the IP
+        total length (a capture's snaplen cut them), the packet is counted and tracked by
+        its total length, as the kernel saw it, and needs only its IP and TCP/UDP headers;
+        no forwarded packet is built (a Masq or Tunnel verdict carries none).
         """
         if now >= self._due:
             self.handle_timers(now)
+        if self.passive:
+            return _ACCEPT[R_BACKUP_ONLY]
+        self._build_packets = not headers_only
         # lookup keys are slices of the packet, so they must be bytes
         data = packet if isinstance(packet, bytes) else bytes(packet)
         n = len(data)
@@ -644,14 +925,19 @@ class Director:
         # byte indexing, not struct: as fast in CPython, and native in the compiled build
         tot_len = (data[2] << 8) | data[3]
         protocol = data[9]
-        if ihl < 20 or tot_len < ihl or tot_len > n:
+        if ihl < 20 or tot_len < ihl:
             return self._dropped(R_MALFORMED)
+        seen = tot_len
+        if tot_len > n:
+            if not headers_only:
+                return self._dropped(R_MALFORMED)
+            seen = n
         if protocol == IPPROTO_TCP:
-            if tot_len - ihl < 20:
+            if seen - ihl < 20:
                 return self._dropped(R_MALFORMED)
             flags = data[ihl + 13]
         elif protocol == IPPROTO_UDP:
-            if tot_len - ihl < 8:
+            if seen - ihl < 8:
                 return self._dropped(R_MALFORMED)
             flags = -1
         else:
@@ -691,7 +977,8 @@ class Director:
         dest = cp.dest
         sysctls, profile = self.sysctls, self.profile
         if flags >= 0 and flags & S.TH_SYN and (
-                (sysctls.expire_nodest_conn and profile.nodest_on_syn and dest.weight == 0)
+                (sysctls.expire_nodest_conn and profile.nodest_on_syn and dest.weight == 0
+                 and (profile.nodest_on_syn_always or sysctls.conn_reuse_mode))
                 or (sysctls.conn_reuse_mode and profile.conn_reuse
                     and self._new_conn_expected(cp))):
             # is_new_conn(): this SYN starts a new connection on the entry's port
@@ -738,10 +1025,15 @@ class Director:
         svc = self._lookup_service(mark, protocol, daddr, dport)
         if svc is None:
             return _ACCEPT[R_NO_SERVICE]
+        if self.defense.drop_rate and self.defense.todrop():
+            return self._dropped(R_DROP_PACKET)      # "we are very loaded"
         cp, ignored = self._schedule(svc, protocol, saddr, sport, daddr, dport, now)
         if cp is None:
             if ignored == 1:
                 return _ACCEPT[R_NOT_SCHEDULED]
+            if ignored < 0:
+                self.defense.no_memory += 1
+                return self._dropped(R_NO_MEMORY)
             if svc.port == FTPPORT and dport != FTPPORT:
                 return _ACCEPT[R_NOT_SCHEDULED]
             # ip_vs_leave(): ICMP port unreachable (for TCP too), and the packet dropped
@@ -761,11 +1053,16 @@ class Director:
         if dest.available:
             dest.inpkts += 1
             dest.inbytes += tot_len
+        cp.in_pkts += 1
         # set_tcp_state(): INPUT, or INPUT-ONLY while no reply has been seen
         self._track(cp, self._rows_input_only if cp.noout else self._rows_input, flags, now)
+        if self.sync is not None:
+            self.sync(cp, now, True)
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
+        if not self._build_packets:
+            return _ACCEPT_FORWARD
         if fwd == MASQ:
             m = cp.masq
             assert m is not None           # every Masq entry carries its rewrite
@@ -800,8 +1097,12 @@ class Director:
             dest.outbytes += tot_len
         if flags >= 0:
             cp.noout = False                    # a reply was seen: full tracking from now on
+        elif self.profile.assure_templates:
+            ct = cp.control                     # udp_state_transition(): every UDP reply
+            if ct is not None:                  # assures the template (the TCP rule is in
+                ct.state |= S.TEMPLATE_ASSURED  # _state_change())
         self._track(cp, self._rows_output, flags, now)
-        if cp.fwd != MASQ:
+        if cp.fwd != MASQ or not self._build_packets:
             return _ACCEPT_FORWARD
         m = cp.masq
         assert m is not None               # every Masq entry carries its rewrite
@@ -826,7 +1127,13 @@ class Director:
 
     def connections(self) -> list[Conn]:
         """Every entry as /proc/net/ip_vs_conn lists it: connections, then templates."""
-        return list(self._in.values()) + list(self._template_list)
+        return self.connection_list() + self.template_list()
+
+    def connection_list(self) -> list[Conn]:
+        return list(self._in.values())
+
+    def template_list(self) -> list[Conn]:
+        return list(self._template_list)
 
     def connection_count(self) -> int:
         return len(self._in) + len(self._template_list)
@@ -834,10 +1141,12 @@ class Director:
     def state_name(self, cp: Conn) -> str:
         """ip_vs_state_name()."""
         if cp.template and self.profile.assure_templates:
-            return S.TEMPLATE_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_TCP:
-            return S.TCP_STATE_NAMES[cp.state]
-        if cp.protocol == IPPROTO_UDP:
-            return S.UDP_STATE_NAMES[0]
-        return "NONE"
+            # a synced template carries whatever state its message said
+            return (S.TEMPLATE_STATE_NAMES[cp.state] if cp.state < len(S.TEMPLATE_STATE_NAMES)
+                    else "ERR!")
+        names = (S.TCP_STATE_NAMES if cp.protocol == IPPROTO_TCP
+                 else S.UDP_STATE_NAMES if cp.protocol == IPPROTO_UDP else None)
+        if names is None:
+            return "NONE"
+        return names[cp.state] if cp.state < len(names) else "ERR!"
 

@@ -36,7 +36,7 @@ class Dest:
         "svc", "addr", "port", "fwd", "weight", "last_weight", "u_threshold", "l_threshold",
         "activeconns", "inactconns", "persistconns", "available", "overload", "noout",
         "conns", "inpkts", "outpkts", "inbytes", "outbytes", "svc_offset", "est",
-        "mark", "route_verdict", "idle_since",
+        "mark", "route_verdict", "idle_since", "idle_start",
     )
 
     def __init__(self, svc: Service, addr: int, port: int, fwd: int, weight: int,
@@ -60,7 +60,9 @@ class Dest:
         self.est = Estimator()
         self.mark = 0
         self.route_verdict: Verdict = accept(R_FORWARD)     # Route: with the dest's mark
-        self.idle_since: float | None = None
+        self.idle_since: float | None = None    # in the trash: when it last lost its entries
+        self.idle_start: int | None = None      # dest->idle_start: the trash run (jiffy) that
+                                                # first found it idle
 
     def counters(self) -> Counters:
         return Counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)

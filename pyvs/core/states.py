@@ -148,47 +148,72 @@ ACTIVE_ESTABLISHED_ONLY: Final[Active] = tuple(s == ESTABLISHED for s in range(N
 
 @dataclass(frozen=True)
 class KernelProfile:
-    """What differs between the kernels users compare against (docs/ipvs.md)."""
+    """What differs between the kernels users compare against (docs/ipvs.md, "kernel
+    versions": each field's kernel commit, and the trees each row was read in)."""
 
     name: str
-    kernels: str              # the kernel versions it stands for
+    kernels: str              # the mainline versions it stands for
     normal: Table
     dos: Table
     active: Active
-    assure_templates: bool    # 6.x: a template turns ASSURED when a child reaches ESTABLISHED
+    assure_templates: bool    # 4.19+: a template turns ASSURED (a TCP child reaches
+                              # ESTABLISHED, a UDP child's reply), shows NONE/ASSURED, and
+                              # drop_entry or a deleted child takes it only while not ASSURED
     conn_reuse: bool          # the conn_reuse_mode sysctl exists (4.2+)
     route_replies: bool       # 5.10+: DR/TUN replies that cross the director match (VIP source)
-    nodest_on_syn: bool       # 5.x: expire_nodest_conn also re-schedules SYNs to weight-0 dests
-    reuse_drops_conntrack: bool  # 4.10-5.8: with conntrack=1 a SYN that must start a new
+    nodest_on_syn: bool       # 4.2+: with expire_nodest_conn, a SYN to a weight-0 dest's
+                              # entry is scheduled anew ...
+    nodest_on_syn_always: bool  # ... 5.16+ even with conn_reuse_mode 0 (before: only not 0)
+    reuse_drops_conntrack: bool  # 4.9-5.8: with conntrack=1 a SYN that must start a new
                                  # entry is dropped once ("drop first packet to redirect
                                  # conntrack"); 5.9+ keeps it unless its conntrack is old
     nodest_reschedules: bool  # 5.9+: expire_nodest_conn schedules the packet anew (before:
                               # the entry is expired and the packet dropped)
     nodest_flush: bool        # 5.9+: removing a destination with expire_nodest_conn=1
                               # expires all its entries at once
+    drop_ops_templates: bool  # 4.9+: drop_entry takes a one-packet service's idle templates
+                              # at todrop_entry()'s rate (before: no template at all)
 
 
 DEFAULT_PROFILE: Final = "modern"
 PROFILES: Final = {
-    "modern": KernelProfile("modern", "5.10 and later (6.x)", TCP_STATES_NORMAL,
+    "modern": KernelProfile("modern", "5.16 and later (6.x)", TCP_STATES_NORMAL,
                             TCP_STATES_DOS, ACTIVE_MODERN, assure_templates=True,
                             conn_reuse=True, route_replies=True, nodest_on_syn=True,
-                            reuse_drops_conntrack=False, nodest_reschedules=True,
-                            nodest_flush=True),
-    "4.19": KernelProfile("4.19", "4.10 to 5.8", TCP_STATES_NORMAL, TCP_STATES_DOS,
-                          ACTIVE_MODERN, assure_templates=False, conn_reuse=True,
-                          route_replies=False, nodest_on_syn=False,
+                            nodest_on_syn_always=True, reuse_drops_conntrack=False,
+                            nodest_reschedules=True, nodest_flush=True,
+                            drop_ops_templates=True),
+    "5.15": KernelProfile("5.15", "5.10 to 5.15", TCP_STATES_NORMAL, TCP_STATES_DOS,
+                          ACTIVE_MODERN, assure_templates=True, conn_reuse=True,
+                          route_replies=True, nodest_on_syn=True, nodest_on_syn_always=False,
+                          reuse_drops_conntrack=False, nodest_reschedules=True,
+                          nodest_flush=True, drop_ops_templates=True),
+    "4.19": KernelProfile("4.19", "4.19 to 5.8", TCP_STATES_NORMAL, TCP_STATES_DOS,
+                          ACTIVE_MODERN, assure_templates=True, conn_reuse=True,
+                          route_replies=False, nodest_on_syn=True, nodest_on_syn_always=False,
                           reuse_drops_conntrack=True, nodest_reschedules=False,
-                          nodest_flush=False),
-    "4.4": KernelProfile("4.4", "3.18 to 4.4", TCP_STATES_NORMAL, TCP_STATES_DOS,
+                          nodest_flush=False, drop_ops_templates=True),
+    "4.9": KernelProfile("4.9", "4.9 to 4.18", TCP_STATES_NORMAL, TCP_STATES_DOS,
+                         ACTIVE_MODERN, assure_templates=False, conn_reuse=True,
+                         route_replies=False, nodest_on_syn=True, nodest_on_syn_always=False,
+                         reuse_drops_conntrack=True, nodest_reschedules=False,
+                         nodest_flush=False, drop_ops_templates=True),
+    "4.4": KernelProfile("4.4", "4.2 to 4.4", TCP_STATES_NORMAL, TCP_STATES_DOS,
                          ACTIVE_ESTABLISHED_ONLY, assure_templates=False, conn_reuse=True,
-                         route_replies=False, nodest_on_syn=False,
+                         route_replies=False, nodest_on_syn=True, nodest_on_syn_always=False,
                          reuse_drops_conntrack=False, nodest_reschedules=False,
-                         nodest_flush=False),
+                         nodest_flush=False, drop_ops_templates=False),
+    "3.18": KernelProfile("3.18", "3.18 to 4.1", TCP_STATES_NORMAL, TCP_STATES_DOS,
+                          ACTIVE_ESTABLISHED_ONLY, assure_templates=False, conn_reuse=False,
+                          route_replies=False, nodest_on_syn=False,
+                          nodest_on_syn_always=False, reuse_drops_conntrack=False,
+                          nodest_reschedules=False, nodest_flush=False,
+                          drop_ops_templates=False),
     "2.6": KernelProfile("2.6", "2.6 to 3.17", _legacy(TCP_STATES_NORMAL),
                          _legacy(TCP_STATES_DOS), ACTIVE_ESTABLISHED_ONLY,
                          assure_templates=False, conn_reuse=False, route_replies=False,
-                         nodest_on_syn=False, reuse_drops_conntrack=False,
-                         nodest_reschedules=False, nodest_flush=False),
+                         nodest_on_syn=False, nodest_on_syn_always=False,
+                         reuse_drops_conntrack=False, nodest_reschedules=False,
+                         nodest_flush=False, drop_ops_templates=False),
 }
 KERNELS: Final = tuple(PROFILES)        # the profile names, for front ends

@@ -18,8 +18,12 @@ R_NOT_SCHEDULED: Final = "not-scheduled"        # kernel declines (FTP data port
 R_MALFORMED: Final = "malformed"                # shorter than it claims, bad IHL or lengths
 R_DEST_UNAVAILABLE: Final = "dest-unavailable"  # its realserver removed, expire_nodest_conn=0
 R_NO_DESTINATION: Final = "no-destination"      # scheduler found none: ICMP port unreachable
-R_REUSE_CONNTRACK: Final = "reuse-conntrack"    # a SYN reusing an entry, conntrack=1 (4.10-5.8):
+R_REUSE_CONNTRACK: Final = "reuse-conntrack"    # a SYN reusing an entry, conntrack=1 (4.9-5.8):
                                                 # dropped once, the client retransmits
+R_DROP_PACKET: Final = "drop-packet"            # the drop_packet defense: a new connection
+R_NO_MEMORY: Final = "no-memory"                # the memory budget is spent: no new entry
+R_BACKUP_ONLY: Final = "backup-only"            # backup_only=1 and a backup sync daemon:
+                                                # IPVS does nothing (both hooks accept)
 
 
 class Verdict:

@@ -1,175 +1,522 @@
-"""Capture replay: feed a pcap/pcapng through the engine at the packets' own timestamps.
+"""Capture replay: feed a stream of captured packets through the engine at their own
+timestamps, as the director at that point of the network would have seen them.
 
-Where the capture was taken decides what each packet is:
+Each packet is first classified by what the capture shows, whatever the director's
+forwarding mode (:class:`Classifier`):
 
-* **client side** (no packet from a realserver address): packets to a virtual service are
-  inbound; replies from the VIP to a client are outbound.  For a Masq connection the reply is
-  handed to the engine as the realserver sent it (source = the connection's realserver), which
-  is what the director would have seen.  For Route/Tunnel connections replies never cross
-  the director, so they are ignored unless ``replies_via_director`` is set (a realserver whose
-  default gateway is the director: seed 000's "incorrect routing").
-* **director side** (``tcpdump -i any`` on the director): packets to a virtual service are
-  inbound, packets from a realserver to a client are outbound, and the director's own
-  forwarded copies (client -> realserver, VIP -> client after SNAT, IPIP) are skipped.
+* **request**: to a virtual address (client -> VIP);
+* **reply from a VIP**: what a client sees (a client-side capture, a span port, a DR
+  realserver), or a NAT director's own rewritten copy of a realserver's reply;
+* **reply from a realserver**: what a NAT director receives (``tcpdump -i any`` on it);
+* **second copy**: a packet identical to one seen less than 100 ms before, but for its TTL,
+  its checksums and the server side's address and port (the one thing a director rewrites)
+  -- the same packet seen again as the director forwards it: DR sends client -> VIP packets
+  on unchanged, NAT rewrites VIP <-> realserver, and ``tcpdump -i any`` records both the
+  received and the sent copy.  The first copy is the received one (a director sends after
+  it receives), which is what the director's table saw.  Checksums are left out because
+  the received copy may hold a partial one (checksum offload, CHECKSUM_PARTIAL) where the
+  forwarded copy holds the full one.  A real retransmission is not a copy: Linux gives
+  every segment of a connected socket a new IP ID, TCP timestamps change with it, and it
+  comes an RTO (at least 200 ms) later; a UDP datagram's first payload bytes are part of
+  the comparison, since connectionless senders repeat IP IDs.  100 ms covers a director's
+  forwarding delay with room to spare: microseconds in the kernel, but a userspace
+  director on a busy machine (pyvs run) may wait tens of milliseconds for a CPU, while
+  100 ms is half of the smallest RTO any common stack uses (Linux's 200 ms).
+* anything else (ARP, ICMP, the director's packets to realservers, IPIP) is ignored and
+  counted by reason.
 
-Either way, a packet that repeats one seen less than 10 ms before, byte for byte but for
-its TTL and IP checksum, is a second copy of one packet, not a second packet: a DR
-director forwards client -> VIP packets unchanged, so a capture on it (one interface, or
-``-i any``) holds each of them twice.  A real repeat differs in its IP ID or in its TCP
-checksum (timestamps) and comes after a retransmission timeout, not within 10 ms.
+:class:`Replayer` then hands a director what it would have received: requests inbound;
+a realserver's reply outbound when a NAT entry expects it; a VIP's reply, for a NAT entry,
+outbound as the realserver sent it (its source put back to the realserver), and for a
+DR/TUN entry not at all -- replies bypass such a director -- unless
+``replies_via_director`` (realservers whose gateway is the director).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 from ..core.commands import Event
+from ..core.conn import Conn
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import MASQ
-from ..core.packet import IP_ADDRS, PORTS
+from .pcap import NS
 
-CLIENT_SIDE = "client"
-DIRECTOR_SIDE = "director"
-COPY_WINDOW = 0.010          # seconds within which an identical packet is the same packet
+AUTO: Final = "auto"
+CLIENT_SIDE: Final = "client"
+DIRECTOR_SIDE: Final = "director"
+COPY_WINDOW_NS: Final = 100_000_000   # an identical packet within 100 ms: the same packet
+
+SKIPPED: Final = -1
+REQUEST: Final = 0
+REPLY_VIP: Final = 1
+REPLY_RS: Final = 2
+
+IGNORE_NOT_TCP_UDP: Final = "not TCP or UDP"
+IGNORE_IPIP: Final = "IPIP (a TUN director's tunnelled copies)"
+IGNORE_CUT: Final = "cut by the snaplen inside the TCP/UDP header"
+IGNORE_FRAGMENT: Final = "non-first IP fragments (no ports)"
+IGNORE_BAD_IP: Final = "not a valid IPv4 header"
+IGNORE_UNRELATED: Final = "not to or from a virtual or real server address"
+IGNORE_TO_RS: Final = "to a realserver address, not through a virtual service"
+IGNORE_RS_REPLY: Final = "from a realserver, with no NAT entry expecting it"
+IGNORE_RS_FORCED: Final = "from a realserver (--capture-point client)"
+IGNORE_VIP_REPLY: Final = "replies from a VIP with no entry"
+IGNORE_BYPASS: Final = "DR/TUN replies (they never cross the director)"
+IGNORE_SNAT_COPY: Final = ("the director's rewritten replies "
+                           "(--capture-point director)")
 
 
 @dataclass
 class ReplayStats:
-    packets: int = 0
+    """What the replay did with the packets it read (the reader's own counts apart)."""
+
+    packets: int = 0                 # IPv4 packets classified
+    requests: int = 0
+    replies_vip: int = 0
+    replies_rs: int = 0
+    copies: int = 0
+    truncated: int = 0               # cut by the snaplen (fed by their IP total length)
+    reordered: int = 0               # out of time order, fed at the previous packet's time
+    reordered_max_ns: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    ignored: dict[str, int] = field(default_factory=dict)
+    # where the unrelated packets went: (protocol, address, port) -> [packets, openings]
+    elsewhere: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
+
+    def ignore(self, reason: str) -> None:
+        self.ignored[reason] = self.ignored.get(reason, 0) + 1
+
+    def went_elsewhere(self, proto: int, addr: int, port: int, opening: bool) -> None:
+        """An unrelated packet's destination, to name when no service saw any traffic
+        (the first 256 destinations)."""
+        key = (proto, addr, port)
+        counts = self.elsewhere.get(key)
+        if counts is None:
+            if len(self.elsewhere) >= 256:
+                return
+            counts = self.elsewhere[key] = [0, 0]
+        counts[0] += 1
+        if opening:
+            counts[1] += 1
+
+    def capture_point(self) -> str:
+        """Where the capture was taken, as the packets show it."""
+        if self.replies_rs:
+            return ("director side, NAT: realservers' replies seen, the director's "
+                    "rewritten copies skipped")
+        if self.replies_vip:
+            return "client side: both directions, client <-> VIP"
+        if self.copies:
+            return ("director side, DR/TUN: each client packet seen received and forwarded; "
+                    "replies bypass the director")
+        return "one direction only: client -> VIP"
+
+
+@dataclass
+class FeedStats:
+    """What one director was handed."""
+
     inbound: int = 0
     outbound: int = 0
-    skipped: int = 0
-    copies: int = 0
-    verdicts: dict[str, int] = field(default_factory=dict)
+    bypassed: int = 0                # DR/TUN replies: they never reach the director
+    ignored: dict[str, int] = field(default_factory=dict)
+
+    def ignore(self, reason: str) -> None:
+        self.ignored[reason] = self.ignored.get(reason, 0) + 1
 
 
-def _realserver_addrs(director: Director) -> set[int]:
-    return {d.addr for svc in director.services for d in svc.dests}
 
 
-def detect_capture_point(director: Director, packets: Iterable[tuple[float, bytes]]) -> str:
-    rs = _realserver_addrs(director)
-    vips = {svc.addr for svc in director.services}
-    for _, pkt in packets:
-        if len(pkt) >= 20:
-            src = IP_ADDRS.unpack_from(pkt)[3]
-            if src in rs and src not in vips:
-                return DIRECTOR_SIDE
-    return CLIENT_SIDE
+class Classifier:
+    """Sans-I/O: (nanoseconds, packet) -> what the packet is (see the module docstring).
+    After a call, ``ihl``, ``src``, ``dst``, ``sport`` and ``dport`` hold the packet's IP
+    header length, addresses and ports.
 
+    The copy rule looks packets up by an integer made from the fields a copy shares (the
+    client's address and port, IP ID and length, TCP sequence and acknowledgement numbers
+    or the start of a UDP payload); only on a hit are the two packets compared in full.
+    Two tables of one window each hold what was seen in the last two windows."""
 
-class Replayer:
-    """Drive one director from capture packets; call :meth:`feed` in time order."""
+    def __init__(self, vips: Iterable[int], realservers: Iterable[int],
+                 stats: ReplayStats | None = None) -> None:
+        self.stats = stats if stats is not None else ReplayStats()
+        self._vips = _AddrSet(vips)
+        self._rs = _AddrSet(set(realservers) - set(vips))
+        self._recent: dict[object, tuple[int, bytes]] = {}
+        self._older: dict[object, tuple[int, bytes]] = {}
+        self._window_start = 0
+        self.ihl = 20
+        self.src = 0
+        self.dst = 0
+        self.sport = 0
+        self.dport = 0
 
-    def __init__(self, director: Director, capture_point: str = CLIENT_SIDE,
-                 replies_via_director: bool = False) -> None:
-        self.director = director
-        self.capture_point = capture_point
-        self.replies_via_director = replies_via_director
-        self.stats = ReplayStats()
-        self._vips = {(svc.addr, svc.port) for svc in director.services if not svc.fwmark}
-        self._vip_addrs = {svc.addr for svc in director.services if not svc.fwmark}
-        self._recent: dict[bytes, float] = {}
-        self._recent_order: deque[tuple[float, bytes]] = deque()
+    @classmethod
+    def for_director(cls, director: Director, stats: ReplayStats | None = None
+                     ) -> Classifier:
+        return cls([svc.addr for svc in director.services if not svc.fwmark],
+                   [d.addr for svc in director.services for d in svc.dests], stats)
 
-    def feed(self, now: float, pkt: bytes) -> None:
+    def classify(self, ns: int, pkt: bytes) -> int:  # noqa: C901 (one call per packet)
         st = self.stats
         st.packets += 1
-        if len(pkt) < 20 or pkt[0] >> 4 != 4:
-            st.skipped += 1
-            return
-        tot_len, _, proto, saddr, daddr = IP_ADDRS.unpack_from(pkt)
-        if len(pkt) < tot_len:                     # snaplen-truncated: headers are enough
-            pkt = pkt + bytes(tot_len - len(pkt))
+        n = len(pkt)
+        if n < 20 or pkt[0] >> 4 != 4 or pkt[0] & 15 < 5:
+            st.ignore(IGNORE_BAD_IP)
+            return SKIPPED
         ihl = (pkt[0] & 15) << 2
-        if proto not in (6, 17) or len(pkt) < ihl + 4:
-            st.skipped += 1
-            return
-        if self._is_copy(now, pkt, ihl):
+        proto = pkt[9]
+        if proto == 6:
+            if n < ihl + 20:
+                st.ignore(IGNORE_CUT)
+                return SKIPPED
+        elif proto == 17:
+            if n < ihl + 8:
+                st.ignore(IGNORE_CUT)
+                return SKIPPED
+        else:
+            st.ignore(IGNORE_IPIP if proto == 4 else IGNORE_NOT_TCP_UDP)
+            return SKIPPED
+        if (pkt[6] & 0x1F) | pkt[7]:
+            st.ignore(IGNORE_FRAGMENT)
+            return SKIPPED
+        src = (pkt[12] << 24) | (pkt[13] << 16) | (pkt[14] << 8) | pkt[15]
+        dst = (pkt[16] << 24) | (pkt[17] << 16) | (pkt[18] << 8) | pkt[19]
+        sport = (pkt[ihl] << 8) | pkt[ihl + 1]
+        dport = (pkt[ihl + 2] << 8) | pkt[ihl + 3]
+        # (plain assignments, not tuples: the compiled build would box every int)
+        vips = self._vips
+        rs = self._rs
+        toward_server = False
+        if vips.has(dst):
+            kind = REQUEST
+            toward_server = True
+        elif vips.has(src):
+            kind = REPLY_VIP
+        elif rs.has(src):
+            kind = REPLY_RS
+        elif rs.has(dst):
+            kind = SKIPPED
+            toward_server = True
+        else:
+            st.ignore(IGNORE_UNRELATED)
+            st.went_elsewhere(proto, dst, dport, proto == 17 or pkt[ihl + 13] & 0x12 == 0x02)
+            return SKIPPED
+        if self._is_copy(ns, pkt, ihl, proto, src, sport, dst, dport, toward_server):
             st.copies += 1
-            return
-        sport, dport = PORTS.unpack_from(pkt, ihl)
-        d = self.director
-        if daddr in self._vip_addrs:
-            direction = IN
+            return SKIPPED
+        if kind == SKIPPED:
+            st.ignore(IGNORE_TO_RS)
+            return SKIPPED
+        if ((pkt[2] << 8) | pkt[3]) > n:
+            st.truncated += 1
+        if kind == REQUEST:
+            st.requests += 1
+        elif kind == REPLY_VIP:
+            st.replies_vip += 1
         else:
-            cp = d.find_conn(proto, daddr, dport, saddr, sport)
-            if cp is not None and saddr == cp.vaddr:
-                # a reply with the VIP as source
-                if self.capture_point == DIRECTOR_SIDE and cp.fwd == MASQ:
-                    st.skipped += 1                 # the director's own post-SNAT copy
-                    return
-                if cp.fwd != MASQ and not self.replies_via_director:
-                    st.skipped += 1
-                    return
-                if cp.fwd == MASQ:
-                    pkt = _with_source(pkt, ihl, cp.daddr, cp.dport)
-                direction = OUT
-            elif d.find_reply_conn(proto, saddr, sport, daddr, dport) is not None:
-                direction = OUT
-            else:
-                st.skipped += 1                     # forwarded copy or unrelated traffic
-                return
-        if direction == IN:
-            st.inbound += 1
-        else:
-            st.outbound += 1
-        verdict = d.receive(pkt, now, direction)
-        key = f"{verdict.action}:{verdict.reason}"
-        st.verdicts[key] = st.verdicts.get(key, 0) + 1
+            st.replies_rs += 1
+        self.ihl = ihl
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        return kind
 
-
-    def _is_copy(self, now: float, pkt: bytes, ihl: int) -> bool:
-        """True for the second copy of a packet (see the module docstring)."""
-        recent, order = self._recent, self._recent_order
-        while order and order[0][0] < now - COPY_WINDOW:
-            del recent[order.popleft()[1]]
-        sig = pkt[2:8] + pkt[9:10] + pkt[12:20] + pkt[ihl:ihl + 20]
-        if sig in recent:
+    def _is_copy(self, ns: int, pkt: bytes, ihl: int, proto: int, src: int, sport: int,
+                 dst: int, dport: int, toward_server: bool) -> bool:
+        """The copy rule (module docstring); records the packet when it is not a copy."""
+        if ns - self._window_start >= COPY_WINDOW_NS:
+            self._older, self._recent = self._recent, {}
+            self._window_start = ns
+        caddr = src if toward_server else dst
+        cport = sport if toward_server else dport
+        if proto == 6:                  # sequence and acknowledgement numbers
+            mix = _u32(pkt, ihl + 4) ^ ((_u32(pkt, ihl + 8) & 0x3FFFFFF) << 4)
+        else:                           # the start of the payload
+            mix = _u32(pkt, ihl + 8) if len(pkt) >= ihl + 12 else 0
+        # 29 + 32 + 1 bits, native in the compiled build (boxed once for the dicts);
+        # collisions are told apart below
+        key = _box(((((caddr ^ (cport << 16) ^ ((pkt[4] << 8) | pkt[5]) ^ (pkt[3] << 8))
+                      & 0x1FFFFFFF) << 32) | mix) << 1 | toward_server)
+        seen = self._recent.get(key)
+        if seen is None:
+            seen = self._older.get(key)
+        if seen is not None and ns - seen[0] < COPY_WINDOW_NS and \
+                _signature(seen[1], toward_server) == _signature(pkt, toward_server):
             return True
-        recent[sig] = now
-        order.append((now, sig))
+        self._recent[key] = (ns, pkt)
         return False
 
 
-def _with_source(pkt: bytes, ihl: int, addr: int, port: int) -> bytes:
-    buf = bytearray(pkt)
-    buf[12:16] = addr.to_bytes(4, "big")
-    buf[ihl:ihl + 2] = port.to_bytes(2, "big")
-    return bytes(buf)
+class _AddrSet:
+    """Addresses to test each packet against: a few are compared one by one (native in the
+    compiled build, nothing boxed), many looked up in a set."""
+
+    def __init__(self, addrs: Iterable[int]) -> None:
+        self.few = sorted(set(addrs))
+        self.many = frozenset(self.few) if len(self.few) > 8 else None
+
+    def has(self, addr: int) -> bool:
+        if self.many is not None:
+            return addr in self.many
+        for a in self.few:
+            if a == addr:
+                return True
+        return False
 
 
-NS = 1_000_000_000
+def _box(value: int) -> object:
+    """The int as an object, once, for the dict operations that use it (the compiled
+    build would box a native int again for each)."""
+    return value
 
 
-def replay(director: Director, packets: list[tuple[int, bytes]], at: list[float],
-           capture_point: str | None = None, replies_via_director: bool = False,
-           events: list[Event] = ()) -> Iterator[tuple[float, Replayer]]:
-    """Yield (T, replayer) for each T in `at` (seconds after the first packet), with the
-    director advanced to that instant: every packet up to T (a packet at T included, to
-    the nanosecond) and every event up to T, an event before a packet at the same
-    instant.  Packet times are integer nanoseconds (pcap.read_capture)."""
-    if capture_point is None:
-        capture_point = detect_capture_point(director, packets)
-    rp = Replayer(director, capture_point, replies_via_director)
-    t0 = packets[0][0] if packets else 0
-    todo = sorted(events, key=lambda e: e.at)
-    i = j = 0
-    for t in sorted(at):
-        limit = round(t * NS)
-        while True:
-            packet_ns = packets[i][0] - t0 if i < len(packets) else None
-            event_ns = round(todo[j].at * NS) if j < len(todo) else None
-            if event_ns is not None and event_ns <= limit and (
-                    packet_ns is None or event_ns <= packet_ns):
-                director.apply(todo[j].command, todo[j].at)
-                j += 1
-            elif packet_ns is not None and packet_ns <= limit:
-                rp.feed(packet_ns / NS, packets[i][1])
-                i += 1
-            else:
-                break
-        director.handle_timers(t)
-        yield t, rp
+def _u32(pkt: bytes, at: int) -> int:
+    return (pkt[at] << 24) | (pkt[at + 1] << 16) | (pkt[at + 2] << 8) | pkt[at + 3]
+
+
+def _signature(pkt: bytes, toward_server: bool) -> bytes:
+    """Everything a copy shares with the packet first seen: all but the TTL, the checksums
+    and the server side's address and port."""
+    ihl = (pkt[0] & 15) << 2
+    if toward_server:
+        client = pkt[12:16] + pkt[ihl:ihl + 2]
+    else:
+        client = pkt[16:20] + pkt[ihl + 2:ihl + 4]
+    if pkt[9] == 6:
+        l4 = pkt[ihl + 4:ihl + 16] + pkt[ihl + 18:ihl + ((pkt[ihl + 12] >> 4) << 2)]
+    else:
+        l4 = pkt[ihl + 4:ihl + 6] + pkt[ihl + 8:ihl + 24]
+    return pkt[:8] + pkt[9:10] + client + l4
+
+
+class Replayer:
+    """Hands one director the packets it would have received (see the module docstring)."""
+
+    def __init__(self, director: Director, replies_via_director: bool = False,
+                 capture_point: str = AUTO) -> None:
+        self.director = director
+        self.replies_via_director = replies_via_director
+        self.client_side = capture_point == CLIENT_SIDE
+        self.director_side = capture_point == DIRECTOR_SIDE
+        self.stats = FeedStats()
+        self.masq_possible = False
+        self.config_changed()
+        # a VIP's reply (its own address/port bytes) -> its entry: find_conn() builds a
+        # key for every lookup; an entry is replaced only after it left the table
+        self._by_reply: dict[bytes, Conn] = {}
+        self._prune_at = 4096
+
+    def config_changed(self) -> None:
+        """After a control-plane event: could an entry forward by Masq now?  (Entries keep
+        the method they were made with, so once possible it stays possible.)"""
+        self.masq_possible = self.masq_possible or any(
+            d.fwd == MASQ for svc in self.director.services for d in svc.dests)
+
+    def deliver(self, kind: int, now: float, pkt: bytes, c: Classifier) -> None:
+        """Hand the director the packet `c` just classified as `kind`."""
+        st = self.stats
+        d = self.director
+        if kind == REQUEST:
+            st.inbound += 1
+            d.receive(pkt, now, IN, 0, True)
+            return
+        if kind == REPLY_RS:
+            if self.client_side:
+                st.ignore(IGNORE_RS_FORCED)
+                return
+            if not self.masq_possible or d.find_reply_conn(
+                    pkt[9], c.src, c.sport, c.dst, c.dport) is None:
+                st.ignore(IGNORE_RS_REPLY)
+                return
+        else:
+            if not self.masq_possible and not self.replies_via_director:
+                st.bypassed += 1               # no entry can be Masq: no lookup needed
+                return
+            cp = self._entry_for_reply(pkt, c)
+            if cp is None:
+                st.ignore(IGNORE_VIP_REPLY)
+                return
+            if cp.fwd == MASQ:
+                if self.director_side:
+                    st.ignore(IGNORE_SNAT_COPY)
+                    return
+                m = cp.masq
+                assert m is not None           # every Masq entry carries its rewrite
+                ihl = c.ihl                    # as the realserver sent it: its own source
+                pkt = b"%b%b%b%b%b" % (pkt[:12], m.d_bytes, pkt[16:ihl], m.dport_bytes,
+                                       pkt[ihl + 2:])
+            elif not self.replies_via_director:
+                st.bypassed += 1
+                return
+        st.outbound += 1
+        d.receive(pkt, now, OUT, 0, True)
+
+    def _entry_for_reply(self, pkt: bytes, c: Classifier) -> Conn | None:
+        ihl = c.ihl
+        key = pkt[12:24] if ihl == 20 else pkt[12:20] + pkt[ihl:ihl + 4]
+        by_reply = self._by_reply
+        cp = by_reply.get(key)
+        if cp is not None and cp.alive:
+            return cp
+        cp = self.director.find_conn(pkt[9], c.dst, c.dport, c.src, c.sport)
+        if cp is not None:
+            if len(by_reply) >= self._prune_at:     # keep it the size of the live table
+                for k in [k for k, v in by_reply.items() if not v.alive]:
+                    del by_reply[k]
+                self._prune_at = max(4096, 2 * len(by_reply))
+            by_reply[key] = cp
+        return cp
+
+
+@dataclass
+class Mark:
+    """An instant the caller asked for, in seconds after the first packet."""
+
+    t: float
+    what: str                        # "at" (a listing), "sample", "end"
+
+
+class TimeOrder:
+    """Capture time -> nanoseconds after the first packet, never decreasing: a packet a
+    little out of order (the reader refuses big steps back) is fed at the time of the one
+    before.  (Replay.run does the same inline.)"""
+
+    def __init__(self, stats: ReplayStats) -> None:
+        self.stats = stats
+        self.last = -1
+
+    def __call__(self, ns: int) -> int:
+        st = self.stats
+        if st.first_ns is None:
+            st.first_ns = ns
+        elif ns < self.last:
+            st.reordered += 1
+            if self.last - ns > st.reordered_max_ns:
+                st.reordered_max_ns = self.last - ns
+            ns = self.last
+        self.last = ns
+        st.last_ns = ns
+        return ns - st.first_ns
+
+
+NEVER: Final = 1 << 62                # a nanosecond time after any capture's
+
+
+class Replay:
+    """One capture replay through one director: the classifier, the feed, their counts."""
+
+    def __init__(self, director: Director, replies_via_director: bool = False,
+                 capture_point: str = AUTO) -> None:
+        self.director = director
+        self.stats = ReplayStats()
+        self.classifier = Classifier.for_director(director, self.stats)
+        self.feed = Replayer(director, replies_via_director, capture_point)
+        self._listings: list[int] = []
+        self._li = 0
+        self._next_listing = NEVER
+        self._step = 0
+        self._next_sample = NEVER
+        self._todo: list[Event] = []
+        self._ei = 0
+        self._next_event = NEVER
+
+    def run(self, packets: Iterable[tuple[int, bytes]], at: list[float] | None = None,
+            events: Iterable[Event] = (), every: float | None = None) -> Iterator[Mark]:
+        """Stream `packets` (nanosecond times, in order) through the director.  Yields each
+        mark with the director advanced to mark.t: every packet up to that instant (a
+        packet at it included, to the nanosecond) and every event up to it, an event
+        before a packet at the same instant.  Marks: each time in `at` (seconds after the
+        first packet; None: once, "end", at the last packet) and, with `every`, a "sample"
+        every that many seconds up to the end (the last packet, or the last `at` if
+        later).  Without `every`, reading stops after the last `at`.  While the table is
+        empty, samples jump to just before the next packet: nothing changes in between,
+        and a capture may span idle years.  A packet a little earlier than the one before
+        (the reader refuses big steps back) is fed at the time of the one before."""
+        self._listings = sorted(round(t * NS) for t in at) if at is not None else []
+        self._li = 0
+        self._next_listing = self._listings[0] if self._listings else NEVER
+        self._step = round(every * NS) if every else 0
+        self._next_sample = 0 if self._step else NEVER
+        self._todo = sorted(events, key=lambda e: e.at)
+        self._ei = 0
+        self._next_event = round(self._todo[0].at * NS) if self._todo else NEVER
+        st = self.stats
+        classifier = self.classifier
+        feed = self.feed
+        stop_early = at is not None and not self._step
+        first = last = rel = -1
+        for ns, pkt in packets:
+            if first < 0:
+                first = ns
+                st.first_ns = ns
+            elif ns < last:
+                st.reordered += 1
+                if last - ns > st.reordered_max_ns:
+                    st.reordered_max_ns = last - ns
+                ns = last
+            last = ns
+            rel = ns - first
+            if self._next_listing < rel or self._next_sample < rel:
+                st.last_ns = last
+                mark = self._next_mark(rel, False)
+                while mark is not None:
+                    yield mark
+                    mark = self._next_mark(rel, False)
+                if stop_early and self._next_listing == NEVER:
+                    return
+            if self._next_event <= rel:
+                self._events_until(rel)
+            kind = classifier.classify(ns, pkt)
+            if kind >= 0:
+                feed.deliver(kind, rel / NS, pkt, classifier)
+        st.last_ns = last if last >= 0 else None
+        end = max(rel, self._listings[-1] if self._listings else 0)
+        mark = self._next_mark(end, True)
+        while mark is not None:
+            yield mark
+            mark = self._next_mark(end, True)
+        if at is None and rel >= 0:
+            yield self._mark(rel, "end")
+
+    def packet(self, ns: int, now: float, pkt: bytes) -> None:
+        """One packet (capture nanoseconds; `now` on the director's clock), classified and
+        handed to the director: for drivers that interleave timers of their own."""
+        kind = self.classifier.classify(ns, pkt)
+        if kind >= 0:
+            self.feed.deliver(kind, now, pkt, self.classifier)
+
+    def _events_until(self, limit: int) -> None:
+        todo = self._todo
+        while self._next_event <= limit:
+            event = todo[self._ei]
+            self.director.apply(event.command, event.at)
+            self.feed.config_changed()
+            self._ei += 1
+            self._next_event = round(todo[self._ei].at * NS) if self._ei < len(todo) else NEVER
+
+    def _mark(self, limit: int, what: str) -> Mark:
+        self._events_until(limit)
+        self.director.handle_timers(limit / NS)
+        return Mark(limit / NS, what)
+
+    def _next_mark(self, limit: int, inclusive: bool) -> Mark | None:
+        """The next listing or sample before `limit` (or at it, if inclusive), or None."""
+        nxt = min(self._next_listing, self._next_sample)
+        if nxt > limit or (nxt == limit and not inclusive):
+            return None
+        if nxt == self._next_listing:
+            self._li += 1
+            self._next_listing = (self._listings[self._li] if self._li < len(self._listings)
+                                  else NEVER)
+            return self._mark(nxt, "at")
+        mark = self._mark(nxt, "sample")
+        self._next_sample = nxt + self._step
+        if not self.director.connection_count() and self._next_sample < limit:
+            self._next_sample += (limit - self._next_sample) // self._step * self._step
+        return mark

@@ -1,4 +1,4 @@
-"""The lab realservers' services, so the seeds' examples can be reproduced by hand:
+"""The lab realservers' services, so the classic LVS examples can be reproduced by hand:
 
   80  HTTP/1.0 that names the realserver ("rs1\\n"), closing after each response
   23  a telnet-like line echo that holds the connection (SO_KEEPALIVE on, as telnetd)
@@ -22,6 +22,7 @@ import threading
 class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+    name = ""                       # the realserver's name, for the greetings
 
 
 def http_server(name: str, port: int = 80) -> _Server:
@@ -42,7 +43,8 @@ def http_server(name: str, port: int = 80) -> _Server:
 class _Echo(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.request.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self.wfile.write(f"{self.server.name} echo: type lines, 'exit' to leave\r\n".encode())
+        name = getattr(self.server, "name", "")
+        self.wfile.write(f"{name} echo: type lines, 'exit' to leave\r\n".encode())
         for line in self.rfile:
             if line.strip() == b"exit":
                 self.wfile.write(b"logout\r\n")
@@ -52,7 +54,7 @@ class _Echo(socketserver.StreamRequestHandler):
 
 class _Ftp(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        self.wfile.write(f"220 {self.server.name} ftp-like\r\n".encode())
+        self.wfile.write(f"220 {getattr(self.server, 'name', '')} ftp-like\r\n".encode())
         data: socket.socket | None = None
         for line in self.rfile:
             cmd = line.strip().upper().split(b" ")[0]
@@ -117,7 +119,7 @@ def main() -> None:
     servers = [http_server(args.name)]
     for port, handler in ((23, _Echo), (21, _Ftp)):
         s = _Server(("", port), handler)
-        s.name = args.name                    # type: ignore[attr-defined]
+        s.name = args.name
         servers.append(s)
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, daemon=True).start()

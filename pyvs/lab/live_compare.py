@@ -67,7 +67,8 @@ def client_rst(cluster: Cluster) -> None:
 
 
 def bad_routing(cluster: Cluster) -> None:
-    """The realservers' replies go nowhere (seed 000's wrong default gateway)."""
+    """The realservers' replies go nowhere (a wrong default gateway, the LVS-HOWTO's
+    "incorrect routing")."""
     blackhole = ("blackhole", f"{cluster.client}/32")
     for host in cluster.realservers.values():
         cluster.run(host, "ip", "route", "add", *blackhole)

@@ -3,6 +3,8 @@
     pyvs-sw   the switch: bridges brc (client segment) and brr (realserver segment);
               the bridges live outside the director so its iptables never see bridged frames
     pyvs-d    the director, running `pyvs run` on the lab's config
+    pyvs-d2   with --directors 2, a second director on the same segments, a sync daemon
+              pair between them (pyvs.lab.vrrp moves the VIP: `pyvs lab failover`)
     pyvs-c1.. clients          pyvs-r1.. realservers (python -m pyvs.lab.backends)
 (`pyvs` is the lab's name: PYVS_LAB=NAME builds NAME-sw, NAME-d, ... beside it.)
 
@@ -11,6 +13,11 @@ Addresses are the Vagrant lab's (vagrant/Vagrantfile):
          realservers 192.0.2.11.. (default route via 192.0.2.1)
     DR, TUN  one segment 203.0.113.0/24: director .1, clients .2.., realservers .11..,
          VIP 203.0.113.100 (on the realservers' lo / tunl0; routed via the director)
+         (TUN on a kernel without the ipip driver: pyvs.lab.ipip decapsulates instead)
+    two directors  the second at .254 of each segment; the VIP (/32 on eth0) is held by
+         the active director, the clients reach it on-link; NAT's realservers route via
+         192.0.2.100, floating with the VIP; both directors run a master and a backup
+         sync daemon on eth0 (syncid 7), so either can take over and fail back
 Each host is set up by the same provisioning scripts as the VMs (pyvs/data/provision/*.sh,
 PYVS_INIT=none); the lab then starts the director and the backends itself.
 """
@@ -28,7 +35,9 @@ from pathlib import Path
 
 from ..control import NoDirector, request
 from ..core.forwarding import BY_MODE, MODES
+from ..drivers.netfilter import alive
 from ..resources import PROVISION
+from . import ipip
 
 PROJECT = Path(__file__).resolve().parents[2]
 # PYVS_LAB names a lab (default "pyvs"): its namespaces are NAME-d, NAME-c1.., NAME-r1..,
@@ -39,9 +48,40 @@ STATE = STATE_DIR / "lab.json"
 SOCKET = "/run/pyvs/pyvs.sock" if PREFIX == "pyvs" else str(STATE_DIR / "pyvs.sock")
 
 
+SYNCID = 7                  # the lab's sync daemons'
+INSIDE_GATEWAY = "192.0.2.100"      # NAT with two directors: floats with the VIP
+SECOND = {"dr": ("203.0.113.254", None), "nat": ("198.51.100.254", "192.0.2.254")}
+
+
 def ns(host: str) -> str:
-    """The namespace of a lab host: d (director), sw (switch), c1.., r1.."""
+    """The namespace of a lab host: d (director), d2, sw (switch), c1.., r1.."""
     return f"{PREFIX}-{host}"
+
+
+def director_socket(k: int) -> str:
+    """Director k's control socket (0: the lab's SOCKET, as with one director)."""
+    return SOCKET if k == 0 else str(STATE_DIR / f"pyvs-d{k + 1}.sock")
+
+
+def directors(state: dict) -> list[dict]:
+    """The lab's directors: host name, namespace, control socket, own addresses."""
+    own = [(state["gateway"], state["dip"] if state["mode"] == "nat" else None)]
+    if state.get("directors", 1) == 2:
+        if state["mode"] == "nat":
+            own[0] = (state["gateway"], "192.0.2.1")
+        own.append(SECOND[state["mode"]])
+    return [{"host": "director" if k == 0 else f"director{k + 1}",
+             "ns": ns("d" if k == 0 else f"d{k + 1}"), "socket": director_socket(k),
+             "eth0": eth0, "eth1": eth1} for k, (eth0, eth1) in enumerate(own)]
+
+
+def floating(state: dict) -> list[tuple[str, str]]:
+    """(device, address) that move with the active director: keepalived's
+    virtual_ipaddress of the outside (and NAT's inside) VRRP instance."""
+    out = [("eth0", state["vip"])]
+    if state["mode"] == "nat":
+        out.append(("eth1", INSIDE_GATEWAY))
+    return out
 
 
 class LabError(Exception):
@@ -62,7 +102,7 @@ def layout(mode: str, realservers: int, clients: int) -> dict:
 
 def config_yaml(mode: str, realservers: int) -> str:
     """The lab director's services: www and telnet rr, an all-ports persistent service
-    (ftp-like control and data) on the first realserver, as in seed article 000."""
+    (ftp-like control and data) on the first realserver: the LVS-HOWTO's classic director."""
     lay = layout(mode, realservers, 1)
     fwd = BY_MODE[mode].word
     vip, rs = lay["vip"], lay["realservers"]
@@ -97,7 +137,7 @@ def exec_in(ns: str, *args: str, check: bool = True, env: dict | None = None,
 
 def hosts(state: dict) -> dict[str, str]:
     """Host name -> namespace."""
-    names = {"director": ns("d")}
+    names = {d["host"]: d["ns"] for d in directors(state)}
     names.update({f"c{i + 1}": ns(f"c{i + 1}") for i in range(len(state["clients"]))})
     names.update({f"rs{i + 1}": ns(f"r{i + 1}") for i in range(len(state["realservers"]))})
     names["client"] = ns("c1")
@@ -112,9 +152,14 @@ def _provision(ns: str, role: str, lay: dict, **extra: str) -> None:
 
 
 def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
-       director: bool = True) -> dict:
+       director: bool = True, run_args: tuple[str, ...] = (), n_directors: int = 1) -> dict:
+    """Build the lab; each director runs `pyvs run` with `run_args` besides its config."""
     if mode not in MODES:
         raise LabError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
+    if n_directors not in (1, 2):
+        raise LabError("--directors must be 1 or 2")
+    if n_directors == 2 and mode not in SECOND:
+        raise LabError(f"--directors 2: the pair runs NAT or DR, not {mode}")
     if STATE.exists():
         raise LabError(f"a lab is already up ({STATE}); run `pyvs lab down` first")
     if not 1 <= realservers <= 20 or not 1 <= clients <= 20:
@@ -122,7 +167,10 @@ def up(mode: str, realservers: int = 2, clients: int = 1, out=sys.stdout,
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, iptables)")
     lay = layout(mode, realservers, clients)
-    state = {**lay, "namespaces": [], "pids": {}}
+    if n_directors == 2 and mode == "nat":
+        lay["dip"] = INSIDE_GATEWAY        # the realservers' gateway floats with the VIP
+    state = {**lay, "namespaces": [], "pids": {}, "run_args": list(run_args),
+             "directors": n_directors, "active": 0}
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     STATE.write_text(json.dumps(state))
     try:
@@ -139,7 +187,9 @@ def _save(state: dict) -> None:
 
 def _build(state: dict, out, start_director: bool = True) -> None:
     mode = state["mode"]
-    nss = [ns("sw"), ns("d"), *[ns(f"c{i + 1}") for i in range(len(state["clients"]))],
+    pair = directors(state)
+    nss = [ns("sw"), *[d["ns"] for d in pair],
+           *[ns(f"c{i + 1}") for i in range(len(state["clients"]))],
            *[ns(f"r{i + 1}") for i in range(len(state["realservers"]))]]
     for name in nss:
         _sh("ip", "netns", "add", name)
@@ -159,53 +209,145 @@ def _build(state: dict, out, start_director: bool = True) -> None:
         exec_in(host, "ip", "link", "set", dev, "up")
 
     rs_br = "brr" if mode == "nat" else "brc"
-    port(ns("d"), "eth0", "d0", "brc", f"{state['gateway']}/24")
-    if mode == "nat":
-        port(ns("d"), "eth1", "d1", "brr", f"{state['dip']}/24")
+    for k, d in enumerate(pair):
+        suffix = "" if k == 0 else str(k + 1)
+        port(d["ns"], "eth0", f"d{suffix}0", "brc", f"{d['eth0']}/24")
+        if mode == "nat":
+            port(d["ns"], "eth1", f"d{suffix}1", "brr", f"{d['eth1']}/24")
     for i, addr in enumerate(state["clients"]):
         host = ns(f"c{i + 1}")
         port(host, "eth0", f"c{i + 1}", "brc", f"{addr}/24")
         if mode == "nat":
             exec_in(host, "ip", "route", "add", "default", "via", state["gateway"])
         _provision(host, "client", state, PYVS_GATEWAY=state["gateway"])
+        if len(pair) > 1:                 # the VIP is on the segment: ARP finds its holder
+            exec_in(host, "ip", "route", "del", f"{state['vip']}/32")
     for i, addr in enumerate(state["realservers"]):
         host = ns(f"r{i + 1}")
         port(host, "eth0", f"r{i + 1}", rs_br, f"{addr}/24")
         _provision(host, "realserver", state, PYVS_NAME=f"rs{i + 1}")
+        if mode == "tun" and tun_device(host) == ipip.DEVICE:
+            _start_ipip(state, host, f"ipip{i + 1}")
         log = open(STATE_DIR / f"rs{i + 1}.log", "w")
         proc = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m",
                                  "pyvs.lab.backends", "--name", f"rs{i + 1}"],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         state["pids"][f"rs{i + 1}"] = proc.pid
         _save(state)
-    _provision(ns("d"), "director", state, PYVS_VIP_IFACE="eth0")
+    for d in pair:
+        _provision(d["ns"], "director", state, PYVS_VIP_IFACE="eth0")
+    if len(pair) > 1:
+        _hold_floating(state, 0)
     if not start_director:                      # bench/live.py runs its own
         _wait_listening(state)
         return
+    _run_directors(state, pair, out)
+
+
+def _run_directors(state: dict, pair: list[dict], out) -> None:
+    """Each director's `pyvs run`; with two, their sync daemons."""
+    mode = state["mode"]
     config = STATE_DIR / f"lab-{mode}.yaml"
     config.write_text(config_yaml(mode, len(state["realservers"])))
     state["config"] = str(config)
-    log = open(STATE_DIR / "director.log", "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", ns("d"), sys.executable, "-m", "pyvs.cli",
-                             "run", "--config", str(config), "--socket", SOCKET],
+    for d in pair:
+        _start_director(state, d)
+    if len(pair) > 1:
+        for d in pair:
+            _start_sync(d)
+    _wait_listening(state)
+    logs = ", ".join(str(STATE_DIR / f"{d['host']}.log") for d in pair)
+    print(f"lab up: {mode.upper()}, VIP {state['vip']}, {len(state['realservers'])} "
+          f"realservers, {len(state['clients'])} client(s); "
+          + (f"directors {pair[0]['eth0']} (active) and {pair[1]['eth0']}, sync daemons on "
+             f"eth0; " if len(pair) > 1 else "")
+          + f"director log{'s' if len(pair) > 1 else ''} {logs}", file=out)
+
+
+def _start_director(state: dict, d: dict) -> None:
+    log_path = STATE_DIR / f"{d['host']}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", d["ns"], sys.executable, "-m", "pyvs.cli",
+                             "run", "--config", state["config"], "--socket", d["socket"],
+                             *state["run_args"]],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    state["pids"]["director"] = proc.pid
+    state["pids"][d["host"]] = proc.pid
     _save(state)
     for _ in range(100):
         if proc.poll() is not None:
-            raise LabError("the director exited: "
-                           + (STATE_DIR / "director.log").read_text().strip()[-500:])
+            raise LabError(f"the {d['host']} exited: " + log_path.read_text().strip()[-500:])
         try:
-            request(SOCKET, {"op": "ping"}, timeout=1)
-            break
+            request(d["socket"], {"op": "ping"}, timeout=1)
+            return
         except NoDirector:
             time.sleep(0.1)
-    else:
-        raise LabError("the director did not answer on its control socket within 10 s")
-    _wait_listening(state)
-    print(f"lab up: {mode.upper()}, VIP {state['vip']}, {len(state['realservers'])} "
-          f"realservers, {len(state['clients'])} client(s); director log "
-          f"{STATE_DIR / 'director.log'}", file=out)
+    raise LabError(f"the {d['host']} did not answer on its control socket within 10 s")
+
+
+def _start_sync(d: dict) -> None:
+    """A master and a backup sync daemon on eth0, as keepalived's lvs_sync_daemon runs
+    one or the other: both at once let either director take over, and fail back."""
+    commands = [{"op": "start-daemon", "state": state, "mcast_ifn": "eth0",
+                 "syncid": SYNCID} for state in ("master", "backup")]
+    errors = request(d["socket"], {"op": "apply", "commands": commands})["errors"]
+    if any(errors):
+        raise LabError(f"{d['host']}: the sync daemons did not start: {errors}")
+
+
+def _hold_floating(state: dict, active: int) -> None:
+    """The floating addresses on director `active` only, announced by gratuitous ARP
+    (what keepalived's VRRP does at a transition, pyvs.lab.vrrp)."""
+    pair = directors(state)
+    for k, d in enumerate(pair):
+        if k != active:
+            for dev, addr in floating(state):
+                exec_in(d["ns"], "ip", "addr", "del", f"{addr}/32", "dev", dev, check=False)
+    new = pair[active]
+    for dev, addr in floating(state):
+        exec_in(new["ns"], "ip", "addr", "replace", f"{addr}/32", "dev", dev)
+        exec_in(new["ns"], sys.executable, "-m", "pyvs.lab.vrrp", "garp", dev, addr)
+    state["active"] = active
+    _save(state)
+
+
+def failover(out=sys.stdout) -> int:
+    """`pyvs lab failover`: the floating addresses to the other director."""
+    state = load_state()
+    if state.get("directors", 1) < 2:
+        raise LabError("the lab has one director (pyvs lab up --directors 2)")
+    new = 1 - state.get("active", 0)
+    _hold_floating(state, new)
+    d = directors(state)[new]
+    print(f"{d['host']} ({d['eth0']}) holds {', '.join(a for _, a in floating(state))} now",
+          file=out)
+    return 0
+
+
+def tun_device(host: str) -> str:
+    """The device that holds a TUN realserver's VIP: tunl0 where the kernel has the ipip
+    driver, else pyvs.lab.ipip's."""
+    return "tunl0" if exec_in(host, "ip", "-o", "link", "show", "tunl0", check=False) \
+        else ipip.DEVICE
+
+
+def _start_ipip(state: dict, host: str, name: str) -> None:
+    """No ipip driver on this realserver: pyvs.lab.ipip decapsulates onto its TUN device
+    (pyvs/data/provision/realserver.sh leaves it to the lab); wait until it holds the VIP."""
+    log = open(STATE_DIR / f"{name}.log", "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-m",
+                             "pyvs.lab.ipip", "--vip", state["vip"]],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state["pids"][name] = proc.pid
+    _save(state)
+    for _ in range(100):
+        if f" {state['vip']}/32 " in exec_in(host, "ip", "-4", "-o", "addr", "show", "dev",
+                                             ipip.DEVICE, check=False):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise LabError(f"{host}: pyvs.lab.ipip did not come up: "
+                   + (STATE_DIR / f"{name}.log").read_text().strip()[-300:])
 
 
 def _wait_listening(state: dict) -> None:
@@ -229,29 +371,24 @@ def _kill(pid: int, sig: int = signal.SIGTERM) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def down(out=sys.stdout) -> None:
     """Stop everything the lab started and delete its namespaces; safe to repeat."""
     state = json.loads(STATE.read_text()) if STATE.exists() else {"namespaces": [], "pids": {}}
-    pid = state["pids"].get("director")
-    if pid:
+    running = [pid for name, pid in state["pids"].items() if name.startswith("director")]
+    for pid in running:
         _kill(pid)
+    for pid in running:
         for _ in range(50):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.1)
         _kill(pid, signal.SIGKILL)
-    if ns("d") in _sh("ip", "netns", "list", check=False).split():
-        exec_in(ns("d"), sys.executable, "-m", "pyvs.cli", "cleanup", check=False)
+    listed = _sh("ip", "netns", "list", check=False).split()
+    for name in (ns("d"), ns("d2")):
+        if name in listed:
+            exec_in(name, sys.executable, "-m", "pyvs.cli", "cleanup", check=False)
     for name, pid in state["pids"].items():
-        if name != "director":
+        if not name.startswith("director"):
             _kill(pid, signal.SIGKILL)
     existing = _sh("ip", "netns", "list", check=False)
     existing_names = [n.split()[0] for n in existing.splitlines() if n.strip()]
@@ -269,7 +406,7 @@ def status(out=sys.stdout) -> int:
     state = load_state()
     print(f"mode {state['mode']}, VIP {state['vip']}", file=out)
     for name, pid in state["pids"].items():
-        print(f"  {name:<9} pid {pid:<7} {'running' if _alive(pid) else 'DEAD'}", file=out)
+        print(f"  {name:<9} pid {pid:<7} {'running' if alive(pid) else 'DEAD'}", file=out)
     for host, ns in hosts(state).items():
         if host != "client":
             addrs = exec_in(ns, "ip", "-4", "-o", "addr", "show", check=False).split("\n")
@@ -279,7 +416,8 @@ def status(out=sys.stdout) -> int:
 
 
 def check(out=sys.stdout) -> int:
-    """The classic LVS mistakes, host by host (seed 000's 'incorrect routing' among them)."""
+    """The classic LVS mistakes, host by host (the LVS-HOWTO's 'incorrect routing' among
+    them)."""
     state = load_state()
     mode, vip, problems = state["mode"], state["vip"], 0
 
@@ -291,8 +429,9 @@ def check(out=sys.stdout) -> int:
     def sysctl(host: str, name: str) -> str:
         return exec_in(host, "cat", f"/proc/sys/{name.replace('.', '/')}", check=False).strip()
 
-    report(sysctl(ns("d"), "net.ipv4.ip_forward") == "1", "director", "ip_forward=1")
-    report(_alive(state["pids"].get("director", 0) or 0), "director", "pyvs run is running")
+    for d in directors(state):
+        report(sysctl(d["ns"], "net.ipv4.ip_forward") == "1", d["host"], "ip_forward=1")
+        report(alive(state["pids"].get(d["host"], 0) or 0), d["host"], "pyvs run is running")
     for i, addr in enumerate(state["realservers"]):
         rns, host = ns(f"r{i + 1}"), f"rs{i + 1} {addr}"
         if mode == "nat":
@@ -301,7 +440,7 @@ def check(out=sys.stdout) -> int:
                    f"default route via the director {state['dip']} (else replies bypass it: "
                    "incorrect routing, handshakes never complete)")
         else:
-            dev = "lo" if mode == "dr" else "tunl0"
+            dev = "lo" if mode == "dr" else tun_device(rns)
             have = exec_in(rns, "ip", "-4", "-o", "addr", "show", "dev", dev, check=False)
             report(f" {vip}/32 " in have, host, f"VIP {vip} on {dev} (else it drops the "
                    "director's packets for the VIP)")
@@ -364,4 +503,7 @@ def lab_exec(host: str, cmd: list[str]) -> int:
         raise LabError(f"unknown host {host!r} (hosts: {', '.join(sorted(names))})")
     if not cmd:
         raise LabError("nothing to run: pyvs lab exec HOST -- CMD...")
-    return subprocess.call(["ip", "netns", "exec", names[host], *cmd])
+    # pyvsadm and pyvs list on the director find the lab's control socket
+    return subprocess.call(["ip", "netns", "exec", names[host], *cmd],
+                           env={**os.environ, "PYVS_SOCKET": os.environ.get("PYVS_SOCKET",
+                                                                              SOCKET)})

@@ -1,6 +1,6 @@
 """Client and server applications: what each side of a session sends, waits for and closes.
 
-A `Session` is one client's use of one virtual service, written the way the seeds describe
+A `Session` is one client's use of one virtual service, written the way LVS write-ups describe
 the protocols: a greeting from the server (telnet, ftp), request/response exchanges, a hold,
 and who ends it and how (the client's close, the server's idle close as with Apache's
 KeepAliveTimeout, a logout that makes the server close, an RST, or nobody).

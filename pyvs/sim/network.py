@@ -30,6 +30,7 @@ from .tcp import ACK, RST, SEGMENT, SYN, Socket, Stack, TcpParams, reset
 _DST = struct.Struct("!16xI")                  # an IPv4 packet's destination address
 CLIENT_BASE = (198 << 24) | (18 << 16) | 1          # 198.18.0.1, .2, ... (benchmark range)
 DIRECTOR_DIP = (192 << 24) | (0 << 16) | (2 << 8) | 1  # 192.0.2.1, the realservers' gateway
+CHECK_SESSION = Session(requests=0, end="none")         # a health check's server side
 
 
 @dataclass
@@ -46,7 +47,7 @@ class LabParams:
 
 
 class IdleFirewall:
-    """A stateful firewall that silently forgets idle flows (seed 004).
+    """A stateful firewall that silently forgets idle flows.
 
     A packet of a forgotten or unknown flow (other than a client's SYN) is dropped and
     answered with an RST to its sender, as if from the other end."""
@@ -91,6 +92,9 @@ class Lab:
         self.director = director
         self.params = params
         self.registry = Registry()
+        self.client_app: Callable[..., ClientApp] = ClientApp    # runs each client session
+        # several directors (pyvs.sim.directors): the front that hands a packet to one
+        self.front: Callable[[bytes, int], None] | None = None
         self.packets = 0
         self.lost = 0
         self.drops: dict[str, int] = {}
@@ -109,10 +113,11 @@ class Lab:
                     rs = Stack(sim, addrs, tcp, self._rs_sender(dest.addr))
                     self.realservers[dest.addr] = rs
         # bound methods made once: _deliver batches by their identity
-        self.mark_to_rx = {mark: self.realservers[addr].receive
-                           for mark, addr in director.route_marks().items()
-                           if addr in self.realservers}
-        self.rs_rx = {addr: rs.receive for addr, rs in self.realservers.items()}
+        self.mark_to_rx: dict[int, Callable[[bytes], None]] = {
+            mark: self.realservers[addr].receive for mark, addr in director.route_marks().items()
+            if addr in self.realservers}
+        self.rs_rx: dict[int, Callable[[bytes], None]] = {
+            addr: rs.receive for addr, rs in self.realservers.items()}
         self._inside_rx = self._inside
         self._from_rs_rx = self._from_realserver
         self._batch: tuple[float, Callable[[bytes], None], list[bytes]] | None = None
@@ -132,7 +137,9 @@ class Lab:
                 rs.listen(port, self._accept, keepalive or port in rs.keepalive_ports)
 
     def _accept(self, sock: Socket) -> ServerApp:
-        return ServerApp(self.sim, self.registry.by_client[(sock.raddr, sock.rport)])
+        # no session: the director's health check, which connects and closes
+        return ServerApp(self.sim, self.registry.by_client.get((sock.raddr, sock.rport),
+                                                               CHECK_SESSION))
 
     def start_session(self, session: Session, client: int) -> None:
         """Open the session's connection from client `client` to the (first) VIP now."""
@@ -142,7 +149,7 @@ class Lab:
         self.listen(session.port, session.keepalive)
         vip = self.vip_for(session.port)
         sock = stack.connect(next(iter(stack.addrs)), vip, session.port,
-                             ClientApp(self.sim, session, self), session.cport)
+                             self.client_app(self.sim, session, self), session.cport)
         self.started += 1
         self.registry.by_client[(sock.laddr, sock.lport)] = session
         if session.crash is not None:
@@ -237,6 +244,8 @@ class Lab:
             self.packets += 1
             if self.params.bad_routing:
                 self.lost += 1
+            elif _DST.unpack_from(pkt)[0] == DIRECTOR_DIP and not self.masq:
+                self._deliver(self.params.lan_delay, self.director_stack.receive, pkt)
             elif self.masq:
                 self._deliver(self.params.lan_delay, self._from_rs_rx, pkt)
             else:
@@ -248,8 +257,17 @@ class Lab:
         self._route(pkt)
 
     def _director(self, pkt: bytes, direction: int) -> None:
-        """The director's netfilter hooks: the engine's verdict, applied."""
-        verdict = self.director.receive(pkt, self.sim.now, direction)
+        if self.front is not None:
+            self.front(pkt, direction)
+            return
+        self._through(self.director, self.director_stack, self.mark_to_rx, pkt, direction)
+
+    def _through(self, director: Director, stack: Stack,
+                 mark_to_rx: dict[int, Callable[[bytes], None]], pkt: bytes,
+                 direction: int) -> None:
+        """A director's netfilter hooks: its engine's verdict, applied (`stack`: its own
+        TCP, `mark_to_rx`: its routing marks' realservers)."""
+        verdict = director.receive(pkt, self.sim.now, direction)
         if verdict.action == DROP:
             self.drops[verdict.reason] = self.drops.get(verdict.reason, 0) + 1
             if verdict.reply is not None:           # ICMP from the director's own stack
@@ -260,13 +278,13 @@ class Lab:
             if verdict.data is not None:    # rewritten by Masq or wrapped by Tunnel
                 pkt = verdict.data
             if verdict.mark:
-                self._deliver(self.params.lan_delay, self.mark_to_rx[verdict.mark], pkt)
+                self._deliver(self.params.lan_delay, mark_to_rx[verdict.mark], pkt)
             elif direction == OUT:          # a reply the director forwards: to the client
                 self._to_client(pkt, self.params.client_delay)
             else:
                 self._route(pkt)
-        elif _DST.unpack_from(pkt)[0] in self.director_stack.addrs:
-            self.director_stack.receive(pkt)
+        elif _DST.unpack_from(pkt)[0] in stack.addrs:
+            stack.receive(pkt)
         else:
             self._route(pkt)
 

@@ -7,16 +7,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Config, ConfigFileError
-from ..config.model import describe
+from ..config.model import describe, pool_name
 from ..core import commands as C
 from ..core.engine import ConfigError, Director
 from ..core.forwarding import BY_CODE, BY_MODE, MASQ
-from ..core.packet import int_to_ip
+from ..core.packet import IPPROTO_TCP, int_to_ip
 from ..core.service import Dest
+from ..truth import tcpstates
 from ..views.snapshot import snapshot
 from . import tcp
+from .checks import SimChecks
 from .events import Simulation
-from .network import Lab
+from .network import DIRECTOR_DIP, Lab
 from .scenarios import Scenario, lab_config
 from .truth import KINDS, Agreement, RealserverTruth, explain
 
@@ -50,12 +52,13 @@ class Result:
     drops: dict[str, int] = field(default_factory=dict)
     clients: dict[str, float] = field(default_factory=dict)    # what the clients saw
     marks: list[tuple[float, str]] = field(default_factory=list)   # the timeline's changes
+    checks: list[str] = field(default_factory=list)    # what the health checks did
 
     def as_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "mode": self.mode, "kernel": self.kernel,
                 "samples": [vars(s) for s in self.samples], "summary": self.summary,
                 "cause": self.cause, "clients": self.clients,
-                "marks": [list(m) for m in self.marks]}
+                "marks": [list(m) for m in self.marks], "checks": self.checks}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -65,6 +68,7 @@ class Result:
                      data["cause"])
         result.clients = dict(data.get("clients", {}))
         result.marks = [(float(t), str(text)) for t, text in data.get("marks", [])]
+        result.checks = [str(c) for c in data.get("checks", [])]
         return result
 
 
@@ -91,12 +95,16 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
         sample: float | None = None) -> Result:
     """Simulate `scenario`; sample every `sample` s (default: the scenario's) and keep a
     full table snapshot (plus the realservers' socket states) at each time in `at`."""
+    if scenario.cluster is not None:        # several directors
+        from .directors import run_cluster
+        return run_cluster(scenario, mode, kernel, seed, config, at, sample)
     wall = time.perf_counter()
     cfg = config or scenario.director_config() or lab_config()
     if mode is not None:
         cfg = cfg.with_forward(BY_MODE[mode].code)
-    if kernel or scenario.kernel:
-        cfg = replace(cfg, kernel=kernel or scenario.kernel)
+    chosen = kernel or scenario.kernel
+    if chosen:
+        cfg = replace(cfg, kernel=chosen)
     director = cfg.build(0.0)
     if scenario.timeouts:
         try:
@@ -116,7 +124,10 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     for addr, stack in lab.realservers.items():
         stack.on_state = _truth_hook(sim, truths[addr], agreement)
     _timeline(scenario, sim, lab, director, agreement, mode)
-    for s in scenario.all_sessions(sim.random):
+    checks = SimChecks(sim, lab, director, cfg, agreement) if cfg.has_checks() else None
+    sessions = scenario.all_sessions(sim.random)
+    _check_reached(scenario, sessions, director, cfg)
+    for s in sessions:
         if s.start <= scenario.duration:
             sim.at(s.start, lab.start_session, s, s.client)
 
@@ -140,7 +151,7 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
                     sum(d.activeconns for d in dests), sum(d.inactconns for d in dests),
                     truth.active, truth.inactive))
         if t in wanted:
-            states = {int_to_ip(a): {tcp.STATE_NAMES[i]: n for i, n in enumerate(tr.by_state)
+            states = {int_to_ip(a): {tcpstates.STATE_NAMES[i]: n for i, n in enumerate(tr.by_state)
                                      if n}
                       for a, tr in sorted(truths.items())}
             result.snapshots.append((snapshot(director, t), states))
@@ -154,9 +165,24 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     result.events = sim.events
     result.drops = dict(lab.drops)
     result.clients = _clients(lab)
+    if checks is not None:
+        result.checks = [f"{t.at:g} s {t.text()}" for t in checks.transitions] + checks.refused
     result.wall = time.perf_counter() - wall
     director.watch = None
     return result
+
+
+def _check_reached(scenario: Scenario, sessions: list, director: Director,
+                   cfg: Config) -> None:
+    """A scenario whose connections reach no service would compare an empty table with
+    empty realservers: a perfect score that means nothing, so it is refused."""
+    ports = sorted({s.port for s in sessions})
+    tcp = [svc for svc in director.services if not svc.fwmark and svc.protocol == IPPROTO_TCP]
+    if not any(svc.port in (0, p) for svc in tcp for p in ports):
+        have = ", ".join(pool_name(vs.key) for vs in cfg.services) or "none"
+        raise ConfigFileError(f"{cfg.path}: no service takes scenario {scenario.name}'s "
+                              f"connections (TCP port {', '.join(map(str, ports))}); its "
+                              f"services: {have}")
 
 
 def _listed_dests(director: Director) -> dict[int, list[Dest]]:
@@ -213,16 +239,17 @@ def _clients(lab: Lab) -> dict[str, float]:
 
 def _mode_of(cfg: Config) -> str:
     kinds = {BY_CODE[rs.forward].mode for vs in cfg.services for rs in vs.realservers}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
+    mode = kinds.pop() if len(kinds) == 1 else None
+    return mode or "mixed"
 
 
 def _truth_hook(sim: Simulation, truth: RealserverTruth, agreement: Agreement):
     by_state = truth.by_state
     addr = truth.addr
-    uncounted = (tcp.CLOSED, tcp.LISTEN)
+    uncounted = (tcpstates.CLOSED, tcpstates.LISTEN)
 
     def changed(sock: tcp.Socket, old: int, new: int) -> None:
-        if not sock.passive:
+        if not sock.passive or sock.raddr == DIRECTOR_DIP:     # a client's, not a check's
             return
         if old not in uncounted:
             by_state[old] -= 1

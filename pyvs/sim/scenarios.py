@@ -25,6 +25,15 @@ from ..config.yamlfile import Reader, parse, read_yaml
 from ..core.commands import Event
 from ..core.states import KERNELS
 from .apps import ENDS, Session
+from .cluster import (
+    DIRECTOR_EVENTS,
+    FRONTS,
+    SYNC_MODES,
+    Cluster,
+    master_down_interval,
+    startup_wait,
+)
+from .ecmp import SPREADS
 from .network import LabParams
 from .tcp import TcpParams
 
@@ -107,8 +116,13 @@ class Scenario:
     faults: list[Fault] = field(default_factory=list)      # realserver faults
     marks: list[tuple[float, str]] = field(default_factory=list)   # both, as written
     kernel: str | None = None       # the kernel profile, unless --kernel says otherwise
-    config: str | None = None       # the director's services (ipvsadm rules), else the lab's
+    # the director's services: ipvsadm rules, or a pyvs configuration as data (with health
+    # checks, say); else the lab's
+    config: str | dict[str, Any] | None = None
     reproduces: str = ""            # the public report it reproduces
+    cluster: Cluster | None = None  # several directors (pyvs.sim.directors runs it)
+    modes: tuple[str, ...] = ()     # the forwarding methods it runs in (empty: every one)
+    modes_why: str = ""             # ... and why not the others
 
     def add_event(self, text: str) -> None:
         """`T ipvsadm ...` or `T sysctl NAME=VALUE`, as replay's --event takes it."""
@@ -121,6 +135,8 @@ class Scenario:
         self.marks.append((at, f"{realserver} {kind}"))
 
     def director_config(self) -> Config | None:
+        if isinstance(self.config, dict):
+            return parse(self.config, f"{self.name}: config")
         return None if self.config is None else rules_format.parse(self.config, self.name)
 
     def all_sessions(self, rng: random.Random) -> list[Session]:
@@ -133,8 +149,9 @@ class Scenario:
 
 def _telnet(**kw: Any) -> Session:
     """A telnet session: greeting, keystrokes echoed, logout makes the server close."""
-    base = dict(port=23, banner=80, requests=15, request_bytes=1, response_bytes=1, think=20.0,
-                hold=5.0, end="quit", keepalive=True)
+    base: dict[str, Any] = dict(port=23, banner=80, requests=15, request_bytes=1,
+                                response_bytes=1, think=20.0, hold=5.0, end="quit",
+                                keepalive=True)
     base.update(kw)
     return Session(**base)
 
@@ -184,7 +201,7 @@ def _changing() -> list[Scenario]:
         config=WWW + DESTS.format(port=80), show=(4, 20, 40),
         reproduces="kubernetes/kubernetes#93297: conn_reuse_mode=1 is safe on 5.9+")
     reuse_ct = Scenario(
-        "port-reuse-conntrack", "the same on a 4.10-5.8 kernel with conntrack=1: the first "
+        "port-reuse-conntrack", "the same on a 4.9-5.8 kernel with conntrack=1: the first "
         "SYN of each reuse is dropped and the client waits 1 s", 60, reusing, clients=3,
         config=WWW + DESTS.format(port=80), show=(4, 20, 40), kernel="4.19",
         reproduces="kubernetes/kubernetes#70747 and cloudnativelabs/kube-router#544: "
@@ -207,7 +224,199 @@ def _changing() -> list[Scenario]:
         reproduces="kubernetes/kubernetes#84041 and kubermatic/kubelb#539: a tcp timeout "
         "below the applications' keepalive interval")
     timeout.add_event("60 ipvsadm --set 120 0 0")
-    return [drain, remove, remove_expire, reuse, reuse_ct, reuse_0, timeout]
+    return [drain, remove, remove_expire, reuse, reuse_ct, reuse_0, timeout, _check_flap()]
+
+
+CHECKED = {"services": [{
+    "protocol": "tcp", "address": f"{VIP}:80", "scheduler": "rr",
+    "health": {"delay_loop": 3, "connect_timeout": 1, "retry": 1, "delay_before_retry": 1},
+    "realservers": [{"address": f"192.0.2.{i}:80", "forward": "route",
+                     "checks": [{"type": "TCP_CHECK"}]} for i in (11, 12)]}]}
+
+
+def _check_flap() -> Scenario:
+    """keepalived's TCP_CHECK in the loop: what clients see while a check notices."""
+    flap = Scenario(
+        "check-flap", "www with keepalived's TCP_CHECK (delay_loop 3, retry 1): rs2 stops "
+        "listening at 20 s and comes back at 50 s, crashes at 80 s and is back at 110 s; "
+        "new connections reach it until the check removes it", 140,
+        [Session(start=1.0 + 0.5 * c + 2 * i, client=c, response_bytes=5000)
+         for c in range(4) for i in range(68)], clients=4, config=CHECKED,
+        show=(19, 24, 60, 84, 120),
+        reproduces="alibaba/LVS#34: without inhibit_on_failure keepalived deletes the "
+        "failed realserver, and clients see errors until it does")
+    flap.add_fault(20, "rs2", "refuse")
+    flap.add_fault(50, "rs2", "recover")
+    flap.add_fault(80, "rs2", "crash")
+    flap.add_fault(110, "rs2", "recover")
+    return flap
+
+
+FAILOVER_AT = 60.0                   # d1 crashes
+TAKEOVER_AT = FAILOVER_AT + master_down_interval()      # d2 takes the VIP: 63.609 s
+FAILBACK_BOOT = 200.0                # d1 is back (keepalived started, empty table)
+
+
+def _failover_sessions() -> list[Session]:
+    """Telnet sessions around d1's crash at 60 s: six long-held (synced long before), one
+    4 s old (its record just sent) and one 1 s old (its record still in d1's buffer), a
+    pooled connection idle since its handshake (two packets: never synced; the server
+    greets at 90 s), one whose handshake is under way at 60 s, two that start while
+    nobody holds the VIP."""
+    held = [_telnet(start=1.0 + i, client=i, requests=15, think=10.0) for i in range(6)]
+    recent = [_telnet(start=FAILOVER_AT - 4.0, client=6, requests=10, think=10.0),
+              _telnet(start=FAILOVER_AT - 1.0, client=7, requests=10, think=10.0)]
+    pooled = _telnet(start=20.0, client=8, banner_delay=70.0, requests=3, think=10.0)
+    opening = _telnet(start=FAILOVER_AT - 0.01, client=9, banner=0, requests=8, think=10.0)
+    new = [_telnet(start=FAILOVER_AT + 1.0 + i, client=10 + i, requests=8, think=10.0)
+           for i in range(2)]
+    return held + recent + [pooled, opening] + new
+
+
+def _failover(name: str, summary: str, sync: str, sloppy: bool, reproduces: str) -> Scenario:
+    cluster = Cluster(sync=sync, pivot=FAILOVER_AT)
+    cluster.add(FAILOVER_AT, 0, "crash")
+    cluster.add(TAKEOVER_AT, 1, "master")
+    sc = Scenario(name, summary, 240, _failover_sessions(), config=TELNET, cluster=cluster,
+                  show=(FAILOVER_AT - 0.5, 65, 100), reproduces=reproduces)
+    sc.marks += [(FAILOVER_AT, "d1 crash"), (TAKEOVER_AT, "d2 takes the VIP")]
+    if sloppy:
+        sc.add_event("0 sysctl sloppy_tcp=1")
+    return sc
+
+
+IDLE_FAILOVER_AT = 1000.0
+
+
+def failover_idle(name: str, summary: str, refresh: bool, reproduces: str = "") -> Scenario:
+    """Four telnet sessions with a keystroke a minute, synced at their 3rd packet; d1
+    crashes at 1000 s.  `refresh`: sync_threshold 3 0 and sync_refresh_period 300."""
+    cluster = Cluster(sync="vrrp", pivot=IDLE_FAILOVER_AT)
+    cluster.add(IDLE_FAILOVER_AT, 0, "crash")
+    cluster.add(IDLE_FAILOVER_AT + master_down_interval(), 1, "master")
+    sessions = [_telnet(start=1.0 + i, client=i, requests=20, think=60.0) for i in range(4)]
+    sc = Scenario(name, summary, 1400, sessions, config=TELNET, cluster=cluster,
+                  show=(899, 999, 1010), reproduces=reproduces)
+    sc.marks += [(IDLE_FAILOVER_AT, "d1 crash"),
+                 (IDLE_FAILOVER_AT + master_down_interval(), "d2 takes the VIP")]
+    if refresh:
+        sc.add_event("0 sysctl sync_threshold=3 0")
+        sc.add_event("0 sysctl sync_refresh_period=300")
+    return sc
+
+
+def _failback(name: str, summary: str, sync: str, preempt: float, refresh: bool,
+              reproduces: str, cut: bool = False) -> Scenario:
+    """d1 crashes at 60 s (`cut`: loses its network), d2 takes over; d1 is back at 200 s
+    and takes the VIP again."""
+    back = FAILBACK_BOOT + preempt
+    cluster = Cluster(sync=sync, pivot=back)
+    down, up = ("isolate", "rejoin") if cut else ("crash", "boot")
+    cluster.add(FAILOVER_AT, 0, down)
+    cluster.add(TAKEOVER_AT, 1, "master")
+    cluster.add(FAILBACK_BOOT, 0, up)
+    cluster.add(back, 0, "master")
+    sessions = ([_telnet(start=1.0 + i, client=i, requests=30, think=10.0) for i in range(6)]
+                + [_telnet(start=100.0 + 10 * i, client=6 + i, requests=25, think=10.0)
+                   for i in range(2)])
+    sc = Scenario(name, summary, 420, sessions, config=TELNET, cluster=cluster,
+                  show=(FAILOVER_AT - 1, FAILBACK_BOOT - 1, back + 1), reproduces=reproduces)
+    sc.marks += [(FAILOVER_AT, "d1 cut off" if cut else "d1 crash"),
+                 (TAKEOVER_AT, "d2 takes the VIP"),
+                 (FAILBACK_BOOT, "d1 back" if cut else "d1 boots"),
+                 (back, "d1 takes the VIP back")]
+    if refresh:
+        sc.add_event("0 sysctl sync_threshold=3 0")
+        sc.add_event("0 sysctl sync_refresh_period=10")
+    return sc
+
+
+def _failovers() -> list[Scenario]:
+    """A keepalived pair: d1 holds the VIP, crashes at 60 s; d2 takes it 3.609 s later
+    (advert_int 1 s x 3 + skew)."""
+    return [
+        _failover("failover", "d1 crashes at 60 s, d2 takes the VIP 3.6 s later; no sync: "
+                  "every connection that sends after the takeover is lost", "none", False,
+                  "keepalived#1138: the backup takes over without the master's connections"),
+        _failover("failover-sloppy", "the same with sloppy_tcp=1: d2 schedules a held "
+                  "connection's next packet anew (rr); it survives where rr picks its "
+                  "realserver", "none", True, "google/seesaw#89: sloppy_tcp lets a "
+                  "director without the entry carry an established connection"),
+        _failover("failover-sync", "the same with the sync daemon (keepalived "
+                  "lvs_sync_daemon IF VI_1): what d1 had sent at 60 s survives; a "
+                  "handshake, an idle pooled connection and the last second's do not",
+                  "vrrp", False, "keepalived#98: SYN_RECV is never synced; "
+                  "keepalived#1819: a connection reaches the backup only at its 3rd packet "
+                  "or a state change"),
+        _failover("failover-sync-sloppy", "sync and sloppy_tcp=1: what sync missed is "
+                  "rescheduled", "vrrp", True, "keepalived#98 with sloppy_tcp"),
+        failover_idle("failover-sync-idle", "sync, telnet with a keystroke a minute: "
+                      "d2's entries expire 900 s after d1's only message about them (the "
+                      "3rd packet; the 53rd comes after 25 min); d1 crashes at 1000 s",
+                      False, "keepalived#1819: the backup lacks connections the master "
+                      "holds"),
+        _failback("failback", "sync following VRRP: d1 back at 200 s takes the VIP again "
+                  "with an empty table (it ran no backup daemon while down)", "vrrp",
+                  startup_wait(), False, "keepalived#1966, keepalived#1076, "
+                  "keepalived#237: connections are lost when the master comes back"),
+        _failback("failback-stale", "the same, but d1 only lost its network (60-200 s): it "
+                  "takes the VIP back with its own table of 60 s, still valid for the "
+                  "connections it had", "vrrp", startup_wait(), False, "keepalived#237: "
+                  "the master comes back without the connections made meanwhile",
+                  cut=True),
+        _failback("failback-both-daemons", "both daemons on both directors, "
+                  "sync_refresh_period=10 (sync_threshold 3 0), d1 preempts 30 s after its "
+                  "boot: d2 resends every active connection and d1 keeps them", "both",
+                  30.0, True, "keepalived#1819 and #1076: a backup daemon on the master "
+                  "too, as keepalived 2.1+ runs it without a VRRP instance"),
+    ]
+
+
+ECMP_WITHDRAW_AT = 60.0
+ECMP_WHY = ("NAT needs each reply back through the director holding its entry, and "
+            "behind an ECMP router a realserver has one gateway")
+
+
+def _ecmp(name: str, summary: str, scheduler: str, sync: str, sloppy: bool,
+          spread: str = "hash-threshold", reproduces: str = "") -> Scenario:
+    """Three directors behind a Linux ECMP router (L4 hash); d3 leaves the group at 60 s."""
+    cluster = Cluster(directors=3, front="ecmp", sync=sync, spread=spread,
+                      pivot=ECMP_WITHDRAW_AT)
+    cluster.add(ECMP_WITHDRAW_AT, 2, "withdraw")
+    sessions = ([_telnet(start=1.0 + i, client=i, requests=30, think=5.0)
+                 for i in range(18)]
+                + [_telnet(start=80.0 + i, client=18 + i, requests=10, think=5.0)
+                   for i in range(3)])
+    config = f"-A -t {VIP}:23 -s {scheduler}\n" + DESTS.format(port=23)
+    sc = Scenario(name, summary, 240, sessions, config=config, cluster=cluster,
+                  modes=("dr", "tun"), modes_why=ECMP_WHY,
+                  show=(ECMP_WITHDRAW_AT - 1, ECMP_WITHDRAW_AT + 30), reproduces=reproduces)
+    sc.marks.append((ECMP_WITHDRAW_AT, "d3 leaves the ECMP group"))
+    if sloppy:
+        sc.add_event("0 sysctl sloppy_tcp=1")
+    return sc
+
+
+def _ecmps() -> list[Scenario]:
+    return [
+        _ecmp("ecmp", "18 telnet sessions over d1-d3 (rr, hash-threshold ECMP); d3 leaves "
+              "at 60 s: its flows and a share of d2's move, and are reset", "rr", "none",
+              False),
+        _ecmp("ecmp-mh", "the same with mh: every director would pick the same realserver, "
+              "but without sloppy_tcp a moved flow's packet still finds no entry", "mh",
+              "none", False),
+        _ecmp("ecmp-mh-sloppy", "mh and sloppy_tcp=1: a moved flow is scheduled anew to the "
+              "same realserver and survives, with no shared state", "mh", "none", True,
+              reproduces="google/seesaw#89 and kube-router#554: mh + sloppy_tcp instead "
+              "of the sync daemon"),
+        _ecmp("ecmp-sloppy", "rr and sloppy_tcp=1: a moved flow survives only where the "
+              "new director's rr picks its realserver", "rr", "none", True),
+        _ecmp("ecmp-sync", "rr with every director running both daemons: moved flows find "
+              "the synced entry", "rr", "both", False, reproduces="keepalived#1819: "
+              "every node a master and a backup"),
+        _ecmp("ecmp-resilient", "rr, no sync, a resilient nexthop group: only d3's own "
+              "flows move", "rr", "none", False, spread="resilient"),
+    ]
 
 
 def _builtins() -> dict[str, Scenario]:
@@ -254,6 +463,8 @@ def _builtins() -> dict[str, Scenario]:
                  "mostly HTTP/1.0, some keep-alive and long-held", 500, mix=Mix(),
                  show=(100, 250, 400)),
         *_changing(),
+        *_failovers(),
+        *_ecmps(),
     ]
     return {s.name: s for s in scenarios}
 
@@ -280,7 +491,7 @@ def _numbers(r: Reader, raw: Any, where: str, cls: type, base: Any) -> Any:
     """Fill a dataclass of numbers/bools from a mapping, validating each field."""
     known = tuple(_fields(cls))
     d = r.mapping(raw, where, known)
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in d.items():
         current = getattr(base, key)
         if isinstance(current, bool):
@@ -314,7 +525,7 @@ def parse_scenario(data: Any, path: str) -> Scenario:
     r = Reader(path)
     d = r.mapping(data, "", ("name", "summary", "duration", "sample", "clients", "lab", "tcp",
                              "timeouts", "sessions", "mix", "events", "kernel", "config",
-                             "reproduces"))
+                             "reproduces", "cluster"))
     if "duration" not in d:
         raise r.fail("duration", "required (seconds to simulate)")
     name = str(d.get("name", Path(path).stem))
@@ -341,9 +552,9 @@ def parse_scenario(data: Any, path: str) -> Scenario:
     if "kernel" in d:
         sc.kernel = r.choice(str(d["kernel"]), "kernel", KERNELS)
     if "config" in d:
-        if not isinstance(d["config"], str):
+        if not isinstance(d["config"], (str, dict)):
             raise r.fail("config", "expected ipvsadm rules, one per line (as ipvsadm -S "
-                         "writes them)")
+                         "writes them), or a pyvs configuration (services: ...)")
         sc.config = d["config"]
         try:
             sc.director_config()
@@ -352,7 +563,37 @@ def parse_scenario(data: Any, path: str) -> Scenario:
     sc.reproduces = str(d.get("reproduces", ""))
     for i, raw in enumerate(r.seq(d.get("events"), "events")):
         _event(r, raw, f"events[{i}]", sc)
+    if "cluster" in d:
+        sc.cluster = _cluster(r, d["cluster"], sc)
     return sc
+
+
+def _cluster(r: Reader, raw: Any, sc: Scenario) -> Cluster:
+    """{directors: 2, front: vrrp|ecmp, sync: none|vrrp|both, spread: hash-threshold|
+    resilient|modulo, hash_policy: 0|1, pivot: T, events: [{at: T, director: d1,
+    event: crash|boot|isolate|rejoin|master|withdraw|announce}]}."""
+    d = dict(r.mapping(raw, "cluster", ("directors", "front", "sync", "spread",
+                                        "hash_policy", "buckets", "idle_timer", "syncid",
+                                        "pivot", "events")))
+    events = d.pop("events", None)
+    chosen = {key: r.choice(d.pop(key), f"cluster.{key}", tuple(options))
+              for key, options in _CLUSTER_CHOICES.items() if key in d}
+    cluster = replace(_numbers(r, d, "cluster", Cluster, Cluster()), events=[], **chosen)
+    names = [cluster.name(i) for i in range(cluster.directors)]
+    for i, ev in enumerate(r.seq(events, "cluster.events")):
+        where = f"cluster.events[{i}]"
+        e = r.mapping(ev, where, ("at", "director", "event"))
+        at = r.number(e.get("at"), f"{where}.at", 0, 1e7)
+        index = names.index(r.choice(e.get("director"), f"{where}.director", tuple(names)))
+        kind = r.choice(e.get("event"), f"{where}.event", tuple(DIRECTOR_EVENTS))
+        cluster.add(at, index, kind)
+        sc.marks.append((at, f"{names[index]} {kind}"))
+    problem = cluster.problem()
+    if problem:
+        raise r.fail("cluster", problem)
+    if cluster.front == "ecmp":
+        sc.modes, sc.modes_why = ("dr", "tun"), ECMP_WHY
+    return cluster
 
 
 def _event(r: Reader, raw: Any, where: str, sc: Scenario) -> None:
@@ -376,6 +617,9 @@ def _event(r: Reader, raw: Any, where: str, sc: Scenario) -> None:
             sc.add_fault(at, str(e["realserver"]), kind)
     except EventError as exc:
         raise r.fail(where, str(exc)) from None
+
+
+_CLUSTER_CHOICES = {"front": FRONTS, "sync": SYNC_MODES, "spread": SPREADS}
 
 
 def load(path: str) -> Scenario:

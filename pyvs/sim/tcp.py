@@ -17,38 +17,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..truth.tcpstates import (
+    CLOSE,
+    CLOSE_WAIT,
+    CLOSED,
+    CONNECT,
+    ESTABLISHED,
+    FIN_SENT,
+    FIN_WAIT2,
+    LISTEN,
+    RCV_ACK_OF_FIN,
+    RCV_ACK_OF_SYN,
+    RCV_FIN,
+    RCV_SYN,
+    RCV_SYNACK,
+    RECEIVING,
+    SENDING,
+    SYN_RECV,
+    SYN_SENT,
+    SYNCHRONIZED,
+    TIME_WAIT,
+    TIMEOUT,
+    TRANSITIONS,
+)
+
 if TYPE_CHECKING:
     from .events import Simulation
-
-(CLOSED, LISTEN, SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING,
- LAST_ACK, TIME_WAIT) = range(11)
-STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT1",
-               "FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
-
-# What moves a socket between states (RST, abort and giving up go to CLOSED from anywhere).
-CONNECT, CLOSE, RCV_SYNACK, RCV_ACK_OF_SYN, RCV_FIN, RCV_ACK_OF_FIN, TIMEOUT = range(7)
-
-TRANSITIONS: dict[tuple[int, int], int] = {
-    (CLOSED, CONNECT): SYN_SENT,
-    (SYN_SENT, RCV_SYNACK): ESTABLISHED,
-    (SYN_SENT, CLOSE): CLOSED,
-    (SYN_RECV, RCV_ACK_OF_SYN): ESTABLISHED,
-    (SYN_RECV, CLOSE): FIN_WAIT1,
-    (ESTABLISHED, CLOSE): FIN_WAIT1,
-    (ESTABLISHED, RCV_FIN): CLOSE_WAIT,
-    (FIN_WAIT1, RCV_ACK_OF_FIN): FIN_WAIT2,
-    (FIN_WAIT1, RCV_FIN): CLOSING,
-    (FIN_WAIT2, RCV_FIN): TIME_WAIT,
-    (FIN_WAIT2, TIMEOUT): CLOSED,
-    (CLOSING, RCV_ACK_OF_FIN): TIME_WAIT,
-    (CLOSE_WAIT, CLOSE): LAST_ACK,
-    (LAST_ACK, RCV_ACK_OF_FIN): CLOSED,
-    (TIME_WAIT, TIMEOUT): CLOSED,
-}
-# States in which received data is accepted, and in which keepalive runs.
-RECEIVING = frozenset((ESTABLISHED, FIN_WAIT1, FIN_WAIT2))
-SENDING = frozenset((ESTABLISHED, CLOSE_WAIT))
-SYNCHRONIZED = frozenset((ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK))
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -155,6 +149,10 @@ class Socket:
         elif new == TIME_WAIT:
             self._cancel_timers()
             self.ka_gen += 1
+            if self.app is not None:          # for the application the connection is over
+                self.end = self.end or "closed"
+                app, self.app = self.app, None
+                app.closed(self)
             sim.after(p.time_wait, self._timeout, TIME_WAIT, self.rtx_gen)
         elif new == FIN_WAIT2:
             sim.after(p.fin_timeout, self._timeout, FIN_WAIT2, self.rtx_gen)
@@ -276,7 +274,8 @@ class Socket:
         self._ka_arm(now + p.keepalive_intvl)
 
     # -------------------------------------------------------------- receiving
-    def segment(self, flags: int, seq: int, ack: int, length: int) -> None:
+    def segment(self, flags: int, seq: int, ack: int,  # noqa: C901 (one call per segment)
+                length: int) -> None:
         state = self.state
         self.last_rcv = self.stack.sim.now
         if flags & RST:
@@ -355,8 +354,7 @@ class Socket:
             self.max_retries = p.retries2
             self._event(RCV_ACK_OF_SYN)
             self.stack.accepted(self)
-        elif self.fin_seq >= 0 and self.snd_una > self.fin_seq and state in (
-                FIN_WAIT1, CLOSING, LAST_ACK):
+        elif self.fin_seq >= 0 and self.snd_una > self.fin_seq and state in FIN_SENT:
             self._event(RCV_ACK_OF_FIN)
 
     def _acked_all(self) -> None:
@@ -465,7 +463,8 @@ class Stack:
         sock.max_retries = self.params.synack_retries
         sock.rtt = self.sim.now
         self.sockets[(laddr, lport, raddr, rport)] = sock
-        sock._set(SYN_RECV)
+        sock.state = LISTEN             # the request socket a SYN makes from the listener
+        sock._event(RCV_SYN)
         sock._send_seq(SYN | ACK, 0)
 
     def _icmp(self, data: bytes) -> None:

@@ -18,15 +18,25 @@ per-connection disagreements are integrated exactly, to the packet, not per samp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..core.conn import Conn
 from ..core.engine import Director
-from . import tcp
+from ..truth import tcpstates as tcp
 
 NONE, ACTIVE, INACTIVE = 0, 1, 2
 KINDS = ("ghost", "forgotten", "stale", "hidden")
 REMOVED = "(removed)"       # the director-side state of an entry whose realserver is gone
 EXPIRED_EARLY = "(expired early)"   # ... of one the director dropped before its timer
+
+
+class Endpoint(Protocol):
+    """A realserver's end of a connection: a simulated socket, or one inferred from a
+    capture (pyvs/truth/capture.py)."""
+
+    raddr: int                  # the client's address and port
+    rport: int
+    state: int                  # pyvs/truth/tcpstates.py
 
 
 def socket_class(state: int) -> int:
@@ -98,7 +108,7 @@ class Agreement:
                     cp.dest.available):
                 self.conn_changed(cp, now)
 
-    def socket_changed(self, rs: int, sock: tcp.Socket, now: float) -> None:
+    def socket_changed(self, rs: int, sock: Endpoint, now: float) -> None:
         key = (rs, sock.raddr, sock.rport)
         rclass = socket_class(sock.state)
         rstate = tcp.STATE_NAMES[sock.state] if rclass else "-"

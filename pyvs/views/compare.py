@@ -17,9 +17,13 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
     draws it) beside the realservers' sockets, then what the run did."""
     out = []
     for snap, states in result.snapshots:
+        whose = (f"director {snap['director']}'s table ({snap['role']})" if "director" in snap
+                 else "the director's table")
         out.append(f"--- {result.scenario} at {snap['time']:g} s (mode {result.mode}, "
-                   f"kernel {result.kernel}): the director's table\n")
+                   f"kernel {result.kernel}): {whose}\n")
         out.append(render(snap))
+        if states is None:          # several directors: the truth once, after the last
+            continue
         out.append("--- the realservers' sockets (netstat -n | awk '/^tcp/ {++S[$NF]} ...', "
                    "LISTEN left out)\n")
         out.append(truth_text(states))
@@ -27,11 +31,22 @@ def simulation_text(result: Result, render: Callable[[dict[str, Any]], str]) -> 
     drops = ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items())) or "none"
     out.append(f"--- the run: {result.packets} packets sent, {result.lost} lost, "
                f"{result.firewall_resets} firewall resets, director drops: {drops}\n")
+    if result.checks:
+        out.append("--- the health checks:\n" + "".join(f"{c}\n" for c in result.checks))
+    for line in getattr(result, "notes", ()):
+        out.append(f"  {line}\n")
+    lines = getattr(result, "connections", ())
+    if lines:
+        out.append(f"--- each client connection (held: established before "
+                   f"{getattr(result, 'pivot', 0.0):g} s, {getattr(result, 'pivot_what', '')}; "
+                   "opening: started before it; new: after it)\n")
+        out.extend(f"  {line}\n" for line in lines)
+        out.append(f"  {clients_text(result.clients, always=True)}\n")
     return "".join(out).rstrip("\n") + "\n"
 
 
 def truth_text(states: dict[str, dict[str, int]]) -> str:
-    """Each realserver's sockets the way the seeds count them:
+    """Each realserver's sockets counted the way LVS operators count them:
     netstat -n | awk '/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}'  (LISTEN left out)."""
     lines = []
     for addr, counts in states.items():
@@ -88,12 +103,33 @@ def clients_text(clients: dict[str, float], always: bool = False) -> str:
     slow = int(clients.get("connect_over_1s", 0))
     if not always and not slow and all(k in QUIET_ENDS for k in ends):
         return ""
-    text = f"{int(clients['sessions'])} sessions: " + ", ".join(
-        f"{n} {k}" for k, n in sorted(ends.items(), key=lambda kv: -kv[1]))
+    if any("/" in k for k in ends):
+        text = _fates_text(ends)
+    else:
+        text = f"{int(clients['sessions'])} sessions: " + ", ".join(
+            f"{n} {k}" for k, n in sorted(ends.items(), key=lambda kv: -kv[1]))
     if slow:
         text += (f"; {slow} connect{'s' if slow > 1 else ''} took 1 s or more "
                  f"(max {clients['connect_max']:.2f} s)")
     return text
+
+
+PHASES = ("before", "held", "opening", "new")
+
+
+def _fates_text(fates: dict[str, int]) -> str:
+    """A several-director run's clients by phase (see pyvs.sim.directors.outcomes):
+    "held 9: 7 survived, 2 reset by d2; new 2: 2 survived"."""
+    by_phase: dict[str, dict[str, int]] = {}
+    for key, n in fates.items():
+        phase, _, fate = key.partition("/")
+        by_phase.setdefault(phase, {})[fate] = n
+    parts = []
+    for phase in sorted(by_phase, key=lambda p: PHASES.index(p) if p in PHASES else 9):
+        counts = by_phase[phase]
+        parts.append(f"{phase} {sum(counts.values())}: " + ", ".join(
+            f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return "; ".join(parts)
 
 
 def _row(r: Result) -> str:
@@ -121,8 +157,8 @@ def table(results: list[Result], wide: bool = False) -> str:
             lines.extend(textwrap.wrap(r.cause, WIDTH, initial_indent="  cause: ",
                                        subsequent_indent="         "))
             seen = clients_text(r.clients)
-            if seen:
-                lines.append(f"  clients: {seen}")
+            lines.extend(textwrap.wrap(seen, WIDTH, initial_indent="  clients: ",
+                                       subsequent_indent="           "))
     lines.extend([""] + textwrap.wrap(LEGEND, WIDTH))
     return "\n".join(lines) + "\n"
 
@@ -134,6 +170,7 @@ def as_json(results: list[Result]) -> dict[str, Any]:
 # one colour per mode; the director drawn solid, the realservers' truth dashed
 _COLOURS = {"nat": "tab:blue", "dr": "tab:orange", "tun": "tab:green", "mixed": "tab:purple"}
 _PANELS = ("ActiveConn", "InActConn")
+OVERVIEW_ONE_COLUMN = 12     # more scenarios than this: the overview sets two side by side
 
 
 def plot(results: list[Result], path: str) -> list[str]:
@@ -145,13 +182,14 @@ def plot(results: list[Result], path: str) -> list[str]:
     scenarios: dict[str, list[Result]] = {}
     for r in results:
         scenarios.setdefault(r.scenario, []).append(r)
+    across = 1 if len(scenarios) <= OVERVIEW_ONE_COLUMN else 2
     if not path.endswith("/"):
-        _figure(list(scenarios.items()), path)
+        _figure(list(scenarios.items()), path, across)
         return [path]
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     written = [str(out / "overview.png")]
-    _figure(list(scenarios.items()), written[0])
+    _figure(list(scenarios.items()), written[0], across)
     for name, runs in scenarios.items():
         target = out / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.png"
         _figure([(name, runs)], str(target))
@@ -159,24 +197,52 @@ def plot(results: list[Result], path: str) -> list[str]:
     return written
 
 
-def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
+def style_axes(ax: Any, title: str, peak: float, empty: str, xlabel: bool) -> None:
+    """One panel as every pyvs plot draws it: title left, connections against seconds from
+    0, integer ticks, a note instead of an empty frame."""
+    from matplotlib.ticker import MaxNLocator
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_ylabel("connections", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_xlim(left=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+    if peak == 0:
+        ax.set_ylim(0, 1)
+        ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center",
+                fontsize=8, color="0.4")
+    else:
+        ax.set_ylim(0, peak * 1.1 + 0.5)
+    if xlabel:
+        ax.set_xlabel("seconds", fontsize=8)
+
+
+def _figure(rows: list[tuple[str, list[Result]]], path: str, across: int = 1) -> None:
+    """`across` scenarios side by side, each as its ActiveConn and InActConn panels."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 2.3 * len(rows) + 1.2),
-                             squeeze=False)
+    height = -(-len(rows) // across)
+    fig, axes = plt.subplots(height, 2 * across,
+                             figsize=(12 * across, 2.3 * height + 1.2), squeeze=False)
+    for extra in range(len(rows), height * across):      # an odd one out: blank cells
+        for col in range(2):
+            axes[extra // across][2 * (extra % across) + col].axis("off")
     modes: list[str] = []
-    for row, (name, runs) in enumerate(rows):
+    for n, (name, runs) in enumerate(rows):
+        row = n // across
         for col, label in enumerate(_PANELS):
-            ax = axes[row][col]
+            ax = axes[row][2 * (n % across) + col]
             peak = 0
-            for r in runs:
+            for k, r in enumerate(runs):
                 times, director, truth = _series(r, col == 0)
                 colour = _COLOURS.get(r.mode, "tab:gray")
-                ax.plot(times, director, color=colour, linewidth=1.6, drawstyle="steps-post")
-                ax.plot(times, truth, color=colour, linewidth=1.2, linestyle=(0, (3, 2)),
-                        drawstyle="steps-post")
+                # the first mode drawn wider, beneath: where the modes agree it shows
+                # as a rim around the next one instead of vanishing behind it
+                wide = 1.0 if k else 2.0
+                ax.plot(times, director, color=colour, linewidth=1.6 * wide,
+                        drawstyle="steps-post", zorder=3 - k)
+                ax.plot(times, truth, color=colour, linewidth=1.2 * wide,
+                        linestyle=(0, (3, 2)), drawstyle="steps-post", zorder=3 - k)
                 peak = max([peak, *director, *truth])
                 if r.mode not in modes:
                     modes.append(r.mode)
@@ -186,19 +252,8 @@ def _figure(rows: list[tuple[str, list[Result]]], path: str) -> None:
                     ax.annotate(text, (t, 1), xycoords=("data", "axes fraction"),
                                 xytext=(2, -2), textcoords="offset points", fontsize=6,
                                 color="0.35", va="top", rotation=90)
-            ax.set_title(f"{name}: {label}", fontsize=9, loc="left")
-            ax.set_ylabel("connections", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.set_xlim(left=0)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
-            if peak == 0:
-                ax.set_ylim(0, 1)
-                ax.text(0.5, 0.5, f"no {label} on either side", transform=ax.transAxes,
-                        ha="center", va="center", fontsize=8, color="0.4")
-            else:
-                ax.set_ylim(0, peak * 1.1 + 0.5)
-            if row == len(rows) - 1:
-                ax.set_xlabel("seconds", fontsize=8)
+            style_axes(ax, f"{name}: {label}", peak, f"no {label} on either side",
+                       row == height - 1 or n + across >= len(rows))
     handles = [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.6,
                       label=f"{m.upper()} director") for m in modes]
     handles += [Line2D([], [], color=_COLOURS.get(m, "tab:gray"), linewidth=1.2,

@@ -126,83 +126,82 @@ def _stats5(values: tuple, fmt: Fmt) -> str:
     return "".join(largenum(v, fmt) for v in values)
 
 
-def service_entry(svc: dict, fmt: Fmt) -> str:
-    """print_service_entry(): one service line and its realserver lines."""
+def _service_name(svc: dict, fmt: Fmt) -> str:
+    """The service as the listing names it: `TCP  host:port` (33 columns), `FWM  N`, or as
+    a rule's -t/-u/-f option."""
     proto = svc["proto"]
     if svc["fwmark"]:
-        name = f"-f {svc['fwmark']}" if fmt & Fmt.RULE else f"FWM  {svc['fwmark']}"
-    else:
-        vname = addrport(svc["address"], svc["port"], proto, fmt)
-        if fmt & Fmt.RULE:
-            name = f"{'-t' if proto == 'TCP' else '-u'} {vname}"
-        else:
-            name = f"{proto:<4s} {vname}"[:33]
-    out = []
-    flags = svc["flags"]
+        return f"-f {svc['fwmark']}" if fmt & Fmt.RULE else f"FWM  {svc['fwmark']}"
+    vname = addrport(svc["address"], svc["port"], proto, fmt)
     if fmt & Fmt.RULE:
-        line = f"-A {name} -s {svc['scheduler']}"
-        if svc["persistent"] is not None:
-            line += f" -p {svc['persistent']}"
-            if svc["netmask"] != "255.255.255.255":
-                line += f" -M {svc['netmask']}"
-        if svc["ops"]:
-            line += " -o"
-        if flags:
-            line += " -b " + ",".join(flags)
-    elif fmt & Fmt.STATS:
+        return f"{'-t' if proto == 'TCP' else '-u'} {vname}"
+    return f"{proto:<4s} {vname}"[:33]
+
+
+def _persistence(svc: dict, persistent: str, mask: str) -> str:
+    if svc["persistent"] is None:
+        return ""
+    text = f" {persistent} {svc['persistent']}"
+    if svc["netmask"] != "255.255.255.255":
+        text += f" {mask} {svc['netmask']}"
+    return text
+
+
+def _service_line(svc: dict, name: str, fmt: Fmt) -> str:
+    # ipvsadm prints " -b " / " (...)" when any of the three bits is set, then the names
+    # print_sched_flags() knows for the scheduler: sh or mh with flag-3 gives "-b " and "()"
+    flagged, flags = svc["sched_flags"], ",".join(svc["flags"])
+    if fmt & Fmt.RULE:
+        return (f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")
+                + (" -o" if svc["ops"] else "") + (" -b " + flags if flagged else ""))
+    if fmt & Fmt.STATS:
         st = svc["stats"]
-        line = f"{name:<33s}" + _stats5(
+        return f"{name:<33s}" + _stats5(
             (st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]), fmt)
-    elif fmt & Fmt.RATE:
+    if fmt & Fmt.RATE:
         rt = svc["rate"]
-        line = f"{name:<33s}" + _stats5(
+        return f"{name:<33s}" + _stats5(
             (rt["cps"], rt["inpps"], rt["outpps"], rt["inbps"], rt["outbps"]), fmt)
-    else:
-        line = f"{name} {svc['scheduler']}"
-        if flags:
-            line += " (" + ",".join(flags) + ")"
-        if svc["persistent"] is not None:
-            line += f" persistent {svc['persistent']}"
-            if svc["netmask"] != "255.255.255.255":
-                line += f" mask {svc['netmask']}"
-        if svc["ops"]:
-            line += " ops"
-    out.append(line + "\n")
+    return (f"{name} {svc['scheduler']}" + (" (" + flags + ")" if flagged else "")
+            + _persistence(svc, "persistent", "mask") + (" ops" if svc["ops"] else ""))
+
+
+def _dest_line(d: dict, name: str, proto: str, fmt: Fmt) -> str:
+    dname = addrport(d["address"], d["port"], proto, fmt)
+    fwd = BY_WORD[d["forward"]]
+    if fmt & Fmt.RULE:
+        # print_tunnel_rule(): pyvs tunnels are IPIP, which -S spells out
+        tunnel = " --tun-type ipip" if fwd.code == TUNNEL else ""
+        return f"-a {name} -r {dname} {fwd.switch} -w {d['weight']}{tunnel}"
+    dname = dname[:28]
+    if fmt & Fmt.STATS:
+        st = d["stats"]
+        return f"  -> {dname:<28s}" + _stats5(
+            (st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]), fmt)
+    if fmt & Fmt.RATE:
+        rt = d["rate"]
+        return (f"  -> {dname:<28s} {rt['cps']:8d} {rt['inpps']:8d} {rt['outpps']:8d}"
+                + largenum(rt["inbps"], fmt) + largenum(rt["outbps"], fmt))
+    counts = f"{d['active']:<10d} {d['inactive']:<10d}"
+    if fmt & Fmt.THRESHOLDS:
+        return f"  -> {dname:<28s} {d['uthreshold']:<10d} {d['lthreshold']:<10d} {counts}"
+    if fmt & Fmt.PERSISTENTCONN:
+        return f"  -> {dname:<28s} {d['weight']:<9d} {d['persistent']:<11d} {counts}"
+    if fmt & Fmt.TUN_INFO:
+        info = "ipip" if fwd.code == TUNNEL else "n/a"
+        return f"  -> {dname:<28s} {fwd.name:<7s} {info:<13s} {d['weight']:<6d} {counts}"
+    return f"  -> {dname:<28s} {fwd.name:<7s} {d['weight']:<6d} {counts}"
+
+
+def service_entry(svc: dict, fmt: Fmt) -> str:
+    """print_service_entry(): one service line and its realserver lines."""
+    name = _service_name(svc, fmt)
     dests = svc["dests"]
     if not fmt & Fmt.NOSORT:
         dests = sorted(dests, key=cmp_to_key(_cmp_dests))
-    for d in dests:
-        dname = addrport(d["address"], d["port"], proto, fmt)
-        fwd = BY_WORD[d["forward"]]
-        if fmt & Fmt.RULE:
-            # print_tunnel_rule(): pyvs tunnels are IPIP, which -S spells out
-            tunnel = " --tun-type ipip" if fwd.code == TUNNEL else ""
-            out.append(f"-a {name} -r {dname} {fwd.switch} -w {d['weight']}{tunnel}\n")
-            continue
-        dname = dname[:28]
-        if fmt & Fmt.STATS:
-            st = d["stats"]
-            out.append(f"  -> {dname:<28s}" + _stats5(
-                (st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]),
-                fmt) + "\n")
-        elif fmt & Fmt.RATE:
-            rt = d["rate"]
-            out.append(f"  -> {dname:<28s} {rt['cps']:8d} {rt['inpps']:8d} {rt['outpps']:8d}"
-                       + largenum(rt["inbps"], fmt) + largenum(rt["outbps"], fmt) + "\n")
-        elif fmt & Fmt.THRESHOLDS:
-            out.append(f"  -> {dname:<28s} {d['uthreshold']:<10d} {d['lthreshold']:<10d} "
-                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
-        elif fmt & Fmt.PERSISTENTCONN:
-            out.append(f"  -> {dname:<28s} {d['weight']:<9d} {d['persistent']:<11d} "
-                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
-        elif fmt & Fmt.TUN_INFO:
-            info = "ipip" if fwd.code == TUNNEL else "n/a"
-            out.append(f"  -> {dname:<28s} {fwd.name:<7s} {info:<13s} {d['weight']:<6d} "
-                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
-        else:
-            out.append(f"  -> {dname:<28s} {BY_WORD[d['forward']].name:<7s} {d['weight']:<6d} "
-                       f"{d['active']:<10d} {d['inactive']:<10d}\n")
-    return "".join(out)
+    lines = [_service_line(svc, name, fmt)]
+    lines.extend(_dest_line(d, name, svc["proto"], fmt) for d in dests)
+    return "".join(line + "\n" for line in lines)
 
 
 def list_all(snap: dict[str, Any], fmt: Fmt = Fmt.NUMERIC) -> str:
@@ -230,18 +229,33 @@ def list_conn(snap: dict[str, Any], fmt: Fmt = Fmt.NUMERIC) -> str:
             names.append(addrport(addr, int(port), c["proto"], fmt))
         expires = c["expires"]
         expire = f"{expires // 60:02d}:{expires % 60:02d}"
-        if fmt & Fmt.PERSISTENTCONN:
-            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} {names[0]:<18s} "
-                       f"{names[1]:<18s} {names[2]:<18s} {'':<16s} \n")
-        else:
-            out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} "
-                       f"{names[0]:<18s} {names[1]:<18s} {names[2]}\n")
+        # print_conn(): the PE columns only for a line with persistence-engine data,
+        # which pyvs never has (no persistence engines): the plain row under either header
+        out.append(f"{c['proto']:<3s} {expire:<6s} {c['state']:<11s} "
+                   f"{names[0]:<18s} {names[1]:<18s} {names[2]}\n")
     return "".join(out)
 
 
 def list_timeout(snap: dict[str, Any]) -> str:
     t = snap["timeouts"]
     return f"Timeout (tcp tcpfin udp): {t['tcp']} {t['tcpfin']} {t['udp']}\n"
+
+
+def list_daemon(snap: dict[str, Any]) -> str:
+    """ipvsadm's list_daemon(): one line per running sync daemon, master first.  The
+    kernel fills in every default at start, so every field is shown."""
+    out = []
+    for d in snap.get("daemons", []):
+        line = f"{d['state']} sync daemon (mcast={d['mcast_ifn']}, syncid={d['syncid']}"
+        if d["sync_maxlen"]:
+            line += f", maxlen={d['sync_maxlen']}"
+        line += f", group={d['mcast_group']}"
+        if d["mcast_port"]:
+            line += f", port={d['mcast_port']}"
+        if d["mcast_ttl"]:
+            line += f", ttl={d['mcast_ttl']}"
+        out.append(line + ")\n")
+    return "".join(out)
 
 
 def render(snap: dict[str, Any], fmt: Fmt, connections: bool = False,

@@ -1,5 +1,6 @@
-"""/proc/net/ip_vs, ip_vs_conn and ip_vs_stats in the kernel's exact formats
-(ip_vs_ctl.c ip_vs_info_seq_show / ip_vs_stats_show, ip_vs_conn.c ip_vs_conn_seq_show),
+"""/proc/net/ip_vs, ip_vs_conn, ip_vs_conn_sync and ip_vs_stats in the kernel's exact
+formats (ip_vs_ctl.c ip_vs_info_seq_show / ip_vs_stats_show, ip_vs_conn.c
+ip_vs_conn_seq_show / ip_vs_conn_sync_seq_show),
 so tools that read them (node_exporter --path.procfs=DIR, scripts) read pyvs unchanged.
 
 Two things the kernel leaves to its build: the persistence timeout is printed in jiffies
@@ -46,15 +47,28 @@ def ip_vs(snap: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _endpoints(c: dict[str, Any]) -> str:
+    fields = []
+    for key in ("client", "virtual", "dest"):
+        addr, port = c[key].rsplit(":", 1)
+        fields.append(f"{_hexaddr(addr)} {int(port):04X}")
+    return f"{c['proto']:<3s} {' '.join(fields)}"
+
+
 def ip_vs_conn(snap: dict[str, Any]) -> str:
     out = ["Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"]
     for c in snap.get("connections", []):
-        fields = []
-        for key in ("client", "virtual", "dest"):
-            addr, port = c[key].rsplit(":", 1)
-            fields.append(f"{_hexaddr(addr)} {int(port):04X}")
-        out.append(f"{c['proto']:<3s} {fields[0]} {fields[1]} {fields[2]} {c['state']:<11s} "
-                   f"{c['expires']:7d}\n")
+        out.append(f"{_endpoints(c)} {c['state']:<11s} {c['expires']:7d}\n")
+    return "".join(out)
+
+
+def ip_vs_conn_sync(snap: dict[str, Any]) -> str:
+    """Every entry with its origin: SYNC if a backup daemon made it (IP_VS_CONN_F_SYNC,
+    kept when this director later forwards it as master), else LOCAL."""
+    out = ["Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"]
+    for c in snap.get("connections", []):
+        origin = "SYNC" if c.get("synced") else "LOCAL"
+        out.append(f"{_endpoints(c)} {c['state']:<11s} {origin:<6s} {c['expires']:7d}\n")
     return "".join(out)
 
 
@@ -70,10 +84,11 @@ def ip_vs_stats(snap: dict[str, Any]) -> str:
 
 
 def export(snap: dict[str, Any], root: str | Path) -> None:
-    """Write DIR/net/ip_vs{,_conn,_stats}; each file is replaced atomically."""
+    """Write DIR/net/ip_vs{,_conn,_conn_sync,_stats}; each file is replaced atomically."""
     net = Path(root) / "net"
     net.mkdir(parents=True, exist_ok=True)
     for name, text in (("ip_vs", ip_vs(snap)), ("ip_vs_conn", ip_vs_conn(snap)),
+                       ("ip_vs_conn_sync", ip_vs_conn_sync(snap)),
                        ("ip_vs_stats", ip_vs_stats(snap))):
         tmp = net / f".{name}.tmp"
         tmp.write_text(text)
