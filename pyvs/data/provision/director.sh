@@ -30,5 +30,6 @@ if [ "$PYVS_INIT" = systemd ]; then
     --realservers "${PYVS_REALSERVERS:-2}" > "$config.new" || die "pyvs lab config failed"
   if cmp -s "$config.new" "$config"; then rm -f "$config.new"; else mv "$config.new" "$config"; fi
   systemd_service pyvs "/usr/local/bin/pyvs run --config $config"
+  wait_ready "pyvs run (its control socket: pyvsadm -Ln)" /usr/local/bin/pyvsadm -Ln
 fi
 say "director ready ($PYVS_MODE, VIP $PYVS_VIP)"

@@ -48,5 +48,6 @@ if [ "$PYVS_INIT" = systemd ]; then
   if [ -n "${userspace_ipip:-}" ]; then
     systemd_service pyvs-ipip "/opt/pyvs/bin/python -m pyvs.lab.ipip --vip $PYVS_VIP"
   fi
+  wait_ready "the backends (HTTP on port 80)" curl -sf -o /dev/null --max-time 2 http://127.0.0.1/
 fi
 say "realserver $name ready ($PYVS_MODE)"
