@@ -36,7 +36,16 @@ from .events import Simulation
 from .fates import Fate, Ledger, Tracked, outcomes
 from .fronts import INF, EcmpFront, Node, VipFront
 from .network import DIRECTOR_DIP, Lab, LabParams
-from .run import Result, Sample, _check_reached, _clients, _mode_of, _truth_hook, summarize
+from .run import (
+    Result,
+    Sample,
+    _check_reached,
+    _clients,
+    _mode_of,
+    _truth_hook,
+    build_director,
+    summarize,
+)
 from .scenarios import Scenario, lab_config
 from .truth import EXPIRED_EARLY, NONE, Agreement, RealserverTruth, dominant, explain
 
@@ -336,20 +345,7 @@ def _config(scenario: Scenario, mode: str | None, kernel: str | None,
 
 
 def _builder(scenario: Scenario, cfg: Config) -> Callable[[float], Director]:
-    def build(now: float) -> Director:
-        director = cfg.build(now)
-        if scenario.timeouts:
-            try:
-                director.set_timeouts(scenario.timeouts.get("tcp", 0),
-                                      scenario.timeouts.get("tcpfin", 0),
-                                      scenario.timeouts.get("udp", 0))
-            except ConfigError as exc:
-                raise ConfigFileError(f"{scenario.name}: timeouts: {exc}") from None
-        if not director.services or not any(svc.dests for svc in director.services):
-            raise ConfigFileError(f"{cfg.path}: services: the simulator needs at least one "
-                                  "service with a realserver")
-        return director
-    return build
+    return lambda now: build_director(scenario, cfg, now)
 
 
 def _timeline(scenario: Scenario, sim: Simulation, lab: ClusterLab, fwd: int | None) -> None:

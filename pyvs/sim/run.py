@@ -90,6 +90,24 @@ def summarize(samples: list[Sample], seconds: dict[tuple[str, str, str], float],
     }
 
 
+def build_director(scenario: Scenario, cfg: Config, now: float) -> Director:
+    """A simulated director: `cfg` with the scenario's timeouts, routes that carry any
+    size (the simulated links do: no tunnel needs a smaller packet)."""
+    director = cfg.build(now)
+    director.apply(C.SetRouteMtu(0, C.MAX_MTU), now)
+    if scenario.timeouts:
+        try:
+            director.set_timeouts(scenario.timeouts.get("tcp", 0),
+                                  scenario.timeouts.get("tcpfin", 0),
+                                  scenario.timeouts.get("udp", 0))
+        except ConfigError as exc:
+            raise ConfigFileError(f"{scenario.name}: timeouts: {exc}") from None
+    if not director.services or not any(svc.dests for svc in director.services):
+        raise ConfigFileError(f"{cfg.path}: services: the simulator needs at least one "
+                              "service with a realserver")
+    return director
+
+
 def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
         seed: int = 1, config: Config | None = None, at: tuple[float, ...] = (),
         sample: float | None = None) -> Result:
@@ -105,19 +123,7 @@ def run(scenario: Scenario, mode: str | None = None, kernel: str | None = None,
     chosen = kernel or scenario.kernel
     if chosen:
         cfg = replace(cfg, kernel=chosen)
-    director = cfg.build(0.0)
-    # the simulated links carry packets of any size: no tunnel needs a smaller one
-    director.apply(C.SetRouteMtu(0, C.MAX_MTU), 0.0)
-    if scenario.timeouts:
-        try:
-            director.set_timeouts(scenario.timeouts.get("tcp", 0),
-                                  scenario.timeouts.get("tcpfin", 0),
-                                  scenario.timeouts.get("udp", 0))
-        except ConfigError as exc:
-            raise ConfigFileError(f"{scenario.name}: timeouts: {exc}") from None
-    if not director.services or not any(svc.dests for svc in director.services):
-        raise ConfigFileError(f"{cfg.path}: services: the simulator needs at least one "
-                              "service with a realserver")
+    director = build_director(scenario, cfg, 0.0)
     sim = Simulation(seed)
     lab = Lab(sim, director, scenario.lab, scenario.tcp, scenario.client_count())
     agreement = Agreement(director)
