@@ -549,7 +549,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from .drivers import netfilter
+    from .drivers.daemon import saved_tables, state_path
     done = netfilter.undo()
+    if args.table:            # the namespace goes away: its saved table will never load
+        for _, path in saved_tables(state_path()):
+            path.unlink(missing_ok=True)
+            done.append(f"saved table {path}")
     for step in done:
         print(f"removed: {step}")
     if not done:
@@ -690,8 +695,11 @@ def _add_director(sub) -> None:
                            help="a stop holds the queued traffic S seconds for a restart "
                            "(default 10; 0: remove every rule at once)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_run)
-    sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
-                   "left in this network namespace").set_defaults(func=cmd_cleanup)
+    c = sub.add_parser("cleanup", help="remove every rule, route and sysctl a dead director "
+                       "left in this network namespace")
+    c.add_argument("--table", action="store_true", help="also the table it saved for its "
+                   "next start (for a namespace that is going away)")
+    c.set_defaults(func=cmd_cleanup)
     ch = sub.add_parser("checks", help="run a configuration's health checks (keepalived's "
                         "checkers) against a running director")
     _config_flags(ch, True, "the configuration whose checks to run")

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -120,10 +121,16 @@ def test_sigkill_then_cleanup_leaves_nothing(lab) -> None:
 
 
 def test_lab_down_removes_every_namespace() -> None:
+    """...and the table the director saved when it stopped: its namespace is gone, so no
+    director will ever load it (they piled up in the runtime directory)."""
     netns.down(out=open(os.devnull, "w"))
     netns.up("nat", 1, 1, out=open(os.devnull, "w"))
     state = json.loads(netns.STATE.read_text())
+    saved = subprocess.run(["ip", "netns", "exec", netns.ns("d"), sys.executable, "-c",
+                            "from pyvs.drivers.daemon import state_path; print(state_path())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
     netns.down(out=open(os.devnull, "w"))
+    assert not Path(saved).exists()
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [n for n in listed.splitlines() if n.startswith(f"{netns.PREFIX}-")]
     assert not netns.STATE.exists()

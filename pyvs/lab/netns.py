@@ -386,7 +386,7 @@ def down(out=sys.stdout) -> None:
     listed = _sh("ip", "netns", "list", check=False).split()
     for name in (ns("d"), ns("d2")):
         if name in listed:
-            exec_in(name, sys.executable, "-m", "pyvs.cli", "cleanup", check=False)
+            exec_in(name, sys.executable, "-m", "pyvs.cli", "cleanup", "--table", check=False)
     for name, pid in state["pids"].items():
         if not name.startswith("director"):
             _kill(pid, signal.SIGKILL)
