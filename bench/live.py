@@ -41,7 +41,7 @@ of it would show as missing packets).  Prints the medians of --runs runs and the
 the runs go round-robin over the configurations (a slow spell hits all alike).
 
     .venv/bin/python bench/live.py [--runs 3] [--seconds 3] [--procs 4] [--gso on|off|both]
-    .venv/bin/python bench/live.py --runs 5 --queues 2      # what docs/performance.md quotes
+    .venv/bin/python bench/live.py --runs 3 --gso both      # what docs/performance.md quotes
     PYVS_PURE=1 .venv/bin/python bench/live.py     # the director on the Python source
 """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -59,6 +60,33 @@ def _render(snap: dict, args: argparse.Namespace) -> str:
     return render(snap, _fmt(args), args.connection, args.timeout)
 
 
+def _check_output(path: str | None, flag: str) -> None:
+    """Refuse an output the run could not write, before the run: a file's directory must
+    exist and be writable; a plot's DIR/ is made, so its nearest existing parent."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir() and not path.endswith("/"):
+        raise UsageError(f"{flag} {path}: is a directory")
+    parent = target.parent
+    if path.endswith("/"):
+        parent = target
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {parent}")
+
+
+def _written(write, path: str, flag: str):
+    """Run `write` (an output's writer); an OSError becomes one line."""
+    try:
+        return write()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write: {exc.strerror}") from None
+
+
 def _check_listing(args: argparse.Namespace) -> None:
     """ipvsadm's "options conflicts in the list command"."""
     exclusive = [args.connection, args.timeout]
@@ -90,14 +118,22 @@ def _events(args: argparse.Namespace) -> list:
     return sorted(events, key=lambda e: e.at)
 
 
+def _check_replay_flags(args: argparse.Namespace) -> None:
+    _check_listing(args)
+    if args.at and any(t < 0 for t in args.at):
+        raise UsageError("--at: times are seconds after the first packet, not negative")
+    if args.sync_source and not args.sync_master:
+        raise UsageError("--sync-source: the source of --sync-master's datagrams; give "
+                         "--sync-master OUT.pcap")
+    _check_output(args.plot, "--plot")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from .drivers.pcap import CaptureError, ReadStats, read_captures
     from .drivers.replay import Replay
     from .views import replay as view
     from .views.snapshot import snapshot
-    _check_listing(args)
-    if args.at and any(t < 0 for t in args.at):
-        raise UsageError("--at: times are seconds after the first packet, not negative")
+    _check_replay_flags(args)
     director = _load(args).build(now=0.0)
     events = _events(args)
     reader = ReadStats()
@@ -108,6 +144,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = sys.stdout
     listings = 0
     last = 0.0
+    packets = None
+    finished = False
     try:
         packets = read_captures(args.capture, reader)
         first = next(packets, None)
@@ -128,13 +166,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 out.write(("\n" if listings else "") + f"# at {mark.t:g} s\n")
             out.write(_render(snap, args))
             listings += 1
-        packets.close()
         if recorder is not None:
             _finish_sync_recording(recorder, args, max(args.at) if args.at else last)
+        finished = True
     except CaptureError as exc:
         raise UsageError(str(exc)) from None
     except ConfigError as exc:
         raise UsageError(f"pyvs replay: an event was refused: {exc}") from None
+    finally:
+        if packets is not None:
+            packets.close()
+        if recorder is not None and not finished:     # no half-written pcap left behind
+            recorder.abandon()
     end = max(args.at) if args.at else last
     late = sum(e.at > end for e in events)
     if late:
@@ -146,7 +189,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
               f"{view.destinations(rp.stats)}); the table shows none of it", file=sys.stderr)
     sys.stderr.write(view.summary_text(view.summary(reader, rp)))
     if args.plot:
-        view.plot(samples, args.plot, Path(args.capture[0]).name)
+        _written(lambda: view.plot(samples, args.plot, Path(args.capture[0]).name),
+                 args.plot, "--plot")
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
@@ -181,7 +225,7 @@ def _finish_sync_recording(recorder, args: argparse.Namespace, end: float) -> No
     from .core.packet import int_to_ip
     n = recorder.finish(end)
     src, sport = recorder.source
-    note = (" (give --sync-source: the capture holds no sync datagram to take it from)"
+    note = (" (give --sync-source: no sync datagram of the capture's own gave one)"
             if recorder.guessed else "")
     print(f"pyvs replay: sync master: {n:,} datagrams, {recorder.records:,} records, "
           f"written to {args.sync_master}, from {int_to_ip(src)}:{sport}{note}",
@@ -259,6 +303,8 @@ def _modes(text: str) -> list[str]:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .views import compare
     extra: dict = {}
+    _check_output(args.json, "--json")
+    _check_output(args.plot, "--plot")
     if args.at and not args.capture:
         raise UsageError("pyvs compare: --at is for --capture (scenarios sample every second)")
     if args.from_files:
@@ -275,10 +321,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         results = _compare_simulated(args)
     sys.stdout.write(compare.table(results, wide=args.wide))
     if args.json:
-        Path(args.json).write_text(json.dumps({**compare.as_json(results), **extra},
-                                              indent=1) + "\n")
+        text = json.dumps({**compare.as_json(results), **extra}, indent=1) + "\n"
+        _written(lambda: Path(args.json).write_text(text), args.json, "--json")
     if args.plot:
-        for path in compare.plot(results, args.plot):
+        for path in _written(lambda: compare.plot(results, args.plot), args.plot, "--plot"):
             print(f"plot written to {path}", file=sys.stderr)
     return 0
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
 CONFIGS = DATA / "configs"
-SAMPLES = DATA / "samples"
 PROVISION = DATA / "provision"
 
 

@@ -4,7 +4,7 @@
 #   scripts/setup.sh          runtime + plotting (matplotlib, for pyvs compare --plot)
 #   scripts/setup.sh test     + test tools (pytest, hypothesis, scapy, ruff); as root also
 #                             the live path (netfilterqueue, curl) and what the tests check
-#                             against: node_exporter, shellcheck, vagrant (+ libvirt plugin);
+#                             against: tshark, tcpdump, node_exporter, shellcheck, vagrant (+ libvirt plugin);
 #                             and the compiled engine (mypyc, scripts/compile.py, ~45 s once)
 #   scripts/setup.sh compile  runtime + plotting + the compiled engine
 set -euo pipefail
@@ -13,7 +13,7 @@ extra=${1:-}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   need=""
   pkgs="iptables libnetfilter-queue-dev iproute2"
-  [ "$extra" = test ] && pkgs="$pkgs curl openssh-client openssh-server prometheus-node-exporter shellcheck vagrant vagrant-libvirt"
+  [ "$extra" = test ] && pkgs="$pkgs curl tshark tcpdump openssh-client openssh-server prometheus-node-exporter shellcheck vagrant vagrant-libvirt"
   for pkg in $pkgs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done

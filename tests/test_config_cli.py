@@ -181,3 +181,22 @@ def test_replay_of_a_capture_that_reaches_no_service_warns(tmp_path):
     # the rest is the replay's summary
     assert all(line.startswith("pyvs replay: ") for line in r.stderr.splitlines()[1:])
     assert "warning" not in run_cli("replay", SAMPLE, "--config", "nat").stderr
+
+
+def test_an_unknown_config_name_lists_the_shipped_ones(capsys):
+    assert main(["check-config", "natt"]) == 2
+    assert capsys.readouterr().err == (
+        "natt: no such file, nor a configuration pyvs ships (dr, nat, www-telnet-ftp)\n")
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "telnet", "--modes", "nat", "--json", "/nonexistent/dir/out.json"],
+    ["compare", "telnet", "--modes", "nat", "--plot", "/nonexistent/out.png"],
+    ["replay", "x.pcap", "--config", "nat", "--plot", "/nonexistent/out.png"],
+    ["compare", "telnet", "--modes", "nat", "--json", "/tmp"],
+])
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(argv, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err      # refused before any run printed
+    assert err.startswith(f"{argv[-2]} {argv[-1]}: "), err

@@ -59,8 +59,42 @@ def test_a_masters_datagrams_give_its_backup_the_same_connections(tmp_path, caps
 
 def test_no_source_in_the_capture_and_none_given(tmp_path, capsys):
     _, err = run(tmp_path, capsys, CONNS, "--sync-master", str(tmp_path / "m.pcap"))
-    assert ("from 0.0.0.0:8848 (give --sync-source: the capture holds no sync datagram "
-            "to take it from)") in err
+    assert ("from 0.0.0.0:8848 (give --sync-source: no sync datagram of the capture's own "
+            "gave one)") in err
+
+
+def test_datagrams_wait_for_a_source_only_so_long(tmp_path, monkeypatch):
+    """A long capture without sync traffic of its own: the datagrams stop waiting for a
+    source after HOLD seconds of capture time and stream out from 0.0.0.0."""
+    from pyvs.config import rules
+    from pyvs.core.commands import StartDaemon
+    from pyvs.drivers import syncpcap
+    from pyvs.drivers.replay import Replay
+
+    def written_by(at: float) -> int:
+        d = rules.parse(RULES, "rules").build(0.0)
+        d.apply(StartDaemon("master", "eth0"), 0.0)
+        rp = Replay(d)
+        rec = syncpcap.SyncRecorder(d, str(tmp_path / "m.pcap"), rp.stats)
+        rp.set_tick(rec.drain)
+        for _ in rp.run([(round(t * 1e9), p) for t, p in CONNS], at=[at]):
+            pass
+        n = rec.writer.packets              # before finish(): what streamed out
+        rec.finish(at)
+        return n
+    assert written_by(5.0) == 0              # the first datagram (2-3 s) still waits
+    monkeypatch.setattr(syncpcap, "HOLD", 0.5)
+    assert written_by(5.0) == 1              # waited 0.5 s, then went from 0.0.0.0
+
+
+def test_a_failed_replay_leaves_no_sync_pcap(tmp_path, capsys):
+    write_pcap(tmp_path / "c.pcap", CONNS)
+    (tmp_path / "rules").write_text(RULES)
+    assert main(["replay", str(tmp_path / "c.pcap"), "--config", str(tmp_path / "rules"),
+                 "--sync-master", str(tmp_path / "m.pcap"),
+                 "--event", "1 ipvsadm -d -t 198.51.100.100:80 -r 192.0.2.99:80"]) == 2
+    assert "an event was refused: No such destination" in capsys.readouterr().err
+    assert not (tmp_path / "m.pcap").exists()
 
 
 def test_a_master_started_by_an_event_sends_nothing_before(tmp_path, capsys):

@@ -320,6 +320,22 @@ def test_a_bad_cluster_gets_one_line() -> None:
         run(odd, "dr")
 
 
+@pytest.mark.parametrize("cluster, message", [
+    ("{directors: 3, front: ecmp, spread: resilient, buckets: 0}",
+     "cluster: buckets: 0 is out of range 1..65535"),      # was a ZeroDivisionError
+    ("{directors: 2, sync: vrrp, syncid: 999}",
+     "cluster: syncid: 999 is out of range 0..255"),       # was a ConfigError mid-run
+    ("{directors: 2147483647}", "cluster: directors: 2147483647 is out of range 1..32"),
+])
+def test_a_cluster_s_numbers_are_checked_before_it_runs(tmp_path, capsys, cluster, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"name: bad\nduration: 10\nsessions:\n  - {{start: 1, port: 80}}\n"
+                    f"cluster: {cluster}\n")
+    assert main(["simulate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{path}: {message}\n"
+
+
 CLUSTER_YAML = """\
 name: mine
 duration: 120

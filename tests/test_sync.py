@@ -171,6 +171,22 @@ def test_full_message_holds_40_ipv4_records_and_goes_out_24ms_after_it_fills():
     assert decode(second).records == [crec(40)]
 
 
+def test_a_thread_blocked_on_its_socket_dequeues_nothing_and_its_queue_drops():
+    """ip_vs_send_sync_msg() waiting for a full socket: the thread sends nothing more, so
+    full messages pile up to sync_qlen_max and sb_queue_tail() releases the rest; once
+    the socket is writable the queue goes out at once."""
+    b = MessageBuilder(maxlen=8 + 36, start=0.0, qlen_max=3)     # one record a message
+    b.block(True, 0.0)
+    for i in range(8):
+        b.add(crec(i), 0.5)
+    assert b.next_timer() is None and b.due(5.0) == []           # no wake-up while blocked
+    assert len(b.queue) == 3 and b.dropped == 4                  # the 8th is current
+    b.block(False, 5.0)
+    assert b.next_timer() == pytest.approx(5.0)
+    sent = b.due(5.0)                  # the queue, then the current one (4.5 s old)
+    assert [decode(m).records for m in sent] == [[crec(0)], [crec(1)], [crec(2)], [crec(7)]]
+
+
 def test_partial_message_waits_between_2_and_3_seconds():
     b = MessageBuilder(start=0.0)
     b.add(crec(0), 1.04)

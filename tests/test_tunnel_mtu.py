@@ -120,3 +120,21 @@ def test_route_mtu_commands_are_checked_and_travel_as_dicts() -> None:
     cmd = C.SetRouteMtu(ip(RS1), 1400)
     assert C.to_dict(cmd) == {"op": "route-mtu", "addr": ip(RS1), "mtu": 1400}
     assert C.from_dict(C.to_dict(cmd)) == cmd
+
+
+def test_a_replay_counts_the_same_drops_and_builds_nothing() -> None:
+    """receive(headers_only=True), as replay and compare --capture call it: the verdicts
+    and drop counts of the live path, no ICMP built, no tunnel packet, cut packets too."""
+    live, replay = director(), director()
+    for d in (live, replay):
+        opened(d)
+    packet = segment(1500)
+    v_live = live.receive(packet, 0.1)
+    v_replay = replay.receive(packet[:96], 0.1, headers_only=True)    # a snaplen of 96
+    assert (v_replay.action, v_replay.reason) == (v_live.action, v_live.reason) == (
+        "drop", "frag-needed")
+    assert v_replay.reply is None and v_live.reply is not None
+    assert replay.drops == live.drops == {"frag-needed": 1}
+    small = segment(1000)
+    assert replay.receive(small, 0.2, headers_only=True).data is None
+    assert live.receive(small, 0.2).data is not None

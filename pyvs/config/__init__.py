@@ -6,7 +6,9 @@ keepalived.conf, detected from the content or named with `--config-format`.
 
 from __future__ import annotations
 
-from ..resources import find_config
+from pathlib import Path
+
+from ..resources import bundled_configs, find_config
 from . import keepalived, rules, yamlfile
 from .model import Config, ConfigFileError, RealServer, VirtualService, from_snapshot
 
@@ -28,6 +30,9 @@ def detect(text: str) -> str:
 def load(path: str, fmt: str | None = None) -> Config:
     """A configuration file in any format (a shipped one by name: `nat`, `dr`, ...)."""
     path = find_config(str(path))
+    if not Path(path).exists() and Path(path).name == path and "." not in path:
+        raise ConfigFileError(f"{path}: no such file, nor a configuration pyvs ships "
+                              f"({', '.join(bundled_configs())})")
     text = yamlfile.read_text(path)
     fmt = fmt or detect(text)
     if fmt == "ipvsadm":

@@ -102,6 +102,7 @@ _ACCEPT: Final = {r: accept(r) for r in (R_NOT_IPV4, R_NOT_TCP_UDP, R_FRAGMENT, 
                                   R_NO_CONNECTION, R_NOT_SCHEDULED, R_BACKUP_ONLY)}
 _DROP: Final = {r: drop(r) for r in (R_MALFORMED, R_DEST_UNAVAILABLE, R_REUSE_CONNTRACK,
                                      R_NO_MEMORY, R_DROP_PACKET, R_TUNNEL_MTU)}
+_DROP_FRAG_NEEDED: Final = drop(R_FRAG_NEEDED)       # a replay's: no ICMP built
 DEFAULT_ROUTE_MTU: Final = 1500     # a route's MTU until the driver says otherwise (Ethernet)
 
 
@@ -1091,6 +1092,8 @@ class Director:
         fwd = cp.fwd
         if fwd == DROUTE:
             return dest.route_verdict
+        if fwd == TUNNEL:                  # its MTU drops count in a replay too
+            return self._tunnel(cp, data, tot_len)
         if not self._build_packets:
             return _ACCEPT_FORWARD
         if fwd == MASQ:
@@ -1099,8 +1102,6 @@ class Director:
             return Verdict(ACCEPT, R_FORWARD,       # DNAT: destination -> realserver
                            masq(data, tot_len, ihl, 16, m.d_bytes, ihl + 2, m.dport_bytes,
                                  m.in_ip_delta, m.in_l4_delta))
-        if fwd == TUNNEL:
-            return self._tunnel(cp, data, tot_len)
         return _ACCEPT_FORWARD
 
     def _tunnel(self, cp: Conn, data: bytes, tot_len: int) -> Verdict:
@@ -1116,7 +1117,11 @@ class Director:
         pmtu_disc = self.sysctls.pmtu_disc != 0
         if tot_len > mtu and data[6] & 0x40 and pmtu_disc:
             self.drops[R_FRAG_NEEDED] = self.drops.get(R_FRAG_NEEDED, 0) + 1
+            if not self._build_packets:
+                return _DROP_FRAG_NEEDED
             return Verdict(DROP, R_FRAG_NEEDED, reply=icmp_frag_needed(data, tot_len, mtu))
+        if not self._build_packets:
+            return _ACCEPT_FORWARD
         self._tunnel_id += 1
         src = self.tunnel_source if self.tunnel_source is not None else cp.vaddr
         return Verdict(ACCEPT, R_FORWARD, ipip_encapsulate(data[:tot_len], tot_len, src,

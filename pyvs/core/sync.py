@@ -189,6 +189,9 @@ class MessageBuilder:
         self.dropped = 0                     # buffers sb_queue_tail() released unsent
         self.records_sent = 0                # records in the datagrams sent
         self._sent: list[tuple[int, bytes]] = []   # sent, not yet handed out by due()
+        # the thread waits in ip_vs_send_sync_msg() for a full socket: it dequeues
+        # nothing, so the queue fills to sync_qlen_max and sb_queue_tail() drops the rest
+        self.blocked = False
 
     # the producer side: ip_vs_sync_conn() / ip_vs_sync_conn_v0()
     def add(self, record: SyncRecord, now: float, version: int = 1) -> None:
@@ -265,6 +268,18 @@ class MessageBuilder:
         return (self.current is None and not self.queue and self.work_at is None
                 and self.wake_at is None)
 
+    def block(self, blocked: bool, now: float) -> None:
+        """The driver's socket is full (True) or writable again (False, at `now`: the
+        thread goes on from there; its wake-ups in between happen at once, as one)."""
+        self.blocked = blocked
+        if not blocked:
+            j = jiffies(now)
+            self.check_at = max(self.check_at, j)
+            if self.work_at is not None and self.work_at < j:
+                self.work_at = j
+            if self.wake_at is not None and self.wake_at < j:
+                self.wake_at = j
+
     def _catch_up(self, j: int) -> None:
         """Advance the idle thread's wake-up past the ones it made before jiffy `j`: after
         one sleep it wakes on a bucket boundary, and from there at a fixed period."""
@@ -277,7 +292,9 @@ class MessageBuilder:
     def next_timer(self) -> float | None:
         """When due() next has something to do; None while idle (no polling)."""
         t: int | None = None
-        if not self._idle():
+        if self.blocked:
+            pass                             # asleep in a send: nothing until the driver
+        elif not self._idle():
             t = self.check_at
             if self.work_at is not None and self.work_at < t:
                 t = self.work_at
@@ -301,7 +318,7 @@ class MessageBuilder:
 
     def _advance(self, limit: int) -> None:
         """Run every wake-up of the thread (and of its work item) up to jiffy `limit`."""
-        while True:
+        while not self.blocked:
             if self._idle():
                 self._catch_up(limit + 1)
                 return
@@ -505,6 +522,10 @@ class SyncMaster:
             out.sort(key=lambda x: (x[0], x[1]))
         self.messages += len(out)
         return out
+
+    def block(self, thread: int, blocked: bool, now: float) -> None:
+        """Thread `thread`'s socket is full, or writable again (MessageBuilder.block)."""
+        self.builders[thread].block(blocked, now)
 
     def queue_dropped(self) -> int:
         """Messages released unsent because the queue held sync_qlen_max."""

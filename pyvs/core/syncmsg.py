@@ -17,7 +17,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-SYNC_GROUP: Final = "224.0.0.81"     # IP_VS_SYNC_GROUP
 SYNC_PORT: Final = 8848              # IP_VS_SYNC_PORT
 SYNC_PROTO_VER: Final = 1
 

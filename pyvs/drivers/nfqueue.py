@@ -71,7 +71,6 @@ NFQA_CAP_LEN = 13
 NFQA_SKB_INFO = 14
 NFQA_SKB_CSUMNOTREADY = 1 << 0
 NFQA_SKB_GSO = 1 << 1
-NFQA_SKB_CSUM_NOTVERIFIED = 1 << 2
 
 DROP = 0                        # NF_DROP
 ACCEPT = 1                      # NF_ACCEPT

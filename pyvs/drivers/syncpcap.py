@@ -6,11 +6,15 @@ The engine's master queues records as packets pass and its thread's wake-ups sen
 IPv4/UDP as the kernel's socket would (the group, port + thread and TTL of the daemon's
 configuration; no DF; a full UDP checksum) and writes them.  The source is `--sync-source`,
 else the source of the first sync datagram the capture itself holds (a capture on a kernel
-director holds its own master's), else 0.0.0.0; datagrams wait in memory until the source
-is known, and are written in order.
+director holds its own master's, whose first datagram goes out about when pyvs's does),
+else 0.0.0.0: datagrams wait in memory for the source at most HOLD seconds of capture
+time, then go out from 0.0.0.0, so a long capture with no sync traffic of its own streams
+as the replay does.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..core.engine import Director
 from ..core.packet import udp_datagram
@@ -20,6 +24,7 @@ from .pcap import NS, PcapWriter
 from .replay import ReplayStats
 
 IDLE_AFTER: float = 10.0    # a master sends what it holds within 3.1 s of its last record
+HOLD: float = 10.0          # how long datagrams wait for the capture to show a source
 DEFAULT_SPORT: int = SYNC_PORT
 
 
@@ -49,6 +54,8 @@ class SyncRecorder:
         for t, thread, data in m.due_timed(now):
             self.records += data[4] if data[0] == 0 else data[0]   # v1 nr_conns, v0 byte 0
             self._held.append((t, data, group, port + thread, ttl))
+        if self._held and self._source() is None and now - self._held[0][0] > HOLD:
+            self.source, self.guessed = (0, DEFAULT_SPORT), True
         if self._held and self._source() is not None:
             self._write()
 
@@ -62,10 +69,15 @@ class SyncRecorder:
             t = m.next_timer()
         if self._source() is None:
             self.source = (0, DEFAULT_SPORT)
-            self.guessed = self._held != []
+            self.guessed = self._held != [] or self.guessed
         self._write()
         self.writer.close()
         return self.writer.packets
+
+    def abandon(self) -> None:
+        """The replay failed: close and remove the file."""
+        self.writer.close()
+        Path(self.writer.path).unlink(missing_ok=True)
 
     def _source(self) -> tuple[int, int] | None:
         if self.source is None and self.stats.sync_source is not None:

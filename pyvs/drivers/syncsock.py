@@ -201,6 +201,8 @@ class SyncSockets:
             if thread not in self.waiting:
                 self.waiting[thread] = deque()
                 self.loop.watch(sock, None, lambda: self._writable(thread))
+                if self.master is not None:     # the thread stops dequeuing meanwhile
+                    self.master.block(thread, True, self.clock())
             self.waiting[thread].appendleft(datagram)
             return False
         except OSError as exc:
@@ -215,6 +217,8 @@ class SyncSockets:
             if not self._send(thread, waiting.popleft()):
                 self.waiting[thread].extend(waiting)
                 return
+        if self.master is not None:
+            self.master.block(thread, False, self.clock())
 
     def _read(self, s: socket.socket) -> None:
         backup = self.backup

@@ -62,6 +62,10 @@ class DirectorEvent:
     kind: str                # one of DIRECTOR_EVENTS
 
 
+MAX_DIRECTORS: Final = 32         # a simulated cluster, not a data centre
+MAX_BUCKETS: Final = 65535        # a resilient nexthop group's u16 bucket count
+
+
 @dataclass
 class Cluster:
     """N directors with the same services (d1, d2, ...; d1 holds the VIP at first)."""
@@ -87,8 +91,11 @@ class Cluster:
         for what, value, allowed in choices:
             if value not in allowed:
                 return f"{what}: {value!r} is not one of {', '.join(map(str, allowed))}"
-        if self.directors < 1:
-            return f"directors: {self.directors} (at least one)"
+        for what, value, low, high in (("directors", self.directors, 1, MAX_DIRECTORS),
+                                       ("syncid", self.syncid, 0, 255),
+                                       ("buckets", self.buckets, 1, MAX_BUCKETS)):
+            if not low <= value <= high:
+                return f"{what}: {value} is out of range {low}..{high}"
         for e in self.events:
             if e.kind not in DIRECTOR_EVENTS:
                 return (f"the director event at {e.at:g} s: {e.kind!r} is not one of "

@@ -25,7 +25,7 @@ from ..config.model import describe
 from ..core import commands as C
 from ..core.conn import Conn
 from ..core.engine import ConfigError, Director
-from ..core.forwarding import BY_MODE, MASQ
+from ..core.forwarding import BY_MODE
 from ..core.packet import int_to_ip
 from ..core.sync import SyncBackup, SyncMaster
 from ..truth.tcpstates import STATE_NAMES
@@ -44,6 +44,7 @@ from .run import (
     _mode_of,
     _truth_hook,
     build_director,
+    schedule_events,
     summarize,
 )
 from .scenarios import Scenario, lab_config
@@ -360,12 +361,7 @@ def _timeline(scenario: Scenario, sim: Simulation, lab: ClusterLab, fwd: int | N
                                   f"({describe(cmd)}) was refused: {exc}") from None
         lab.agreement.dests_changed(sim.now)
 
-    for e in scenario.events:
-        cmd = e.command
-        if fwd is not None and isinstance(cmd, C.AddDest):
-            port = cmd.port if fwd == MASQ or cmd.service.fwmark else cmd.service.port
-            cmd = replace(cmd, fwd=fwd, port=port)
-        sim.at(e.at, change, cmd)
+    schedule_events(scenario, sim, fwd, change)
     for f in scenario.faults:
         sim.at(f.at, lab.fault, f.realserver, f.kind)
     for d in cluster.events:

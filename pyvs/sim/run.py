@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -223,14 +224,21 @@ def _timeline(scenario: Scenario, sim: Simulation, lab: Lab, director: Director,
             raise ConfigFileError(f"{scenario.name}: the fault at {sim.now:g} s: "
                                   f"{exc.args[0]}") from None
 
+    schedule_events(scenario, sim, fwd, change)
+    for f in scenario.faults:
+        sim.at(f.at, fault, f.realserver, f.kind)
+
+
+def schedule_events(scenario: Scenario, sim: Simulation, fwd: int | None,
+                    change: Callable[[C.Command], None]) -> None:
+    """The scenario's control-plane events at their instants; a realserver added in a run
+    of another mode forwards by that mode (DR/TUN on the service's own port)."""
     for e in scenario.events:
         cmd = e.command
         if fwd is not None and isinstance(cmd, C.AddDest):
             port = cmd.port if fwd == MASQ or cmd.service.fwmark else cmd.service.port
             cmd = replace(cmd, fwd=fwd, port=port)
         sim.at(e.at, change, cmd)
-    for f in scenario.faults:
-        sim.at(f.at, fault, f.realserver, f.kind)
 
 
 def _clients(lab: Lab) -> dict[str, float]:

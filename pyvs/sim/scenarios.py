@@ -579,6 +579,9 @@ def _cluster(r: Reader, raw: Any, sc: Scenario) -> Cluster:
     chosen = {key: r.choice(d.pop(key), f"cluster.{key}", tuple(options))
               for key, options in _CLUSTER_CHOICES.items() if key in d}
     cluster = replace(_numbers(r, d, "cluster", Cluster, Cluster()), events=[], **chosen)
+    problem = cluster.problem()          # the counts first: the names below need them
+    if problem:
+        raise r.fail("cluster", problem)
     names = [cluster.name(i) for i in range(cluster.directors)]
     for i, ev in enumerate(r.seq(events, "cluster.events")):
         where = f"cluster.events[{i}]"

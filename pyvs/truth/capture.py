@@ -63,6 +63,7 @@ FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 MOD = 1 << 32
 ORPHAN_RETRIES = 8          # tcp_orphan_retries 0 means 8 for a live peer (tcp_orphan_retries())
 LINGER = 120.0              # a closed socket's record is kept this long, for late evidence
+UNKNOWN_WINDOW = 900.0      # the tcp timeout: a connection silent longer is as good as gone
 # After an ACK of our FIN, the state an unacknowledged FIN leaves us in (undo of that ACK).
 BEFORE_ACK_OF_FIN = {FIN_WAIT2: FIN_WAIT1, TIME_WAIT: CLOSING}
 AFTER_CLIENT_FIN = frozenset((CLOSE_WAIT, CLOSING, LAST_ACK))
@@ -132,7 +133,11 @@ class CaptureTruth:
         self.exclude = exclude
         self.conns: dict[bytes, ServerEnd] = {}
         self.by_client: dict[bytes, ServerEnd] = {}     # caddr + cport -> end
-        self.unknown: set[bytes] = set()                 # keys seen without their opening
+        # keys seen without their opening, counted once each: two generations of
+        # UNKNOWN_WINDOW seconds, so memory follows the live traffic, not the capture
+        self._unknown: set[bytes] = set()
+        self._unknown_old: set[bytes] = set()
+        self._unknown_since = 0.0
         self.stats = TruthStats()
         self._timers: list[tuple[float, int, int, ServerEnd]] = []
         self._seq = 0
@@ -205,7 +210,18 @@ class CaptureTruth:
         """The capture has ended: count the connections never seen from the server."""
         for end in self.conns.values():
             self._finished(end)
-        self.stats.already_open = len(self.unknown)
+
+    def _seen_unopened(self, key: bytes, now: float) -> None:
+        """A connection open before the capture (or forgotten): counted the first time;
+        one silent for two windows and heard again is counted again."""
+        if now - self._unknown_since >= UNKNOWN_WINDOW:
+            self._unknown_old, self._unknown = self._unknown, set()
+            self._unknown_since = now
+        if key in self._unknown:
+            return
+        if key not in self._unknown_old:
+            self.stats.already_open += 1
+        self._unknown.add(key)
 
     # ------------------------------------------------------------------ segments
     def client_segment(self, key: bytes, ns: int, now: float, flags: int, seq: int, ack: int,
@@ -216,7 +232,7 @@ class CaptureTruth:
             return self._client_syn(end, key, ns, now, seq)
         if end is None:
             if not flags & RST:
-                self.unknown.add(key)
+                self._seen_unopened(key, now)
             return None
         state = end.state
         if state == CLOSED:
