@@ -155,13 +155,16 @@ def _affects_active(cell: tuple[str, str, str]) -> bool:
     return k in ("ghost", "hidden") or (k == "forgotten" and rstate == "ESTABLISHED")
 
 
+NEGLIGIBLE = 0.05      # connection-seconds: a packet's flight across a lab, not a cause
+
+
 def dominant(seconds: dict[tuple[str, str, str], float]) -> tuple[str, str, str, float] | None:
     """The (kind, director state, realserver state) that disagreed longest, ActiveConn
     errors first when they are a tenth of the total or more: schedulers weigh ActiveConn
     256 times InActConn, and InActConn outliving the realserver's socket is by design."""
-    if not seconds:
-        return None
     total = sum(seconds.values())
+    if total < NEGLIGIBLE:
+        return None
     active = sum(sec for cell, sec in seconds.items() if _affects_active(cell))
     first = active >= 0.1 * total
     (k, d, r), sec = max(seconds.items(), key=lambda kv: (first and _affects_active(kv[0]),
