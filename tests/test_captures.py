@@ -319,11 +319,11 @@ def test_dr_director_any_capture_with_partial_checksums_counts_each_packet_once(
 
 def test_a_retransmission_is_a_packet_not_a_copy(tmp_path, capsys):
     """Within the window but with a new IP ID (Linux numbers every segment of a socket):
-    counted.  Identical within 100 ms: a copy.  Identical after 100 ms: counted."""
+    counted.  Identical within 100 ms: a copy.  Identical 200 ms later: counted."""
     syn = tcp(CLIENT, 40000, VIP, 80, SYN, 1, ident=1)
     again = tcp(CLIENT, 40000, VIP, 80, SYN, 1, ident=2)
     path = cf.pcap(tmp_path / "rtx.pcap", [(T0, syn), (T0 + 2 * MS, again),
-                                           (T0 + 5 * MS, again), (T0 + 160 * MS, again)])
+                                           (T0 + 5 * MS, again), (T0 + 205 * MS, again)])
     snaps, _ = replay(capsys, [path], config(tmp_path, "route"), "--stats", "--at", "3")
     assert snaps[0]["services"][0]["stats"]["inpkts"] == 3
     assert snaps[0]["replay"]["copies"] == 1

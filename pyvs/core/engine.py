@@ -998,6 +998,23 @@ class Director:
                 return _ACCEPT[R_NO_CONNECTION]
         return self._in_new(data, ihl, tot_len, protocol, key, flags, now, mark)
 
+    def reply_seen(self, cp: Conn, packet: bytes, now: float) -> Verdict:
+        """A realserver's reply on entry `cp`, for an observer that has matched the two
+        already and sends nothing (a capture replay seeing a NAT entry's reply from the
+        VIP): what receive(packet as the realserver sent it, now, OUT, headers_only=True)
+        does, without building that packet or looking the entry up.  `packet` is a
+        valid IPv4 TCP/UDP head (the replay's classifier checked it)."""
+        if now >= self._due:
+            self.handle_timers(now)
+        if self.passive:
+            return _ACCEPT[R_BACKUP_ONLY]
+        if not cp.alive:                   # expired at these timers: no entry to find
+            return _ACCEPT[R_NO_CONNECTION]
+        self._build_packets = False
+        ihl = (packet[0] & 15) << 2
+        flags = packet[ihl + 13] if packet[9] == IPPROTO_TCP else -1
+        return self._out_forward(cp, packet, ihl, (packet[2] << 8) | packet[3], flags, now)
+
     def _dropped(self, reason: str) -> Verdict:
         self.drops[reason] = self.drops.get(reason, 0) + 1
         return _DROP[reason]

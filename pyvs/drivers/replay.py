@@ -8,7 +8,8 @@ forwarding mode (:class:`Classifier`):
 * **reply from a VIP**: what a client sees (a client-side capture, a span port, a DR
   realserver), or a NAT director's own rewritten copy of a realserver's reply;
 * **reply from a realserver**: what a NAT director receives (``tcpdump -i any`` on it);
-* **second copy**: a packet identical to one seen less than 100 ms before, but for its TTL,
+* **second copy**: a packet identical to one seen 100 ms before or less (and never one 200 ms
+  or more before: the rule keeps two windows of 100 ms), but for its TTL,
   its checksums and the server side's address and port (the one thing a director rewrites)
   -- the same packet seen again as the director forwards it: DR sends client -> VIP packets
   on unchanged, NAT rewrites VIP <-> realserver, and ``tcpdump -i any`` records both the
@@ -21,7 +22,7 @@ forwarding mode (:class:`Classifier`):
   the comparison, since connectionless senders repeat IP IDs.  100 ms covers a director's
   forwarding delay with room to spare: microseconds in the kernel, but a userspace
   director on a busy machine (pyvs run) may wait tens of milliseconds for a CPU, while
-  100 ms is half of the smallest RTO any common stack uses (Linux's 200 ms).
+  200 ms is the smallest RTO any common stack uses (Linux's 200 ms).
 * **sync datagram**: UDP to the sync daemons' group and ports (224.0.0.81:8848 unless a
   backup daemon says otherwise), handed to the director's backup daemon if one runs;
 * anything else (ARP, ICMP, the director's packets to realservers, IPIP) is ignored and
@@ -51,7 +52,7 @@ from .pcap import NS
 AUTO: Final = "auto"
 CLIENT_SIDE: Final = "client"
 DIRECTOR_SIDE: Final = "director"
-COPY_WINDOW_NS: Final = 100_000_000   # an identical packet within 100 ms: the same packet
+COPY_WINDOW_NS: Final = 100_000_000   # identical within 100 ms (up to 200): the same packet
 
 SKIPPED: Final = -1
 REQUEST: Final = 0
@@ -150,15 +151,16 @@ class Classifier:
     The copy rule looks packets up by an integer made from the fields a copy shares (the
     client's address and port, IP ID and length, TCP sequence and acknowledgement numbers
     or the start of a UDP payload); only on a hit are the two packets compared in full.
-    Two tables of one window each hold what was seen in the last two windows."""
+    Two tables of one window each hold what was seen in the last two windows, the packets
+    alone (no time: a hit in either is less than two windows old)."""
 
     def __init__(self, vips: Iterable[int], realservers: Iterable[int],
                  stats: ReplayStats | None = None) -> None:
         self.stats = stats if stats is not None else ReplayStats()
         self._vips = _AddrSet(vips)
         self._rs = _AddrSet(set(realservers) - set(vips))
-        self._recent: dict[object, tuple[int, bytes]] = {}
-        self._older: dict[object, tuple[int, bytes]] = {}
+        self._recent: dict[object, bytes] = {}
+        self._older: dict[object, bytes] = {}
         self._window_start = 0
         self.sync_group = SYNC_GROUP_ADDR
         self.sync_port = SYNC_PORT
@@ -262,9 +264,11 @@ class Classifier:
     def _is_copy(self, ns: int, pkt: bytes, ihl: int, proto: int, src: int, sport: int,
                  dst: int, dport: int, toward_server: bool) -> bool:
         """The copy rule (module docstring); records the packet when it is not a copy."""
-        if ns - self._window_start >= COPY_WINDOW_NS:
-            self._older, self._recent = self._recent, {}
-            self._window_start = ns
+        gap = ns - self._window_start
+        if gap >= COPY_WINDOW_NS:            # windows on a fixed grid: the older table is
+            self._older = self._recent if gap < 2 * COPY_WINDOW_NS else {}   # the last one
+            self._recent = {}
+            self._window_start = ns - gap % COPY_WINDOW_NS
         caddr = src if toward_server else dst
         cport = sport if toward_server else dport
         if proto == 6:                  # sequence and acknowledgement numbers
@@ -278,10 +282,10 @@ class Classifier:
         seen = self._recent.get(key)
         if seen is None:
             seen = self._older.get(key)
-        if seen is not None and ns - seen[0] < COPY_WINDOW_NS and \
-                _signature(seen[1], toward_server) == _signature(pkt, toward_server):
+        if seen is not None and \
+                _signature(seen, toward_server) == _signature(pkt, toward_server):
             return True
-        self._recent[key] = (ns, pkt)
+        self._recent[key] = pkt
         return False
 
 
@@ -381,11 +385,9 @@ class Replayer:
                 if self.director_side:
                     st.ignore(IGNORE_SNAT_COPY)
                     return
-                m = cp.masq
-                assert m is not None           # every Masq entry carries its rewrite
-                ihl = c.ihl                    # as the realserver sent it: its own source
-                pkt = b"%b%b%b%b%b" % (pkt[:12], m.d_bytes, pkt[16:ihl], m.dport_bytes,
-                                       pkt[ihl + 2:])
+                st.outbound += 1               # the realserver's reply, on its entry
+                d.reply_seen(cp, pkt, now)
+                return
             elif not self.replies_via_director:
                 st.bypassed += 1
                 return
