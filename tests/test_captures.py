@@ -405,3 +405,19 @@ def test_random_packets_in_a_valid_capture_replay_without_error(payloads):
         rp = Replay(cfg.build(0.0))
         marks = list(rp.run(read_captures([str(path)]), None))
         assert [m.what for m in marks] == ["end"]
+
+
+def test_negative_timestamps_replay_as_any_others(tmp_path, capsys):
+    """pcapng's if_tsoffset is signed: a capture whose times fall before 1970 (a clock
+    never set, an offset the wrong way) reads and replays to the same tables."""
+    pkts = [(ns, p) for ns, p, _ in traffic(3)]
+    cfg = config(tmp_path, "masq")
+    offset = -2 * (T0 // cf.NS)                   # every timestamp about -T0
+    blocks = [cf.shb(), cf.idb(cf.RAW, tsresol=9, tsoffset=offset)]
+    blocks += [cf.epb(0, ns, p) for ns, p in pkts]
+    path = cf.pcapng(tmp_path / "neg.pcapng", blocks)
+    assert next(read_captures([path]))[0] < 0
+    neg, _ = replay(capsys, [path], cfg, "--stats", "--at", "1", "--at", "4")
+    whole, _ = replay(capsys, [cf.pcap(tmp_path / "pos.pcap", pkts, nano=True)], cfg,
+                      "--stats", "--at", "1", "--at", "4")
+    assert tables(neg) == tables(whole) and neg[-1]["replay"]["packets"] == len(pkts)

@@ -63,6 +63,7 @@ IF_TSRESOL: Final = 9
 IF_TSOFFSET: Final = 14
 
 SKIP_NOT_IPV4: Final = "frames without IPv4 (ARP, IPv6, ...)"
+BEFORE_ANY: Final = -(1 << 62)     # earlier than any timestamp (pcapng's offset may be < 0)
 
 # (nanoseconds, IPv4 packet), read as asked for; close() ends reading early
 Packets = Generator[tuple[int, bytes], None, None]
@@ -187,7 +188,7 @@ class _Reader:
         unsupported = f"frames of link type {linktype} (not supported)"
         stats = self.stats
         frames = 0                       # numbered as Wireshark does, for messages
-        last = -1
+        last = BEFORE_ANY
         # sec * NS once per second of capture: the compiled build multiplies numbers this
         # large on its slow path
         sec_was = -1
@@ -247,7 +248,7 @@ class _Reader:
     def _pcapng(self) -> Packets:
         stats = self.stats
         frames = 0
-        last = -1
+        last = BEFORE_ANY
         self._endian = "<"
         self._interfaces = []
         try:

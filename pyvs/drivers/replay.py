@@ -47,7 +47,7 @@ from ..core.engine import IN, OUT, Director
 from ..core.forwarding import MASQ
 from ..core.sync import PORTS_MAX, SYNC_GROUP_ADDR
 from ..core.syncmsg import SYNC_PORT
-from .pcap import NS
+from .pcap import BEFORE_ANY, NS
 
 AUTO: Final = "auto"
 CLIENT_SIDE: Final = "client"
@@ -161,7 +161,7 @@ class Classifier:
         self._rs = _AddrSet(set(realservers) - set(vips))
         self._recent: dict[object, bytes] = {}
         self._older: dict[object, bytes] = {}
-        self._window_start = 0
+        self._window_start = BEFORE_ANY
         self.sync_group = SYNC_GROUP_ADDR
         self.sync_port = SYNC_PORT
         self.sync_port_end = SYNC_PORT + PORTS_MAX
@@ -505,10 +505,12 @@ class Replay:
         classifier = self.classifier
         feed = self.feed
         stop_early = at is not None and not self._step
-        first = last = rel = -1
+        started = False
+        first = last = rel = 0
         for ns, pkt in packets:
-            if first < 0:
-                first = ns
+            if not started:
+                started = True
+                first = last = ns
                 st.first_ns = ns
             elif ns < last:
                 st.reordered += 1
@@ -532,13 +534,13 @@ class Replay:
             kind = classifier.classify(ns, pkt)
             if kind >= 0:
                 feed.deliver(kind, rel / NS, pkt, classifier)
-        st.last_ns = last if last >= 0 else None
+        st.last_ns = last if started else None
         end = max(rel, self._listings[-1] if self._listings else 0)
         mark = self._next_mark(end, True)
         while mark is not None:
             yield mark
             mark = self._next_mark(end, True)
-        if at is None and rel >= 0:
+        if at is None and started:
             yield self._mark(rel, "end")
 
     def packet(self, ns: int, now: float, pkt: bytes) -> None:
