@@ -16,12 +16,12 @@
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
-set_sysctl net.ipv4.ip_forward 1
-set_sysctl net.ipv4.conf.all.rp_filter 0
 case "${PYVS_VRRP_STATE:=backup}" in
   master|backup) ;;
   *) die "PYVS_VRRP_STATE must be master or backup (got '$PYVS_VRRP_STATE')" ;;
 esac
+set_sysctl net.ipv4.ip_forward 1
+set_sysctl net.ipv4.conf.all.rp_filter 0
 if [ -n "${PYVS_FLOATING:-}" ]; then
   [ "$PYVS_MODE" != tun ] || die "two directors run NAT or DR, not TUN (PYVS_FLOATING)"
   say "floating with the active director: $PYVS_FLOATING"
