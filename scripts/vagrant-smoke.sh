@@ -149,8 +149,11 @@ failover_check() {   # the director pair: a held connection across a failover
         "director2 $(on director2 'sudo pyvs-vrrp master && cat /run/pyvs/vrrp-state')" \
         "($(( ($(date +%s%N) - f0) / 1000000 )) ms, two ssh logins)"
     say "    client's neighbour for $vip: $(on client "ip -4 neigh show $vip" | tr '\n' ';')"
-    say "    director2 holds: $(on director2 'ip -4 -o addr show' \
-        | awk '$4 ~ /\/32$/ {print $2, $4}' | tr '\n' ';')"
+    for d in director director2; do
+      say "    $d: /32 addresses: $(on "$d" 'ip -4 -o addr show' \
+          | awk '$4 ~ /\/32$/ {print $2, $4}' | tr '\n' ';'), eth1's MAC:" \
+          "$(on "$d" 'cat /sys/class/net/eth1/address')"
+    done
     send after
     tables "after the failover"
     say "director2: sudo pyvsadm -Ln"
