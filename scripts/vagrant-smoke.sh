@@ -145,8 +145,8 @@ failover_check() {   # the director pair: a held connection across a failover
     step "held connection, synced to director2"
     tables "before the failover"
     f0=$(date +%s%N)
-    say "failover: director $(on director 'sudo pyvs-vrrp backup && cat /run/pyvs/vrrp-state')," \
-        "director2 $(on director2 'sudo pyvs-vrrp master && cat /run/pyvs/vrrp-state')" \
+    say "failover: director $(on director 'sudo pyvs-vrrp backup && sudo cat /run/pyvs/vrrp-state')," \
+        "director2 $(on director2 'sudo pyvs-vrrp master && sudo cat /run/pyvs/vrrp-state')" \
         "($(( ($(date +%s%N) - f0) / 1000000 )) ms, two ssh logins)"
     say "    client's neighbour for $vip: $(on client "ip -4 neigh show $vip" | tr '\n' ';')"
     for d in director director2; do
