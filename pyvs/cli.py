@@ -624,7 +624,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         elif args.action == "check":
             return netns.check()
         elif args.action == "config":
-            sys.stdout.write(netns.config_yaml(args.mode, args.realservers))
+            sys.stdout.write(netns.config_yaml(args.mode, args.realservers, args.sync_iface))
         elif args.action == "ssh-config":
             sys.stdout.write(netns.ssh_config())
         else:
@@ -761,6 +761,8 @@ def _add_lab(sub) -> None:
     for q in (lu, lc):
         q.add_argument("--mode", choices=MODES, default="nat")
         q.add_argument("--realservers", type=int, default=2)
+    lc.add_argument("--sync-iface", metavar="IFACE",
+                    help="a master and a backup sync daemon on IFACE (a director pair)")
     lu.add_argument("--clients", type=int, default=1)
     lu.add_argument("--queues", type=_queues, default=1, metavar="N",
                     help="the director runs N queues, one worker each (pyvs run --queues)")

@@ -7,7 +7,14 @@
 # `vagrant ssh-config` for one scenario, destroys the VMs and checks that no domain,
 # network, volume or bridge is left.  Prints what it measured and the wall times.
 #
-#   scripts/vagrant-smoke.sh [--modes nat,dr] [--scenario held]
+#   scripts/vagrant-smoke.sh [--modes nat,dr] [--scenario held] [--directors 1|2]
+#
+# --directors 2 (NAT, DR: PYVS_DIRECTORS=2) boots director2 beside them and, instead of the
+# comparison, holds a telnet-like connection from the client through the VIP (the
+# realserver's echo on port 23), fails over as keepalived's VRRP would (`sudo pyvs-vrrp
+# backup` on director, `sudo pyvs-vrrp master` on director2), and checks that the held
+# connection still echoes through director2, which knows it from the sync daemons; both
+# directors' `pyvsadm -Lnc` before and after.
 #
 # PYVS_SMOKE_DIR (default /var/tmp/pyvs-vagrant-smoke) keeps the logs, the VMs' serial
 # consoles, the ssh configs and the comparisons' JSON.  PYVS_BOX (default pyvs/bookworm),
@@ -16,13 +23,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 modes=nat,dr
 scenario=held
+directors=1
+usage="usage: vagrant-smoke.sh [--modes nat,dr] [--scenario NAME] [--directors 1|2]"
 while [ $# -gt 0 ]; do
   case $1 in
     --modes) modes=$2; shift 2 ;;
     --scenario) scenario=$2; shift 2 ;;
-    *) echo "usage: vagrant-smoke.sh [--modes nat,dr] [--scenario NAME]" >&2; exit 2 ;;
+    --directors) directors=$2; shift 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
 done
+case $directors in
+  1) ;;
+  2) case ",$modes," in *,tun,*)
+       echo "vagrant-smoke: --directors 2: the director pair runs NAT or DR, not TUN" >&2
+       exit 2 ;;
+     esac ;;
+  *) echo "vagrant-smoke: --directors must be 1 or 2 (got '$directors')" >&2; exit 2 ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "vagrant-smoke: needs root (libvirt, the box build)" >&2; exit 2; }
 for tool in vagrant virsh libvirtd rsync ssh; do
   command -v "$tool" >/dev/null || {
@@ -36,6 +54,7 @@ out=${PYVS_SMOKE_DIR:-/var/tmp/pyvs-vagrant-smoke}
 mkdir -p "$out/console"
 rm -f "$out"/console/*.log
 export PYVS_BOX=${PYVS_BOX:-pyvs/bookworm} PYVS_REALSERVERS=1 PYVS_CONSOLE_DIR=$out/console
+export PYVS_DIRECTORS=$directors
 export VAGRANT_NO_COLOR=1
 virsh="virsh -q -c qemu:///system"
 t0=$(date +%s)
@@ -66,6 +85,85 @@ vg() {   # vg TIMEOUT ARGS...: vagrant in vagrant/, its log in $out/vagrant.log
 }
 on() {   # on HOST COMMAND: its output, over ssh with `vagrant ssh-config`'s file ($ssh)
   timeout 120 ssh -F "$ssh" -o BatchMode=yes "$1" "$2" 2>>"$out/ssh.log" || true
+}
+tables() {   # tables TITLE: both directors' connection tables
+  local d
+  for d in director director2; do
+    say "$d: sudo pyvsadm -Lnc ($1)"
+    on "$d" 'sudo pyvsadm -Lnc' | sed 's/^/    /' | tee -a "$out/$mode-Lnc.txt"
+  done
+}
+
+# the client's side of a telnet-like session on the VIP's port 23 (the realservers' echo):
+# a line on stdin is sent, its echo (or the error) printed
+HOLD='import socket, sys
+s = socket.create_connection((sys.argv[1], 23), 10)
+s.settimeout(10)
+banner = s.recv(200).decode().strip()
+print("port", s.getsockname()[1], banner, flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode())
+        print("reply", s.recv(200).decode().strip(), flush=True)
+    except OSError as exc:
+        print("error", type(exc).__name__, exc, flush=True)'
+
+send() {   # send WORD [ECHO]: a line on the held connection; its answer must be ECHO
+  local line
+  [ -n "${HELD[1]:-}" ] || { fail "the held connection's ssh is gone before '$1'"; return; }
+  echo "$1" >&"${HELD[1]}"
+  read -r -t 30 -u "${HELD[0]}" line || line="(no answer in 30 s)"
+  say "    sent '$1': $line"
+  [ "$line" = "reply ${2:-$1}" ] || fail "the held connection did not answer '$1' ($line)"
+}
+
+failover_check() {   # the director pair: a held connection across a failover
+  local line cport='' pid synced=0 f0
+  say "sync daemons: sudo pyvsadm -L --daemon"
+  for d in director director2; do
+    say "    $d: $(on "$d" 'sudo pyvsadm -L --daemon' | tr '\n' ';')"
+  done
+  on client 'cat >/tmp/pyvs-hold.py' <<<"$HOLD"
+  coproc HELD { ssh -F "$ssh" -o BatchMode=yes client "python3 /tmp/pyvs-hold.py $vip" \
+                  2>>"$out/ssh.log"; }
+  pid=$HELD_PID
+  if read -r -t 60 -u "${HELD[0]}" line; then
+    say "held connection: $line"
+    cport=$(awk '{print $2}' <<<"$line")
+  fi
+  if [ -z "$cport" ]; then
+    fail "no held connection to $vip:23 from the client"
+  else
+    send before
+    say "    client's neighbour for $vip: $(on client "ip -4 neigh show $vip" | tr '\n' ';')"
+    # director2's backup daemon applies the entry a few seconds after it is established
+    for _ in $(seq 60); do
+      if on director2 'sudo pyvsadm -Lnc' | grep ":$cport " >/dev/null; then synced=1; break; fi
+      sleep 1
+    done
+    [ "$synced" = 1 ] || fail "director2 never listed the held connection (client port $cport)"
+    step "held connection, synced to director2"
+    tables "before the failover"
+    f0=$(date +%s%N)
+    say "failover: director $(on director 'sudo pyvs-vrrp backup && sudo cat /run/pyvs/vrrp-state')," \
+        "director2 $(on director2 'sudo pyvs-vrrp master && sudo cat /run/pyvs/vrrp-state')" \
+        "($(( ($(date +%s%N) - f0) / 1000000 )) ms, two ssh logins)"
+    say "    client's neighbour for $vip: $(on client "ip -4 neigh show $vip" | tr '\n' ';')"
+    for d in director director2; do
+      say "    $d: /32 addresses: $(on "$d" 'ip -4 -o addr show' \
+          | awk '$4 ~ /\/32$/ {print $2, $4}' | tr '\n' ';'), eth1's MAC:" \
+          "$(on "$d" 'cat /sys/class/net/eth1/address')"
+    done
+    send after
+    tables "after the failover"
+    say "director2: sudo pyvsadm -Ln"
+    on director2 'sudo pyvsadm -Ln' | sed 's/^/    /'
+    send exit logout
+  fi
+  if [ -n "${HELD[1]:-}" ]; then eval "exec ${HELD[1]}>&-"; fi
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  kill "$pid" 2>/dev/null || true
+  step "failover, the held connection through director2"
 }
 
 finish() {
@@ -121,7 +219,9 @@ step "box ready ($(vagrant box list | grep -c "^$PYVS_BOX ") added)"
 
 for mode in ${modes//,/ }; do
   export PYVS_MODE=$mode
-  say "== $mode: client, director, rs1 (PYVS_MODE=$mode PYVS_REALSERVERS=1)"
+  vms="client, director, rs1"
+  [ "$directors" = 2 ] && vms="client, director, director2, rs1"
+  say "== $mode: $vms (PYVS_MODE=$mode PYVS_REALSERVERS=1 PYVS_DIRECTORS=$directors)"
   if vg 3600 up --provider=libvirt; then
     step "vagrant up"
   else
@@ -137,20 +237,25 @@ for mode in ${modes//,/ }; do
   [ "$replies" = "rs1 rs1 rs1 rs1 " ] || fail "the client did not get rs1 four times"
   say "director: sudo pyvsadm -Ln"
   on director 'sudo pyvsadm -Ln' | sed 's/^/    /' | tee "$out/$mode-Ln.txt"
+  : >"$out/$mode-Lnc.txt"
   grep -q "TCP  $vip:80" "$out/$mode-Ln.txt" || fail "the director lists no service on $vip:80"
   say "ARP: the client's and rs1's neighbours on the lab segment (ip -4 neigh show dev eth1)"
   say "    client: $(on client 'ip -4 neigh show dev eth1' | tr '\n' ';')"
   say "    rs1:    $(on rs1 'ip -4 neigh show dev eth1' | tr '\n' ';')"
   step "curl, -Ln, ARP"
 
-  say "pyvs compare --ssh-config $mode.ssh $scenario"
-  if timeout 900 .venv/bin/pyvs compare --ssh-config "$ssh" "$scenario" \
-       --json "$out/$mode.json" >"$out/$mode-compare.txt" 2>&1; then
-    sed 's/^/    /' "$out/$mode-compare.txt"
+  if [ "$directors" = 2 ]; then
+    failover_check
   else
-    sed 's/^/    /' "$out/$mode-compare.txt"; fail "pyvs compare --ssh-config ($mode)"
+    say "pyvs compare --ssh-config $mode.ssh $scenario"
+    if timeout 900 .venv/bin/pyvs compare --ssh-config "$ssh" "$scenario" \
+         --json "$out/$mode.json" >"$out/$mode-compare.txt" 2>&1; then
+      sed 's/^/    /' "$out/$mode-compare.txt"
+    else
+      sed 's/^/    /' "$out/$mode-compare.txt"; fail "pyvs compare --ssh-config ($mode)"
+    fi
+    step "pyvs compare --ssh-config"
   fi
-  step "pyvs compare --ssh-config"
 
   vg 900 destroy -f || fail "vagrant destroy"
   left=$(leftovers)

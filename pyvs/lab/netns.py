@@ -100,9 +100,11 @@ def layout(mode: str, realservers: int, clients: int) -> dict:
             "realservers": [f"203.0.113.{11 + i}" for i in range(realservers)]}
 
 
-def config_yaml(mode: str, realservers: int) -> str:
+def config_yaml(mode: str, realservers: int, sync_iface: str | None = None) -> str:
     """The lab director's services: www and telnet rr, an all-ports persistent service
-    (ftp-like control and data) on the first realserver: the LVS-HOWTO's classic director."""
+    (ftp-like control and data) on the first realserver: the LVS-HOWTO's classic director.
+    With `sync_iface`, a master and a backup sync daemon on it (the VMs' director pair;
+    the namespace lab starts its daemons through the control socket, _start_sync)."""
     lay = layout(mode, realservers, 1)
     fwd = BY_MODE[mode].word
     vip, rs = lay["vip"], lay["realservers"]
@@ -117,7 +119,10 @@ def config_yaml(mode: str, realservers: int) -> str:
             f"  - protocol: tcp\n    address: {vip}:23\n    scheduler: rr\n    realservers:\n"
             + dests(23, rs) +
             f"  - protocol: tcp\n    address: {vip}:0\n    scheduler: rr\n    persistent: 360\n"
-            "    realservers:\n" + dests(0, rs[:1]))
+            "    realservers:\n" + dests(0, rs[:1])
+            + ("" if sync_iface is None else "sync_daemons:\n" + "".join(
+                f"  - {{state: {state}, interface: {sync_iface}, syncid: {SYNCID}}}\n"
+                for state in ("master", "backup"))))
 
 
 def _sh(*args: str, check: bool = True, env: dict | None = None,
@@ -219,9 +224,9 @@ def _build(state: dict, out, start_director: bool = True) -> None:
         port(host, "eth0", f"c{i + 1}", "brc", f"{addr}/24")
         if mode == "nat":
             exec_in(host, "ip", "route", "add", "default", "via", state["gateway"])
-        _provision(host, "client", state, PYVS_GATEWAY=state["gateway"])
-        if len(pair) > 1:                 # the VIP is on the segment: ARP finds its holder
-            exec_in(host, "ip", "route", "del", f"{state['vip']}/32")
+        # two directors: the VIP is on the segment, ARP finds its holder
+        _provision(host, "client", state, PYVS_GATEWAY=state["gateway"],
+                   PYVS_VIP_ONLINK="1" if len(pair) > 1 else "")
     for i, addr in enumerate(state["realservers"]):
         host = ns(f"r{i + 1}")
         port(host, "eth0", f"r{i + 1}", rs_br, f"{addr}/24")
@@ -234,8 +239,9 @@ def _build(state: dict, out, start_director: bool = True) -> None:
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         state["pids"][f"rs{i + 1}"] = proc.pid
         _save(state)
+    specs = " ".join(f"{dev}={addr}" for dev, addr in floating(state)) if len(pair) > 1 else ""
     for d in pair:
-        _provision(d["ns"], "director", state, PYVS_VIP_IFACE="eth0")
+        _provision(d["ns"], "director", state, PYVS_VIP_IFACE="eth0", PYVS_FLOATING=specs)
     if len(pair) > 1:
         _hold_floating(state, 0)
     if not start_director:                      # bench/live.py runs its own
@@ -298,14 +304,11 @@ def _hold_floating(state: dict, active: int) -> None:
     """The floating addresses on director `active` only, announced by gratuitous ARP
     (what keepalived's VRRP does at a transition, pyvs.lab.vrrp)."""
     pair = directors(state)
+    specs = [f"{dev}={addr}" for dev, addr in floating(state)]
     for k, d in enumerate(pair):
         if k != active:
-            for dev, addr in floating(state):
-                exec_in(d["ns"], "ip", "addr", "del", f"{addr}/32", "dev", dev, check=False)
-    new = pair[active]
-    for dev, addr in floating(state):
-        exec_in(new["ns"], "ip", "addr", "replace", f"{addr}/32", "dev", dev)
-        exec_in(new["ns"], sys.executable, "-m", "pyvs.lab.vrrp", "garp", dev, addr)
+            exec_in(d["ns"], sys.executable, "-m", "pyvs.lab.vrrp", "backup", *specs)
+    exec_in(pair[active]["ns"], sys.executable, "-m", "pyvs.lab.vrrp", "master", *specs)
     state["active"] = active
     _save(state)
 
@@ -486,14 +489,21 @@ def ssh_config() -> str:
                 "-f", str(ssh / key))
     path = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:" \
            "/usr/bin:/sbin:/bin"
-    (ssh / "sshd_config").write_text(SSHD_CONFIG.format(dir=ssh, path=path, socket=SOCKET))
     blocks = []
     for host, ns in hosts(state).items():
+        socket = _socket_of(state, host)        # director2's pyvsadm talks to director2
+        config = ssh / ("sshd_config" if socket == SOCKET else f"sshd_config-{host}")
+        config.write_text(SSHD_CONFIG.format(dir=ssh, path=path, socket=socket))
         blocks.append(f"Host {host}\n  User root\n  IdentityFile {ssh}/id\n"
                       f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
                       f"  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
-                      f"  ProxyCommand ip netns exec {ns} {SSHD} -i -f {ssh}/sshd_config\n")
+                      f"  ProxyCommand ip netns exec {ns} {SSHD} -i -f {config}\n")
     return "\n".join(blocks)
+
+
+def _socket_of(state: dict, host: str) -> str:
+    """The control socket pyvsadm finds on `host`: its own on a director, else the lab's."""
+    return next((d["socket"] for d in directors(state) if d["host"] == host), SOCKET)
 
 
 def lab_exec(host: str, cmd: list[str]) -> int:
@@ -505,5 +515,5 @@ def lab_exec(host: str, cmd: list[str]) -> int:
         raise LabError("nothing to run: pyvs lab exec HOST -- CMD...")
     # pyvsadm and pyvs list on the director find the lab's control socket
     return subprocess.call(["ip", "netns", "exec", names[host], *cmd],
-                           env={**os.environ, "PYVS_SOCKET": os.environ.get("PYVS_SOCKET",
-                                                                              SOCKET)})
+                           env={**os.environ, "PYVS_SOCKET": os.environ.get(
+                               "PYVS_SOCKET", _socket_of(state, host))})
