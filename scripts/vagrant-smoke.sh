@@ -52,7 +52,7 @@ done
 
 out=${PYVS_SMOKE_DIR:-/var/tmp/pyvs-vagrant-smoke}
 mkdir -p "$out/console"
-rm -f "$out"/console/*.log
+rm -f "$out"/console/*.log "$out"/*.json "$out"/*.txt "$out"/*.ssh   # nothing of an earlier run
 export PYVS_BOX=${PYVS_BOX:-pyvs/bookworm} PYVS_REALSERVERS=1 PYVS_CONSOLE_DIR=$out/console
 export PYVS_DIRECTORS=$directors
 export VAGRANT_NO_COLOR=1
