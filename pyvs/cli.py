@@ -487,7 +487,8 @@ def _sync_source(text: str) -> tuple[int, int]:
                                          ) from None
     if port and not (port.isdigit() and 0 < int(port) < 65536):
         raise argparse.ArgumentTypeError(f"{text!r}: {port!r} is not a port (1-65535)")
-    return value, int(port) if port else 8848
+    from .core.syncmsg import SYNC_PORT
+    return value, int(port) if port else SYNC_PORT
 
 
 def _syncid(text: str) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..config import Config
 from ..core.engine import Director
 from ..core.forwarding import BY_MODE
-from ..core.packet import int_to_ip
+from ..core.packet import IPPROTO_TCP, int_to_ip
 from ..sim.run import Result, Sample, summarize
 from ..sim.tcp import TcpParams
 from ..sim.truth import Agreement, RealserverTruth, explain
@@ -36,8 +36,6 @@ from ..truth.capture import CaptureTruth, ServerEnd
 from ..truth.tcpstates import CLOSED, LISTEN
 from .pcap import NS, ReadStats, read_captures
 from .replay import NEVER, REPLY_RS, REQUEST, Classifier, Replayer, ReplayStats, TimeOrder
-
-IPPROTO_TCP = 6
 
 
 class CompareError(Exception):

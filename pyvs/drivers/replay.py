@@ -232,6 +232,8 @@ class Classifier:
         elif proto == 17 and dst == self.sync_group and \
                 self.sync_port <= dport < self.sync_port_end:
             st.syncs += 1
+            if st.sync_source is None:          # the director that sent the first
+                st.sync_source = (src, sport)
             self.ihl = ihl
             self.src = src
             self.sport = sport
@@ -397,8 +399,6 @@ class Replayer:
     def _sync(self, pkt: bytes, now: float, c: Classifier) -> None:
         """A sync datagram, for the backup daemon (ip_vs_process_message())."""
         st = self.stats
-        if c.stats.sync_source is None:
-            c.stats.sync_source = (c.src, c.sport)
         backup = self.director.sync_backup
         if backup is None:
             st.ignore(IGNORE_SYNC_NO_BACKUP)

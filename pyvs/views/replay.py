@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.engine import Director
 from ..core.packet import int_to_ip
+from ..drivers.pcap import NS
 from ..drivers.replay import IGNORE_BYPASS
 
 if TYPE_CHECKING:
     from ..drivers.pcap import ReadStats
     from ..drivers.replay import Replay, ReplayStats
-
-NS = 1_000_000_000
 
 
 def capture_summary(reader: ReadStats, st: ReplayStats) -> dict[str, Any]:
