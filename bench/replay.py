@@ -14,8 +14,8 @@ in a fresh process (its peak RSS its own), paired back to back because this mach
 * pyvs replay through a NAT director and a DR director (the whole path: reader,
   classifier and copy rule, feed, engine), and the NAT replay of the 200k capture.
 
-Targets: replay >= 0.5x the bare loop's packets/s on the compiled engine; peak RSS for 2M
-packets within 1.5x of that for 200k.
+Targets: replay >= 0.5x the bare loop's packets/s on the compiled engine (the median of
+the paired runs' ratios); peak RSS for 2M packets within 1.5x of that for 200k.
 """
 
 from __future__ import annotations
@@ -212,10 +212,14 @@ def main() -> None:
     rss_small = statistics.median(r["maxrss_kib"] for r in rows["nat-200k"])
     ratio = rss_big / rss_small
     target = 0.5
-    print(f"replay / bare loop: NAT {_span(nat_ratio)}, DR {_span(dr_ratio)}  (target >= "
-          f"{target} on the compiled engine: "
-          f"{'met' if min(nat_ratio + dr_ratio) >= target else 'missed'}"
-          f"{'' if engine == 'compiled' else '; this run is not on the compiled engine'})")
+    # read on the median of the paired ratios: one pair's ratio moves by 1.5x on this
+    # shared VM as neighbours come and go
+    for name, ratios in (("NAT", nat_ratio), ("DR", dr_ratio)):
+        mid = statistics.median(ratios)
+        print(f"replay / bare loop, {name}: median {mid:.2f} of {len(ratios)} pairs "
+              f"({_span(ratios)})  (target >= {target} on the compiled engine: "
+              f"{'met' if mid >= target else 'missed'}"
+              f"{'' if engine == 'compiled' else '; this run is not on the compiled engine'})")
     print(f"peak RSS, NAT replay: 2M packets {rss_big / 1024:.0f} MiB, 200k packets "
           f"{rss_small / 1024:.0f} MiB: {ratio:.2f}x  (target <= 1.5x: "
           f"{'met' if ratio <= 1.5 else 'missed'})")

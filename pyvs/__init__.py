@@ -25,7 +25,7 @@ NATIVE_MODULES = (
     "pyvs.core.states", "pyvs.core.stats", "pyvs.core.sync", "pyvs.core.syncmsg",
     "pyvs.core.verdict",
     "pyvs.sim.events", "pyvs.sim.network", "pyvs.sim.tcp", "pyvs.truth.tcpstates",
-    "pyvs.drivers.pcap", "pyvs.drivers.replay",
+    "pyvs.drivers.copies", "pyvs.drivers.pcap", "pyvs.drivers.replay",
 )
 NATIVE_MANIFEST = "pyvs/_native.json"
 

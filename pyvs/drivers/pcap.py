@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from librt.strings import read_i32_be, read_i32_le
+from mypy_extensions import i64
+
 LINKTYPE_ETHERNET: Final = 1
 LINKTYPE_RAW: Final = frozenset((101, 12, 14, 228))   # raw IP (12, 14: BSD/OpenBSD numbers)
 LINKTYPE_LINUX_SLL: Final = 113
@@ -402,10 +405,11 @@ def _ticks(resolution: int) -> tuple[int, int, int]:
     return 1, 0, 10 ** (v - 9)
 
 
-def _u32(buf: bytes, at: int, big: bool) -> int:
+def _u32(buf: bytes, at: i64, big: bool) -> i64:
+    """Native in the compiled build (librt's reads are single loads)."""
     if big:
-        return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
-    return buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16) | (buf[at + 3] << 24)
+        return i64(read_i32_be(buf, at)) & 0xFFFFFFFF
+    return i64(read_i32_le(buf, at)) & 0xFFFFFFFF
 
 
 def read_capture(path: str | Path, stats: ReadStats | None = None

@@ -22,7 +22,8 @@ forwarding mode (:class:`Classifier`):
   the comparison, since connectionless senders repeat IP IDs.  100 ms covers a director's
   forwarding delay with room to spare: microseconds in the kernel, but a userspace
   director on a busy machine (pyvs run) may wait tens of milliseconds for a CPU, while
-  200 ms is the smallest RTO any common stack uses (Linux's 200 ms).
+  200 ms is the smallest RTO any common stack uses (Linux's 200 ms).  Packets are
+  compared by a fingerprint of those fields (:mod:`pyvs.drivers.copies`).
 * **sync datagram**: UDP to the sync daemons' group and ports (224.0.0.81:8848 unless a
   backup daemon says otherwise), handed to the director's backup daemon if one runs;
 * anything else (ARP, ICMP, the director's packets to realservers, IPIP) is ignored and
@@ -41,18 +42,21 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from librt.vecs import vec
+from mypy_extensions import i64
+
 from ..core.commands import Event
 from ..core.conn import Conn
 from ..core.engine import IN, OUT, Director
 from ..core.forwarding import MASQ
 from ..core.sync import PORTS_MAX, SYNC_GROUP_ADDR
 from ..core.syncmsg import SYNC_PORT
-from .pcap import BEFORE_ANY, NS
+from .copies import CopyRule, fingerprint, u16, u32
+from .pcap import NS
 
 AUTO: Final = "auto"
 CLIENT_SIDE: Final = "client"
 DIRECTOR_SIDE: Final = "director"
-COPY_WINDOW_NS: Final = 100_000_000   # identical within 100 ms (up to 200): the same packet
 
 SKIPPED: Final = -1
 REQUEST: Final = 0
@@ -148,20 +152,15 @@ class Classifier:
     After a call, ``ihl``, ``src``, ``dst``, ``sport`` and ``dport`` hold the packet's IP
     header length, addresses and ports.
 
-    The copy rule looks packets up by an integer made from the fields a copy shares (the
-    client's address and port, IP ID and length, TCP sequence and acknowledgement numbers
-    or the start of a UDP payload); only on a hit are the two packets compared in full.
-    Two tables of one window each hold what was seen in the last two windows, the packets
-    alone (no time: a hit in either is less than two windows old)."""
+    The copy rule keeps a fingerprint of each packet for two windows of 100 ms
+    (:class:`pyvs.drivers.copies.CopyRule`)."""
 
     def __init__(self, vips: Iterable[int], realservers: Iterable[int],
                  stats: ReplayStats | None = None) -> None:
         self.stats = stats if stats is not None else ReplayStats()
         self._vips = _AddrSet(vips)
         self._rs = _AddrSet(set(realservers) - set(vips))
-        self._recent: dict[object, bytes] = {}
-        self._older: dict[object, bytes] = {}
-        self._window_start = BEFORE_ANY
+        self._copies = CopyRule()
         self.sync_group = SYNC_GROUP_ADDR
         self.sync_port = SYNC_PORT
         self.sync_port_end = SYNC_PORT + PORTS_MAX
@@ -211,10 +210,10 @@ class Classifier:
         if (pkt[6] & 0x1F) | pkt[7]:
             st.ignore(IGNORE_FRAGMENT)
             return SKIPPED
-        src = (pkt[12] << 24) | (pkt[13] << 16) | (pkt[14] << 8) | pkt[15]
-        dst = (pkt[16] << 24) | (pkt[17] << 16) | (pkt[18] << 8) | pkt[19]
-        sport = (pkt[ihl] << 8) | pkt[ihl + 1]
-        dport = (pkt[ihl + 2] << 8) | pkt[ihl + 3]
+        src = u32(pkt, 12)
+        dst = u32(pkt, 16)
+        sport = u16(pkt, ihl)
+        dport = u16(pkt, ihl + 2)
         # (plain assignments, not tuples: the compiled build would box every int)
         vips = self._vips
         rs = self._rs
@@ -242,7 +241,7 @@ class Classifier:
             st.ignore(IGNORE_UNRELATED)
             st.went_elsewhere(proto, dst, dport, proto == 17 or pkt[ihl + 13] & 0x12 == 0x02)
             return SKIPPED
-        if self._is_copy(ns, pkt, ihl, proto, src, sport, dst, dport, toward_server):
+        if self._copies.seen(ns, fingerprint(pkt, ihl, toward_server)):
             st.copies += 1
             return SKIPPED
         if kind == SKIPPED:
@@ -263,74 +262,22 @@ class Classifier:
         self.dport = dport
         return kind
 
-    def _is_copy(self, ns: int, pkt: bytes, ihl: int, proto: int, src: int, sport: int,
-                 dst: int, dport: int, toward_server: bool) -> bool:
-        """The copy rule (module docstring); records the packet when it is not a copy."""
-        gap = ns - self._window_start
-        if gap >= COPY_WINDOW_NS:            # windows on a fixed grid: the older table is
-            self._older = self._recent if gap < 2 * COPY_WINDOW_NS else {}   # the last one
-            self._recent = {}
-            self._window_start = ns - gap % COPY_WINDOW_NS
-        caddr = src if toward_server else dst
-        cport = sport if toward_server else dport
-        if proto == 6:                  # sequence and acknowledgement numbers
-            mix = _u32(pkt, ihl + 4) ^ ((_u32(pkt, ihl + 8) & 0x3FFFFFF) << 4)
-        else:                           # the start of the payload
-            mix = _u32(pkt, ihl + 8) if len(pkt) >= ihl + 12 else 0
-        # 29 + 32 + 1 bits, native in the compiled build (boxed once for the dicts);
-        # collisions are told apart below
-        key = _box(((((caddr ^ (cport << 16) ^ ((pkt[4] << 8) | pkt[5]) ^ (pkt[3] << 8))
-                      & 0x1FFFFFFF) << 32) | mix) << 1 | toward_server)
-        seen = self._recent.get(key)
-        if seen is None:
-            seen = self._older.get(key)
-        if seen is not None and \
-                _signature(seen, toward_server) == _signature(pkt, toward_server):
-            return True
-        self._recent[key] = pkt
-        return False
-
 
 class _AddrSet:
     """Addresses to test each packet against: a few are compared one by one (native in the
     compiled build, nothing boxed), many looked up in a set."""
 
     def __init__(self, addrs: Iterable[int]) -> None:
-        self.few = sorted(set(addrs))
+        self.few = vec[i64](sorted(set(addrs)))
         self.many = frozenset(self.few) if len(self.few) > 8 else None
 
-    def has(self, addr: int) -> bool:
+    def has(self, addr: i64) -> bool:
         if self.many is not None:
             return addr in self.many
         for a in self.few:
             if a == addr:
                 return True
         return False
-
-
-def _box(value: int) -> object:
-    """The int as an object, once, for the dict operations that use it (the compiled
-    build would box a native int again for each)."""
-    return value
-
-
-def _u32(pkt: bytes, at: int) -> int:
-    return (pkt[at] << 24) | (pkt[at + 1] << 16) | (pkt[at + 2] << 8) | pkt[at + 3]
-
-
-def _signature(pkt: bytes, toward_server: bool) -> bytes:
-    """Everything a copy shares with the packet first seen: all but the TTL, the checksums
-    and the server side's address and port."""
-    ihl = (pkt[0] & 15) << 2
-    if toward_server:
-        client = pkt[12:16] + pkt[ihl:ihl + 2]
-    else:
-        client = pkt[16:20] + pkt[ihl + 2:ihl + 4]
-    if pkt[9] == 6:
-        l4 = pkt[ihl + 4:ihl + 16] + pkt[ihl + 18:ihl + ((pkt[ihl + 12] >> 4) << 2)]
-    else:
-        l4 = pkt[ihl + 4:ihl + 6] + pkt[ihl + 8:ihl + 24]
-    return pkt[:8] + pkt[9:10] + client + l4
 
 
 class Replayer:
@@ -458,7 +405,10 @@ class TimeOrder:
         return ns - st.first_ns
 
 
-NEVER: Final = 1 << 62                # a nanosecond time after any capture's
+# a nanosecond time after any capture's (146 years in; pcap's 32-bit seconds span 136):
+# the largest native int of the compiled build, where 1 << 62 would be an object and every
+# comparison with it a slow call
+NEVER: Final = (1 << 62) - 1
 
 
 class Replay:
