@@ -30,6 +30,7 @@ COPY_WINDOW_NS: Final = 100_000_000   # identical within 100 ms (up to 200): the
 _M31: Final = 0x7FFFFFFF
 _K1: Final = 0x5BD1E995               # odd multipliers below 2^31: no product overflows
 _K2: Final = 0x2F4A7C15
+_SEED: Final = (0x1B873593 << 31) | 0x68E31DA4
 _FIRST_BITS: Final = 12               # a window's table starts at 4,096 slots
 
 
@@ -45,48 +46,31 @@ def fingerprint(pkt: bytes, ihl: i64, toward_server: bool) -> i64:
         caddr = u32(pkt, 16)
         cport = u16(pkt, ihl + 2)
     proto = i64(pkt[9])
-    a = _mix(_mix(_mix(0x1B873593, u32(pkt, 0), _K1), u32(pkt, 4), _K1), caddr, _K1)
-    b = _mix(_mix(_mix(0x68E31DA4, u32(pkt, 0), _K2), u32(pkt, 4), _K2), caddr, _K2)
-    w = (proto << 17) | (i64(toward_server) << 16) | cport
-    a = _mix(a, w, _K1)
-    b = _mix(b, w, _K2)
+    h = _mix(_mix(_mix(_SEED, u32(pkt, 0)), u32(pkt, 4)), caddr)
+    h = _mix(h, (proto << 17) | (i64(toward_server) << 16) | cport)
     if proto == 6:                   # sequence, acknowledgement, offset, flags, window
-        w = u32(pkt, ihl + 4)
-        a = _mix(a, w, _K1)
-        b = _mix(b, w, _K2)
-        w = u32(pkt, ihl + 8)
-        a = _mix(a, w, _K1)
-        b = _mix(b, w, _K2)
-        w = u32(pkt, ihl + 12)
-        a = _mix(a, w, _K1)
-        b = _mix(b, w, _K2)
+        h = _mix(_mix(_mix(h, u32(pkt, ihl + 4)), u32(pkt, ihl + 8)), u32(pkt, ihl + 12))
         start = ihl + 18             # the urgent pointer and the options
         end = ihl + ((i64(pkt[ihl + 12]) >> 4) << 2)
     else:                            # the UDP length, then the payload's start
-        w = u16(pkt, ihl + 4)
-        a = _mix(a, w, _K1)
-        b = _mix(b, w, _K2)
+        h = _mix(h, u16(pkt, ihl + 4))
         start = ihl + 8
         end = ihl + 24
     if end > n:                      # cut by the snaplen: what the capture holds
         end = n
     at = start
     while at + 4 <= end:
-        w = u32(pkt, at)
-        a = _mix(a, w, _K1)
-        b = _mix(b, w, _K2)
+        h = _mix(h, u32(pkt, at))
         at += 4
     if at < end:                     # 1-3 bytes left, and how many
         w = end - at
         while at < end:
             w = (w << 8) | i64(pkt[at])
             at += 1
-        a = _mix(a, w, _K1)
-        b = _mix(b, w, _K2)
-    fp = (a << 31) | b
-    if fp == 0:                      # (a conditional expression would box it)
+        h = _mix(h, w)
+    if h == 0:                       # (a conditional expression would box it)
         return 1
-    return fp
+    return h
 
 
 class CopyRule:
@@ -166,11 +150,13 @@ class _Window:
             self.add(old[i])
 
 
-def _mix(h: i64, w: i64, k: i64) -> i64:
-    """One step of a 31-bit multiplicative hash: h < 2^31 and w < 2^32, so the product
-    stays below 2^63 (native and exact in the compiled build and in Python alike)."""
-    h = (h ^ w) * k
-    return (h ^ (h >> 31)) & _M31
+def _mix(h: i64, w: i64) -> i64:
+    """One step of both 31-bit multiplicative hashes, side by side in `h` (lane one in
+    bits 31-61, lane two in 0-30), for a word w < 2^32: each product stays below 2^63,
+    so the compiled build (native, wrapping) and Python agree."""
+    a = ((h >> 31) ^ w) * _K1
+    b = ((h & _M31) ^ w) * _K2
+    return (((a ^ (a >> 31)) & _M31) << 31) | ((b ^ (b >> 31)) & _M31)
 
 
 def u32(pkt: bytes, at: i64) -> i64:
